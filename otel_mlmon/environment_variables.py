@@ -1,0 +1,65 @@
+"""Every ``OTEL_PYTHON_MLMON_*`` setting of the instrumentation, with its type, values and default.
+
+Precedence everywhere: an explicit argument > the environment variable > the default. A malformed value logs a
+warning naming the variable and falls back to the default (it never stops the application).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+OTEL_PYTHON_MLMON_CAPTURE_FEATURES: Final = "OTEL_PYTHON_MLMON_CAPTURE_FEATURES"
+"""bool, default ``false``. Put raw feature values on ``ml.predictions`` events (one array attribute per
+feature, ``ml.feature.<name>``). Off by default: raw inputs may be personal data."""
+
+OTEL_PYTHON_MLMON_FEATURE_SKETCHES: Final = "OTEL_PYTHON_MLMON_FEATURE_SKETCHES"
+"""bool, default ``true``. Sketch every input feature and export the sketches as ``ml.feature.*`` metrics."""
+
+OTEL_PYTHON_MLMON_SKETCH_EXPORT_INTERVAL: Final = "OTEL_PYTHON_MLMON_SKETCH_EXPORT_INTERVAL"
+"""int milliseconds > 0, default: ``OTEL_METRIC_EXPORT_INTERVAL`` if set, else 60000. How often the
+pre-aggregated sketches (features, scores, regression outputs) are exported, as delta temporality."""
+
+OTEL_PYTHON_MLMON_SKETCH_PRECISION: Final = "OTEL_PYTHON_MLMON_SKETCH_PRECISION"
+"""int 1..10, default 7. Sub-buckets per power of two of a numeric sketch: the relative bucket width is
+2**-precision (0.78 % at 7). Higher is sharper and larger."""
+
+OTEL_PYTHON_MLMON_EVENT_MODE: Final = "OTEL_PYTHON_MLMON_EVENT_MODE"
+"""``buffered`` (default) or ``per_call``. Buffered: rows of several predict calls share one ``ml.predictions``
+event, flushed every ``OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL`` ms, at ``OTEL_PYTHON_MLMON_EVENT_MAX_ROWS`` rows
+and at exit. Per call: one event per call, emitted in the call's span context."""
+
+OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL: Final = "OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL"
+"""int milliseconds > 0, default 1000. Longest time a buffered prediction row waits before its event."""
+
+OTEL_PYTHON_MLMON_EVENT_MAX_ROWS: Final = "OTEL_PYTHON_MLMON_EVENT_MAX_ROWS"
+"""int > 0, default 4096. Rows per buffered ``ml.predictions`` event; a larger call is split into several."""
+
+OTEL_PYTHON_MLMON_CATEGORY_TOP_K: Final = "OTEL_PYTHON_MLMON_CATEGORY_TOP_K"
+"""int > 0, default 50. Categories of a categorical feature exported per interval; the rest are summed into
+``__other__``."""
+
+OTEL_PYTHON_MLMON_MAX_CATEGORIES: Final = "OTEL_PYTHON_MLMON_MAX_CATEGORIES"
+"""int > 0, default 1000. Distinct categories a categorical sketch keeps in memory per feature; new ones beyond it
+count as ``__other__``."""
+
+OTEL_PYTHON_MLMON_MAX_MODELS: Final = "OTEL_PYTHON_MLMON_MAX_MODELS"
+"""int > 0, default 100. Distinct (model name, version) pairs per process; more are recorded under the model
+name ``__overflow__``."""
+
+OTEL_PYTHON_MLMON_MAX_FEATURES: Final = "OTEL_PYTHON_MLMON_MAX_FEATURES"
+"""int > 0, default 1000. Input columns sketched per model; wider inputs have only their first columns
+sketched (counted in ``ml.instrumentation.errors`` with ``error.type=too_many_features``)."""
+
+ALL: Final = (
+    OTEL_PYTHON_MLMON_CAPTURE_FEATURES,
+    OTEL_PYTHON_MLMON_FEATURE_SKETCHES,
+    OTEL_PYTHON_MLMON_SKETCH_EXPORT_INTERVAL,
+    OTEL_PYTHON_MLMON_SKETCH_PRECISION,
+    OTEL_PYTHON_MLMON_EVENT_MODE,
+    OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL,
+    OTEL_PYTHON_MLMON_EVENT_MAX_ROWS,
+    OTEL_PYTHON_MLMON_CATEGORY_TOP_K,
+    OTEL_PYTHON_MLMON_MAX_CATEGORIES,
+    OTEL_PYTHON_MLMON_MAX_MODELS,
+    OTEL_PYTHON_MLMON_MAX_FEATURES,
+)

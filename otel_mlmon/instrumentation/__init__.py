@@ -1,0 +1,22 @@
+"""Instrumentation of model inference: the wrapper, the per-framework instrumentors and their helpers.
+
+Instrumentors (entry-point group ``opentelemetry_instrumentor``): ``mlmon_sklearn``, ``mlmon_xgboost``,
+``mlmon_lightgbm``, ``mlmon_torch``. Importing this package imports no ML framework.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["force_flush"]
+
+
+def force_flush(timeout_millis: int = 10_000) -> bool:
+    """Emit buffered ``ml.predictions`` events and export feature sketches now (e.g. before a test asserts)."""
+    from otel_mlmon.instrumentation._telemetry import force_flush as flush
+
+    return flush(timeout_millis)
+
+
+def __getattr__(name: str) -> Any:
+    raise AttributeError(f"module 'otel_mlmon.instrumentation' has no attribute {name!r}")

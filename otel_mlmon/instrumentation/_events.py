@@ -1,0 +1,90 @@
+"""``ml.predictions`` and ``ml.labels`` events: the one place that emits OTLP log records.
+
+``opentelemetry._logs`` is still underscore-private; everything that touches it is here. Events carry their rows
+as columnar array attributes. In buffered mode rows of several calls of one model share an event, flushed at
+``event_max_rows`` rows, every ``event_flush_interval_s`` and at exit; in per-call mode each call emits its own
+event inside the call's span context.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry._logs import Logger, SeverityNumber
+from opentelemetry.context import Context
+
+from otel_mlmon import semconv
+
+
+def emit(logger: Logger, name: str, attributes: Mapping[str, Any], timestamp_ns: int | None = None,
+         context: Context | None = None) -> None:
+    """Emit one event: a log record with an EventName and no body."""
+    now = time.time_ns()
+    logger.emit(timestamp=timestamp_ns or now, observed_timestamp=now, context=context,
+                severity_number=SeverityNumber.INFO, attributes=dict(attributes), event_name=name)
+
+
+def emit_rows(logger: Logger, name: str, base: Mapping[str, Any], columns: Mapping[str, Sequence[Any]],
+              rows: int, max_rows: int, timestamp_ns: int | None = None, context: Context | None = None) -> None:
+    """Emit ``rows`` rows of columns as events of at most ``max_rows`` rows each."""
+    for begin in range(0, rows, max_rows):
+        end = min(begin + max_rows, rows)
+        attributes = dict(base)
+        for key, values in columns.items():
+            attributes[key] = list(values[begin:end])
+        emit(logger, name, attributes, timestamp_ns, context)
+
+
+@dataclass
+class _Pending:
+    base: dict[str, Any]
+    columns: dict[str, list[Any]]
+    rows: int = 0
+    first_ns: int = field(default_factory=time.time_ns)
+
+
+class PredictionBuffer:
+    """Rows waiting for their ``ml.predictions`` event, per (model, version, set of columns)."""
+
+    def __init__(self, logger: Logger, max_rows: int, flush_interval_s: float) -> None:
+        self.logger = logger
+        self.max_rows = max_rows
+        self.flush_interval_s = flush_interval_s
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[Any, ...], _Pending] = {}
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = {}
+
+    def add(self, base: Mapping[str, Any], columns: Mapping[str, list[Any]], rows: int) -> None:
+        key = (base.get(semconv.ML_MODEL_NAME), base.get(semconv.ML_MODEL_VERSION), *columns)
+        ready: list[_Pending] = []
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._pending[key] = _Pending(dict(base), {k: [] for k in columns})
+            for k, values in columns.items():
+                pending.columns[k].extend(values)
+            pending.rows += rows
+            if pending.rows >= self.max_rows:
+                ready.append(self._pending.pop(key))
+        for item in ready:
+            self._emit(item)
+
+    def flush(self, only_due: bool = False) -> None:
+        """Emit pending rows (only those older than the flush interval when ``only_due``)."""
+        deadline = time.time_ns() - int(self.flush_interval_s * 1e9)
+        with self._lock:
+            keys = [k for k, p in self._pending.items() if not only_due or p.first_ns <= deadline]
+            ready = [self._pending.pop(k) for k in keys]
+        for item in ready:
+            self._emit(item)
+
+    def _emit(self, item: _Pending) -> None:
+        emit_rows(self.logger, semconv.EVENT_PREDICTIONS, item.base, item.columns, item.rows, self.max_rows,
+                  item.first_ns)

@@ -1,0 +1,195 @@
+"""Model inputs as columns: numpy arrays, pandas DataFrames, lists, dicts, scipy sparse matrices, torch tensors.
+
+Nothing here imports pandas, scipy or torch: objects are recognised by their module and attributes. Iterators and
+generators are never touched (the model consumes them; reading them first would change what it sees). Values
+are not copied unless a conversion needs it; callers consume the result before the user's call returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from otel_mlmon.sketch import to_float
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+
+
+@dataclass
+class InputBatch:
+    """One call's features. ``numeric`` is (rows, len(numeric_names)) float64; ``categorical`` maps name to a
+    1-D array of objects. ``rows`` is None when the input could not be read (the output's length is used)."""
+
+    rows: int | None
+    names: tuple[str, ...] = ()
+    numeric_names: tuple[str, ...] = ()
+    numeric: np.ndarray | None = None
+    categorical: dict[str, np.ndarray] = field(default_factory=dict)
+    invalid: dict[str, int] = field(default_factory=dict)  # non-numbers met in numeric columns
+
+
+def _module_root(value: Any) -> str:
+    return type(value).__module__.partition(".")[0]
+
+
+def default_names(count: int) -> tuple[str, ...]:
+    return tuple(f"feature_{i}" for i in range(count))
+
+
+def _names_for(width: int, given: Sequence[str] | None, model: Any) -> tuple[str, ...]:
+    if given is not None and len(given) == width:
+        return tuple(str(n) for n in given)
+    learned = getattr(model, "feature_names_in_", None)
+    if learned is None:
+        learned = getattr(model, "feature_names", None)  # xgboost.Booster
+        if callable(learned):  # lightgbm.Booster.feature_name() is a method under another name
+            learned = None
+    if learned is not None and not isinstance(learned, str):
+        try:
+            names = [str(n) for n in learned]
+        except TypeError:
+            names = []
+        if len(names) == width:
+            return tuple(names)
+    return default_names(width)
+
+
+def read_input(x: Any, model: Any, feature_names: Sequence[str] | None, kinds: Mapping[str, str] | None,
+               max_features: int) -> InputBatch:
+    """Split an input into numeric and categorical columns.
+
+    Args:
+        x: the first positional argument of the model call.
+        model: the model (for learned feature names).
+        feature_names: names given by the user, if any.
+        kinds: known kind per feature name (from a reference profile or an earlier call).
+        max_features: columns beyond this are not read.
+    """
+    if isinstance(x, Iterator) or x is None:
+        return InputBatch(rows=None)
+    root = _module_root(x)
+    if root == "pandas":
+        if hasattr(x, "columns"):
+            return _from_frame(x, kinds, max_features)
+        if hasattr(x, "index") and hasattr(x, "to_numpy"):  # a Series: one row indexed by feature name
+            return _from_matrix(np.asarray(x.to_numpy(), dtype=object).reshape(1, -1),
+                                [str(i) for i in x.index], kinds, max_features)
+    if root == "torch" and hasattr(x, "detach"):
+        if x.dim() > 2:
+            return InputBatch(rows=int(x.shape[0]))
+        x = x.detach().cpu().numpy()
+    elif root == "scipy" and hasattr(x, "tocsr") and hasattr(x, "shape"):
+        rows, width = x.shape
+        width = min(width, max_features)
+        block = x.tocsr()[:, :width].toarray()
+        names = _names_for(x.shape[1], feature_names, model)[:width]
+        return _from_numeric(np.asarray(block, dtype=np.float64), names)
+    elif root in ("xgboost", "lightgbm"):  # DMatrix / Dataset: opaque, rows only
+        num_row = getattr(x, "num_row", None) or getattr(x, "num_data", None)
+        return InputBatch(rows=int(num_row()) if callable(num_row) else None)
+    if isinstance(x, Mapping):
+        return _from_mapping(x, kinds, max_features)
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], Mapping):
+        names = [str(k) for k in x[0]]
+        matrix = np.empty((len(x), len(names)), dtype=object)
+        for i, row in enumerate(x):
+            for j, name in enumerate(names):
+                matrix[i, j] = row.get(name) if isinstance(row, Mapping) else None
+        return _from_matrix(matrix, names, kinds, max_features)
+    array = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if array.ndim == 0:
+        array = array.reshape(1, 1)
+    elif array.ndim == 1:
+        array = array.reshape(1, -1)  # one row of features
+    elif array.ndim > 2:
+        return InputBatch(rows=int(array.shape[0]))
+    names = _names_for(array.shape[1], feature_names, model)
+    if array.dtype.kind in "fiub" and not (kinds and any(kinds.get(n) == CATEGORICAL for n in names)):
+        width = min(array.shape[1], max_features)
+        return _from_numeric(np.asarray(array[:, :width], dtype=np.float64), names[:width])
+    return _from_matrix(array.astype(object, copy=False), list(names), kinds, max_features)
+
+
+def _from_numeric(block: np.ndarray, names: Sequence[str]) -> InputBatch:
+    names = tuple(names)
+    return InputBatch(rows=block.shape[0], names=names, numeric_names=names, numeric=block)
+
+
+def _guess_kind(values: np.ndarray) -> str:
+    for item in values[:64]:
+        if item is None or isinstance(item, (int, float, np.number)):
+            continue
+        if isinstance(item, (bool, np.bool_, str, bytes)):
+            return CATEGORICAL
+        return CATEGORICAL
+    return NUMERIC
+
+
+def _from_matrix(matrix: np.ndarray, names: Sequence[str], kinds: Mapping[str, str] | None,
+                 max_features: int) -> InputBatch:
+    width = min(matrix.shape[1], max_features)
+    columns = {str(names[j]): matrix[:, j] for j in range(width)}
+    return _from_columns(columns, matrix.shape[0], kinds)
+
+
+def _from_columns(columns: Mapping[str, Any], rows: int, kinds: Mapping[str, str] | None) -> InputBatch:
+    numeric_names: list[str] = []
+    numeric_columns: list[np.ndarray] = []
+    categorical: dict[str, np.ndarray] = {}
+    invalid: dict[str, int] = {}
+    for name, values in columns.items():
+        array = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+        kind = (kinds or {}).get(name)
+        if kind is None:
+            kind = NUMERIC if array.dtype.kind in "fiu" else _guess_kind(array.ravel())
+        if kind == NUMERIC:
+            floats, bad = to_float(array)
+            numeric_names.append(name)
+            numeric_columns.append(floats.ravel())
+            if bad:
+                invalid[name] = bad
+        else:
+            categorical[name] = array.ravel()
+    numeric = np.column_stack(numeric_columns) if numeric_columns else None
+    return InputBatch(rows=rows, names=tuple(columns), numeric_names=tuple(numeric_names), numeric=numeric,
+                      categorical=categorical, invalid=invalid)
+
+
+def _from_frame(frame: Any, kinds: Mapping[str, str] | None, max_features: int) -> InputBatch:
+    names = [str(c) for c in frame.columns[:max_features]]
+    rows = int(frame.shape[0])
+    dtypes = frame.dtypes.iloc[:max_features]
+    numeric_positions = [j for j, dtype in enumerate(dtypes)
+                         if getattr(dtype, "kind", "O") in "fiu" and (kinds or {}).get(names[j]) != CATEGORICAL]
+    if len(numeric_positions) == len(names):
+        block = frame.iloc[:, :max_features].to_numpy(dtype=np.float64, na_value=np.nan)
+        return _from_numeric(block, names)
+    columns: dict[str, Any] = {}
+    for j, name in enumerate(names):
+        column = frame.iloc[:, j]
+        if j in numeric_positions:
+            columns[name] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        elif getattr(dtypes.iloc[j], "kind", "O") == "b" and (kinds or {}).get(name) == NUMERIC:
+            columns[name] = column.to_numpy(dtype=np.float64)
+        else:
+            columns[name] = column.to_numpy(dtype=object)
+    frame_kinds = dict(kinds or {})
+    for j, name in enumerate(names):
+        if j not in numeric_positions and name not in frame_kinds:
+            # DESIGN: pandas object/bool/category/string columns are categorical.
+            frame_kinds[name] = CATEGORICAL
+    return _from_columns(columns, rows, frame_kinds)
+
+
+def _from_mapping(mapping: Mapping[Any, Any], kinds: Mapping[str, str] | None, max_features: int) -> InputBatch:
+    items = list(mapping.items())[:max_features]
+    if items and all(isinstance(v, (list, tuple, np.ndarray)) for _, v in items):  # columns
+        lengths = {len(v) for _, v in items}
+        if len(lengths) == 1:
+            return _from_columns({str(k): v for k, v in items}, lengths.pop(), kinds)
+    # One row given as {feature: value}.
+    return _from_columns({str(k): np.array([v], dtype=object) for k, v in items}, 1, kinds)

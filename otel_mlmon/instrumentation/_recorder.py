@@ -1,0 +1,264 @@
+"""Per-model pre-aggregated state: feature sketches, score histograms and the regression output sketch.
+
+The hot path adds to it under the model's lock; the exporter swaps the whole state out (``collect``) and, when an
+export fails, merges it back (``restore``), so a failed export loses nothing: sketches are mergeable.
+Single rows are staged in a small block and sketched together, which is what makes per-row sketching cheap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from otel_mlmon import semconv
+from otel_mlmon.instrumentation import _guard
+from otel_mlmon.instrumentation._inputs import CATEGORICAL, NUMERIC, InputBatch, read_input
+from otel_mlmon.instrumentation._outputs import OutputBatch
+from otel_mlmon.instrumentation._settings import Settings
+from otel_mlmon.sketch import CategoricalSketch, NumericSketch, update_columns
+
+STAGE_ROWS = 256  # rows staged before a block update; small calls (<= STAGE_ROWS / 4 rows) are staged
+SCORE_BOUNDS = np.asarray(semconv.ML_PREDICTION_SCORE_BUCKETS, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """How a feature is sketched: its kind and, for numbers, the bucketing (from a reference profile)."""
+
+    kind: str
+    center: float = 0.0
+    scale: float = 1.0
+
+
+@dataclass
+class ScoreHistogram:
+    """Pre-aggregated explicit-bucket histogram of scores in [0, 1] (bounds: the semconv advisory)."""
+
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BOUNDS.size + 1, dtype=np.int64))
+    count: int = 0
+    total: float = 0.0
+    minimum: float = np.inf
+    maximum: float = -np.inf
+
+    def update(self, scores: np.ndarray) -> None:
+        scores = scores[np.isfinite(scores)]
+        if scores.size == 0:
+            return
+        # OTLP bucket i is (bounds[i-1], bounds[i]]: searchsorted 'left' gives exactly that index.
+        self.counts += np.bincount(np.searchsorted(SCORE_BOUNDS, scores, side="left"),
+                                   minlength=SCORE_BOUNDS.size + 1)
+        self.count += int(scores.size)
+        self.total += float(scores.sum())
+        self.minimum = min(self.minimum, float(scores.min()))
+        self.maximum = max(self.maximum, float(scores.max()))
+
+    def merge(self, other: ScoreHistogram) -> None:
+        self.counts += other.counts
+        self.count += other.count
+        self.total += other.total
+        self.minimum = min(self.minimum, other.minimum)
+        self.maximum = max(self.maximum, other.maximum)
+
+
+@dataclass
+class SketchState:
+    """Everything aggregated for one model since ``start_ns``."""
+
+    start_ns: int
+    numeric: dict[str, NumericSketch] = field(default_factory=dict)
+    categorical: dict[str, CategoricalSketch] = field(default_factory=dict)
+    scores: dict[str, ScoreHistogram] = field(default_factory=dict)
+    values: NumericSketch | None = None
+
+    def empty(self) -> bool:
+        return not (any(s.total for s in self.numeric.values()) or any(s.total for s in self.categorical.values())
+                    or self.scores or (self.values is not None and self.values.total))
+
+    def merge(self, other: SketchState) -> None:
+        self.start_ns = min(self.start_ns, other.start_ns)
+        for name, sketch in other.numeric.items():
+            mine = self.numeric.get(name)
+            if mine is None:
+                self.numeric[name] = sketch
+            else:
+                mine.merge(sketch)
+        for name, categories in other.categorical.items():
+            if name in self.categorical:
+                self.categorical[name].merge(categories)
+            else:
+                self.categorical[name] = categories
+        for label, histogram in other.scores.items():
+            if label in self.scores:
+                self.scores[label].merge(histogram)
+            else:
+                self.scores[label] = histogram
+        if other.values is not None:
+            if self.values is None:
+                self.values = other.values
+            else:
+                self.values.merge(other.values)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """Attributes of one (model, operation), computed once."""
+
+    span_name: str
+    span_attributes: Mapping[str, Any]
+    metric_attributes: Mapping[str, Any]
+
+
+class ModelRecorder:
+    """Telemetry state of one (model name, version) in one process."""
+
+    def __init__(self, name: str, version: str, task: str | None, system: str, settings: Settings,
+                 columns: Mapping[str, ColumnSpec] | None = None,
+                 feature_names: tuple[str, ...] | None = None) -> None:
+        self.name = name
+        self.version = version
+        self.task = task
+        self.system = system
+        self.settings = settings
+        self.feature_names = feature_names
+        self.columns: dict[str, ColumnSpec] = dict(columns or {})
+        self.point_attributes = {semconv.ML_MODEL_NAME: name, semconv.ML_MODEL_VERSION: version}
+        self._operations: dict[str, Operation] = {}
+        self._lock = threading.Lock()
+        self._state = SketchState(time.time_ns())
+        self._stage: np.ndarray | None = None
+        self._stage_names: tuple[str, ...] = ()
+        self._staged = 0
+        self._stage_categorical: dict[str, list[Any]] = {}
+
+    def after_fork(self) -> None:
+        """In a forked child: new lock, empty state (the parent exports what it aggregated)."""
+        self._lock = threading.Lock()
+        self._state = SketchState(time.time_ns())
+        self._stage, self._stage_names, self._staged, self._stage_categorical = None, (), 0, {}
+
+    def operation(self, operation: str) -> Operation:
+        cached = self._operations.get(operation)
+        if cached is None:
+            metric = {
+                semconv.ML_MODEL_NAME: self.name,
+                semconv.ML_MODEL_VERSION: self.version,
+                semconv.ML_MODEL_TASK: self.task or "",
+                semconv.ML_SYSTEM_NAME: self.system,
+                semconv.ML_OPERATION_NAME: operation,
+            }
+            cached = Operation(f"{operation} {self.name}", dict(metric), metric)
+            self._operations[operation] = cached
+        return cached
+
+    # --- hot path ------------------------------------------------------------------------------------------
+    def read_input(self, x: Any, model: Any) -> InputBatch:
+        kinds = {name: spec.kind for name, spec in self.columns.items()} if self.columns else None
+        batch = read_input(x, model, self.feature_names, kinds, self.settings.max_features)
+        if batch.names and len(batch.names) >= self.settings.max_features:
+            _guard.failure("too_many_features", message=f"model {self.name!r}: only the first "
+                           f"{self.settings.max_features} input columns are sketched")
+        return batch
+
+    def record_inputs(self, batch: InputBatch) -> None:
+        if batch.rows is None or not batch.names:
+            return
+        for name in batch.numeric_names:
+            if name not in self.columns:
+                self.columns[name] = ColumnSpec(NUMERIC)
+        for name in batch.categorical:
+            if name not in self.columns:
+                self.columns[name] = ColumnSpec(CATEGORICAL)
+        with self._lock:
+            if batch.invalid:
+                for name, n in batch.invalid.items():
+                    self._numeric_sketch(name).add_bad(invalid=n)
+            if batch.rows <= STAGE_ROWS // 4:
+                self._stage_rows(batch)
+            else:
+                self._sketch(batch.numeric_names, batch.numeric, batch.categorical)
+
+    def record_outputs(self, outputs: OutputBatch) -> None:
+        with self._lock:
+            if outputs.scores is not None and outputs.classes is not None:
+                if len(outputs.classes) == 2:
+                    pairs = [(outputs.classes[1], outputs.scores[:, 1])]
+                else:
+                    pairs = [(c, outputs.scores[:, j]) for j, c in enumerate(outputs.classes)]
+                for label, column in pairs:
+                    histogram = self._state.scores.get(label)
+                    if histogram is None:
+                        histogram = self._state.scores[label] = ScoreHistogram()
+                    histogram.update(column)
+            if outputs.values is not None:
+                if self._state.values is None:
+                    self._state.values = NumericSketch(precision=self.settings.sketch_precision)
+                self._state.values.update(outputs.values)
+
+    def _numeric_sketch(self, name: str) -> NumericSketch:
+        sketch = self._state.numeric.get(name)
+        if sketch is None:
+            spec = self.columns.get(name) or ColumnSpec(NUMERIC)
+            sketch = NumericSketch(spec.center, spec.scale, self.settings.sketch_precision)
+            self._state.numeric[name] = sketch
+        return sketch
+
+    def _categorical_sketch(self, name: str) -> CategoricalSketch:
+        sketch = self._state.categorical.get(name)
+        if sketch is None:
+            sketch = CategoricalSketch(self.settings.max_categories)
+            self._state.categorical[name] = sketch
+        return sketch
+
+    def _stage_rows(self, batch: InputBatch) -> None:
+        names = batch.numeric_names
+        if self._stage is None or names != self._stage_names or set(batch.categorical) != set(
+                self._stage_categorical):
+            self._flush_stage()
+            self._stage = np.empty((STAGE_ROWS, len(names)), dtype=np.float64) if names else None
+            self._stage_names = names
+            self._stage_categorical = {name: [] for name in batch.categorical}
+        rows = batch.rows or 0
+        if self._staged + rows > STAGE_ROWS:
+            self._flush_stage()
+        if self._stage is not None and batch.numeric is not None:
+            self._stage[self._staged: self._staged + rows] = batch.numeric
+        for name, values in batch.categorical.items():
+            self._stage_categorical[name].extend(values.tolist())
+        self._staged += rows
+
+    def _flush_stage(self) -> None:
+        if self._staged:
+            numeric = self._stage[: self._staged] if self._stage is not None else None
+            categorical = {name: np.asarray(values, dtype=object)
+                           for name, values in self._stage_categorical.items()}
+            self._sketch(self._stage_names, numeric, categorical)
+            for values in self._stage_categorical.values():
+                values.clear()
+        self._staged = 0
+
+    def _sketch(self, numeric_names: tuple[str, ...], numeric: np.ndarray | None,
+                categorical: Mapping[str, np.ndarray]) -> None:
+        if numeric is not None and numeric_names:
+            update_columns([self._numeric_sketch(name) for name in numeric_names], numeric)
+        for name, values in categorical.items():
+            self._categorical_sketch(name).update(values)
+
+    # --- export side ---------------------------------------------------------------------------------------
+    def collect(self) -> SketchState | None:
+        """Swap out everything aggregated so far; None when there is nothing."""
+        with self._lock:
+            self._flush_stage()
+            state = self._state
+            self._state = SketchState(time.time_ns())
+        return None if state.empty() else state
+
+    def restore(self, state: SketchState) -> None:
+        """Merge back a collected state whose export failed."""
+        with self._lock:
+            state.merge(self._state)
+            self._state = state

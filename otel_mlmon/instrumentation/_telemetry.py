@@ -1,0 +1,235 @@
+"""The telemetry objects of one set of providers, the model registry, and the background flusher.
+
+All instruments are created here, once, with their units and bucket advisories. One daemon thread per process
+flushes buffered events and exports sketches on their intervals; ``force_flush()`` does both now, and runs at
+exit (registered after the SDK providers exist, so it runs before their own shutdown). After ``fork()`` a child
+starts with empty buffers and new locks; its thread starts again at its first prediction.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry._logs import get_logger
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+from otel_mlmon import semconv
+from otel_mlmon._version import __version__
+from otel_mlmon.instrumentation import _guard
+from otel_mlmon.instrumentation._events import PredictionBuffer
+from otel_mlmon.instrumentation._export import build_metrics, resolve_exporter
+from otel_mlmon.instrumentation._recorder import ColumnSpec, ModelRecorder
+from otel_mlmon.instrumentation._settings import Settings
+
+EXPORT_TIMEOUT_MILLIS = 10_000
+
+
+class Telemetry:
+    """Tracer, instruments, logger, model recorders and sketch export for one set of providers."""
+
+    def __init__(self, tracer_provider: Any = None, meter_provider: Any = None, logger_provider: Any = None,
+                 sketch_exporter: MetricExporter | None = None, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.meter_provider = meter_provider
+        self.sketch_exporter = sketch_exporter
+        self.tracer = trace.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__, tracer_provider)
+        meter = metrics.get_meter(semconv.INSTRUMENTATION_SCOPE, __version__, meter_provider)
+        self.duration = meter.create_histogram(
+            semconv.ML_OPERATION_DURATION, unit=semconv.ML_OPERATION_DURATION_UNIT,
+            description="Duration of model inference calls",
+            explicit_bucket_boundaries_advisory=list(semconv.ML_OPERATION_DURATION_BUCKETS))
+        self.predictions = meter.create_counter(
+            semconv.ML_PREDICTIONS, unit=semconv.ML_PREDICTIONS_UNIT, description="Rows predicted")
+        self.errors = meter.create_counter(
+            semconv.ML_INSTRUMENTATION_ERRORS, unit="{error}",
+            description="Telemetry that otel-mlmon failed to produce and dropped, by error.type")
+        self.logger = get_logger(semconv.INSTRUMENTATION_SCOPE, __version__, logger_provider=logger_provider)
+        self.buffer = PredictionBuffer(self.logger, self.settings.event_max_rows,
+                                       self.settings.event_flush_interval_s)
+        self._recorders: dict[tuple[str, str], ModelRecorder] = {}
+        self._registry_lock = threading.Lock()
+        self._export_lock = threading.Lock()
+        self._next_export = time.monotonic() + self.settings.sketch_export_interval_s
+        self._sketching: bool | None = None
+        self._error_listener: Callable[[str], None] = lambda kind: self.errors.add(
+            1, {semconv.ERROR_TYPE: kind})
+        _guard.add_listener(self._error_listener)
+        _live.add(self)
+        _flusher.ensure_started()
+
+    # --- models --------------------------------------------------------------------------------------------
+    def recorder(self, name: str, version: str, system: str, task: Callable[[], str | None] | str | None,
+                 columns: Mapping[str, ColumnSpec] | None = None,
+                 feature_names: tuple[str, ...] | None = None) -> ModelRecorder:
+        key = (name, version)
+        found = self._recorders.get(key)
+        if found is not None:
+            return found
+        with self._registry_lock:
+            found = self._recorders.get(key)
+            if found is None:
+                if len(self._recorders) >= self.settings.max_models:
+                    _guard.failure("too_many_models", message=(
+                        f"more than {self.settings.max_models} models in this process; model {name!r} is "
+                        f"recorded as {semconv.OVERFLOW_MODEL_NAME!r} (raise OTEL_PYTHON_MLMON_MAX_MODELS)"))
+                    key = (semconv.OVERFLOW_MODEL_NAME, "")
+                    found = self._recorders.get(key)
+                if found is None:
+                    resolved_task = task() if callable(task) else task
+                    found = ModelRecorder(key[0], key[1], resolved_task, system, self.settings, columns,
+                                          feature_names)
+                    self._recorders[key] = found
+                    _register_exit_flush()
+        return found
+
+    def sketching(self) -> bool:
+        """Whether feature sketches have somewhere to go (checked again at each export until they do)."""
+        if self._sketching is None:
+            self._sketching = self.settings.feature_sketches and resolve_exporter(
+                self.sketch_exporter, self.meter_provider)[0] is not None
+        return self._sketching
+
+    # --- flushing ------------------------------------------------------------------------------------------
+    def tick(self, now: float) -> float:
+        """Periodic work; returns the seconds until this telemetry needs the next tick."""
+        self.buffer.flush(only_due=True)
+        if now >= self._next_export:
+            self._next_export = now + self.settings.sketch_export_interval_s
+            self.export_sketches()
+        return min(self.settings.event_flush_interval_s, max(self._next_export - now, 0.0))
+
+    def export_sketches(self, timeout_millis: int = EXPORT_TIMEOUT_MILLIS) -> bool:
+        """Export what the models aggregated since the last export; on failure keep it for the next one."""
+        with self._export_lock:
+            exporter, resource = resolve_exporter(self.sketch_exporter, self.meter_provider)
+            if exporter is None or not self.settings.feature_sketches:
+                self._sketching = False
+                return True
+            self._sketching = True
+            collected = []
+            for recorder in list(self._recorders.values()):
+                state = recorder.collect()
+                if state is not None:
+                    collected.append((recorder, state))
+            if not collected:
+                return True
+            ok = False
+            try:
+                data = build_metrics(collected, resource, self.settings.category_top_k)
+                ok = data is None or exporter.export(data, timeout_millis=timeout_millis) is \
+                    MetricExportResult.SUCCESS
+                if not ok:
+                    _guard.failure("sketch_export", message="the sketch exporter reported a failure; the "
+                                   "sketches are kept and sent with the next export")
+            except Exception as exc:
+                _guard.failure("sketch_export", exc)
+            if not ok:
+                for recorder, state in collected:
+                    recorder.restore(state)
+            return ok
+
+    def force_flush(self, timeout_millis: int = EXPORT_TIMEOUT_MILLIS) -> bool:
+        _guard.call("event_flush", self.buffer.flush)
+        return bool(_guard.call("sketch_export", self.export_sketches, timeout_millis))
+
+    def after_fork(self) -> None:
+        self._registry_lock = threading.Lock()
+        self._export_lock = threading.Lock()
+        self.buffer.after_fork()
+        for recorder in self._recorders.values():
+            recorder.after_fork()
+
+    def close(self) -> None:
+        """Flush and stop taking part in periodic work (uninstrument)."""
+        self.force_flush()
+        _guard.remove_listener(self._error_listener)
+        _live.discard(self)
+
+
+class _Flusher:
+    """One daemon thread per process that ticks every live Telemetry."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def ensure_started(self) -> None:
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="otel-mlmon-flusher", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        delay = 0.5
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            delay = 5.0
+            now = time.monotonic()
+            for telemetry in list(_live):
+                wait = _guard.call("tick", telemetry.tick, now)
+                if wait is not None:
+                    delay = min(delay, wait)
+            delay = max(delay, 0.05)
+
+    def after_fork(self) -> None:
+        self._thread = None
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+
+
+_live: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+_flusher = _Flusher()
+_default: Telemetry | None = None
+_default_lock = threading.Lock()
+
+
+def default_telemetry() -> Telemetry:
+    """The telemetry of the global providers (zero-code and ``instrument_model`` without providers)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Telemetry()
+    return _default
+
+
+def force_flush(timeout_millis: int = EXPORT_TIMEOUT_MILLIS) -> bool:
+    """Emit buffered events and export sketches of every live telemetry now."""
+    ok = True
+    for telemetry in list(_live):
+        ok = telemetry.force_flush(timeout_millis) and ok
+    return ok
+
+
+def _after_fork_in_child() -> None:
+    _flusher.after_fork()
+    for telemetry in list(_live):
+        telemetry.after_fork()
+
+
+def _at_exit() -> None:
+    force_flush(timeout_millis=5_000)
+
+
+def _register_exit_flush() -> None:
+    """(Re-)register the exit flush last, so that it runs before the SDK providers shut down (atexit is LIFO)
+    even when the providers were created after otel-mlmon was imported. Called when a model is first seen."""
+    atexit.unregister(_at_exit)
+    atexit.register(_at_exit)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)

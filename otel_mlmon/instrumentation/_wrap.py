@@ -1,0 +1,219 @@
+"""The one wrapper factory and its guard: what happens around every instrumented model call.
+
+Order of work in a wrapper: call through at once when instrumentation is suppressed or a call of ours is already
+in progress (one user-level call = one operation: a ``predict`` that calls ``decision_function``, a Pipeline that
+calls its estimator, are recorded once); start the span (guarded); the user's call, alone in its ``try``; then
+metrics, sketches and events, each guarded on its own. The user's exception is re-raised untouched and the
+return value is the very object the model returned.
+
+Which instances are recorded: those configured by ``instrument_model`` (attribute ``_otel_mlmon``), and every
+instance of a framework whose zero-code instrumentor is active. Zero-code names default to the class name unless
+the model carries ``otel_mlmon_name`` / ``otel_mlmon_version`` attributes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_mlmon import semconv
+from otel_mlmon.instrumentation import _guard, _ids
+from otel_mlmon.instrumentation._events import emit_rows
+from otel_mlmon.instrumentation._inputs import InputBatch
+from otel_mlmon.instrumentation._outputs import OutputBatch, read_output
+from otel_mlmon.instrumentation._recorder import ColumnSpec, ModelRecorder
+from otel_mlmon.instrumentation._telemetry import Telemetry, default_telemetry
+
+CONFIG_ATTRIBUTE = "_otel_mlmon"
+NAME_ATTRIBUTE = "otel_mlmon_name"
+VERSION_ATTRIBUTE = "otel_mlmon_version"
+INPUT_KEYWORDS = ("X", "data", "input", "x")
+
+_ACTIVE: ContextVar[bool] = ContextVar("otel_mlmon_active", default=False)
+_zero_code: dict[str, Telemetry | None] = {}  # system -> telemetry of its instrumentor (None: global)
+
+
+@dataclass
+class ModelConfig:
+    """What ``instrument_model`` set on a model. Pickles without its runtime telemetry."""
+
+    name: str
+    version: str = ""
+    task: str | None = None
+    feature_names: tuple[str, ...] | None = None
+    columns: Mapping[str, ColumnSpec] = field(default_factory=dict)
+    telemetry: Telemetry | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["telemetry"] = None
+        return state
+
+
+def enable_zero_code(system: str, telemetry: Telemetry | None = None) -> None:
+    _zero_code[system] = telemetry
+
+
+def disable_zero_code(system: str) -> None:
+    _zero_code.pop(system, None)
+
+
+def suppressing(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Wrapper for ``fit`` and the like: nothing is recorded inside it (fit may call predict)."""
+    token = _ACTIVE.set(True)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _ACTIVE.reset(token)
+
+
+def make_wrapper(operation: str, output_kind: str, system: str,
+                 task_of: Callable[[Any], str | None] | None = None,
+                 recordable: Callable[[Any], bool] | None = None) -> Callable[..., Any]:
+    """A wrapt wrapper recording ``operation`` of models of ``system``.
+
+    Args:
+        operation: ``ml.operation.name``.
+        output_kind: what the method returns (see ``_outputs``).
+        system: ``ml.system.name``.
+        task_of: the task of a model when ``instrument_model`` did not say.
+        recordable: False for calls that are not inference (a torch module in training mode).
+    """
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _ACTIVE.get() or not is_instrumentation_enabled():
+            return wrapped(*args, **kwargs)
+        call = _begin(operation, output_kind, system, task_of, recordable, instance)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        token = _ACTIVE.set(True)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _ACTIVE.reset(token)
+            call.fail(exc)
+            raise
+        _ACTIVE.reset(token)
+        call.succeed(result, instance, args, kwargs)
+        return result
+
+    return wrapper
+
+
+def _begin(operation: str, output_kind: str, system: str, task_of: Callable[[Any], str | None] | None,
+           recordable: Callable[[Any], bool] | None, instance: Any) -> _Call | None:
+    try:
+        if instance is None or (recordable is not None and not recordable(instance)):
+            return None
+        config = getattr(instance, "__dict__", {}).get(CONFIG_ATTRIBUTE)
+        if config is None:
+            if system not in _zero_code:
+                return None
+            telemetry = _zero_code[system] or default_telemetry()
+            name = str(getattr(instance, NAME_ATTRIBUTE, None) or type(instance).__name__)
+            version = str(getattr(instance, VERSION_ATTRIBUTE, None) or "")
+            recorder = telemetry.recorder(name, version, system, lambda: task_of(instance) if task_of else None)
+        else:
+            telemetry = config.telemetry or default_telemetry()
+            task = config.task
+
+            def resolve_task() -> str | None:
+                return task or (task_of(instance) if task_of else None)
+
+            recorder = telemetry.recorder(config.name, config.version, system, resolve_task, config.columns,
+                                          config.feature_names)
+        return _Call(telemetry, recorder, operation, output_kind)
+    except Exception as exc:
+        _guard.failure("start", exc)
+        return None
+
+
+class _Call:
+    """Telemetry of one call in progress."""
+
+    __slots__ = ("context_token", "operation", "output_kind", "recorder", "span", "start", "telemetry")
+
+    def __init__(self, telemetry: Telemetry, recorder: ModelRecorder, operation: str, output_kind: str) -> None:
+        self.telemetry = telemetry
+        self.recorder = recorder
+        self.output_kind = output_kind
+        self.operation = recorder.operation(operation)
+        self.span = telemetry.tracer.start_span(self.operation.span_name, kind=SpanKind.INTERNAL,
+                                                attributes=self.operation.span_attributes)
+        self.context_token = otel_context.attach(trace.set_span_in_context(self.span))
+        self.start = time.perf_counter()
+
+    def _finish_span_context(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        otel_context.detach(self.context_token)
+        return elapsed
+
+    def fail(self, exc: BaseException) -> None:
+        try:
+            elapsed = self._finish_span_context()
+            error_type = type(exc).__qualname__
+            self.span.set_attribute(semconv.ERROR_TYPE, error_type)
+            self.span.record_exception(exc)
+            self.span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"))
+            self.span.end()
+            self.telemetry.duration.record(
+                elapsed, {**self.operation.metric_attributes, semconv.ERROR_TYPE: error_type})
+        except Exception as own:
+            _guard.failure("span", own)
+
+    def succeed(self, result: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            elapsed = self._finish_span_context()
+        except Exception as exc:
+            _guard.failure("span", exc)
+            return
+        telemetry, recorder = self.telemetry, self.recorder
+        x = args[0] if args else next((kwargs[k] for k in INPUT_KEYWORDS if k in kwargs), None)
+        batch: InputBatch | None = _guard.call("input", recorder.read_input, x, instance)
+        outputs: OutputBatch | None = _guard.call("output", read_output, result, self.output_kind,
+                                                  recorder.task, instance)
+        rows = batch.rows if batch is not None and batch.rows is not None else (
+            outputs.rows if outputs is not None else None)
+        try:
+            if rows is not None:
+                self.span.set_attribute(semconv.ML_BATCH_SIZE, rows)
+            self.span.end()
+            telemetry.duration.record(elapsed, self.operation.metric_attributes)
+            if rows is not None:
+                telemetry.predictions.add(rows, self.operation.metric_attributes)
+        except Exception as exc:
+            _guard.failure("metrics", exc)
+        if rows is None:
+            return
+        if batch is not None and telemetry.sketching():
+            _guard.call("sketch", recorder.record_inputs, batch)
+        if outputs is not None and telemetry.sketching():
+            _guard.call("sketch", recorder.record_outputs, outputs)
+        _guard.call("event", self._event, rows, outputs, batch)
+
+    def _event(self, rows: int, outputs: OutputBatch | None, batch: InputBatch | None) -> None:
+        columns: dict[str, list[Any]] = {semconv.ML_PREDICTION_ID: _ids.assign(rows)}
+        if outputs is not None and outputs.rows == rows:
+            columns.update(outputs.event_attributes())
+        telemetry = self.telemetry
+        if telemetry.settings.capture_features and batch is not None and batch.rows == rows:
+            if batch.numeric is not None:
+                for j, name in enumerate(batch.numeric_names):
+                    columns[semconv.ML_FEATURE_PREFIX + name] = batch.numeric[:, j].tolist()
+            for name, values in batch.categorical.items():
+                columns[semconv.ML_FEATURE_PREFIX + name] = [None if v is None else str(v) for v in
+                                                               values.tolist()]
+        base = self.recorder.point_attributes
+        if telemetry.settings.event_mode == "per_call":
+            emit_rows(telemetry.logger, semconv.EVENT_PREDICTIONS, base, columns, rows,
+                      telemetry.settings.event_max_rows, context=trace.set_span_in_context(self.span))
+        else:
+            telemetry.buffer.add(base, columns, rows)

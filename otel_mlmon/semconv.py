@@ -1,0 +1,111 @@
+"""Every ``ml.*`` name otel-mlmon puts on the wire: attributes, metrics, events, units and bucket advisories.
+
+No other module spells a telemetry name as a literal; they import it from here. Processor-side names (drift,
+evaluation, alerts) live here too, so that both halves of the product agree on one vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+INSTRUMENTATION_SCOPE: Final = "otel_mlmon"
+
+# --- Attributes on spans, metric points and events -----------------------------------------------------------
+ML_MODEL_NAME: Final = "ml.model.name"
+ML_MODEL_VERSION: Final = "ml.model.version"
+ML_MODEL_TASK: Final = "ml.model.task"
+ML_SYSTEM_NAME: Final = "ml.system.name"
+ML_OPERATION_NAME: Final = "ml.operation.name"
+ML_BATCH_SIZE: Final = "ml.batch.size"
+ERROR_TYPE: Final = "error.type"
+
+ML_FEATURE_NAME: Final = "ml.feature.name"
+ML_FEATURE_CATEGORY: Final = "ml.feature.category"
+ML_FEATURE_MISSING_REASON: Final = "ml.feature.missing.reason"
+ML_PREDICTION_CLASS: Final = "ml.prediction.class"
+# Parameters of a numeric sketch's bucketing, carried on its data point so a receiver can rebuild it exactly.
+ML_SKETCH_CENTER: Final = "ml.sketch.center"
+ML_SKETCH_SCALE: Final = "ml.sketch.scale"
+ML_SKETCH_PRECISION: Final = "ml.sketch.precision"
+
+# Event attributes (columnar arrays, one element per row).
+ML_PREDICTION_ID: Final = "ml.prediction.id"
+ML_PREDICTION_LABEL: Final = "ml.prediction.label"
+ML_PREDICTION_SCORE: Final = "ml.prediction.score"
+ML_PREDICTION_SCORE_PREFIX: Final = "ml.prediction.score."  # + class label, multiclass
+ML_PREDICTION_VALUE: Final = "ml.prediction.value"
+ML_LABEL_VALUE: Final = "ml.label.value"
+ML_FEATURE_PREFIX: Final = "ml.feature."  # + feature name; raw values, only with capture enabled
+
+# Values of ml.model.task
+TASK_CLASSIFICATION: Final = "classification"
+TASK_REGRESSION: Final = "regression"
+TASKS: Final = (TASK_CLASSIFICATION, TASK_REGRESSION)
+
+# Values of ml.operation.name
+OPERATION_PREDICT: Final = "predict"
+OPERATION_PREDICT_PROBA: Final = "predict_proba"
+OPERATION_DECISION_FUNCTION: Final = "decision_function"
+OPERATION_FORWARD: Final = "forward"
+
+# Values of ml.system.name
+SYSTEM_SKLEARN: Final = "sklearn"
+SYSTEM_XGBOOST: Final = "xgboost"
+SYSTEM_LIGHTGBM: Final = "lightgbm"
+SYSTEM_TORCH: Final = "pytorch"
+SYSTEM_OTHER: Final = "other"
+
+# Values of ml.feature.missing.reason
+MISSING_NULL: Final = "missing"  # None / NaN / NA
+MISSING_NON_FINITE: Final = "non_finite"  # +inf / -inf
+MISSING_INVALID: Final = "invalid"  # not a number in a numeric column (e.g. a string)
+
+# Overflow buckets (bounded cardinality)
+OTHER_CATEGORY: Final = "__other__"
+OVERFLOW_MODEL_NAME: Final = "__overflow__"
+
+# --- Metrics emitted by the instrumentation ------------------------------------------------------------------
+ML_OPERATION_DURATION: Final = "ml.operation.duration"
+ML_OPERATION_DURATION_UNIT: Final = "s"
+ML_OPERATION_DURATION_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)
+
+ML_PREDICTIONS: Final = "ml.predictions"  # counter of rows; also the name of the predictions event
+ML_PREDICTIONS_UNIT: Final = "{prediction}"
+
+ML_PREDICTION_SCORE_METRIC: Final = "ml.prediction.score"
+ML_PREDICTION_SCORE_UNIT: Final = "1"
+ML_PREDICTION_SCORE_BUCKETS: Final = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+ML_PREDICTION_VALUE_METRIC: Final = "ml.prediction.value"  # regression output sketch
+ML_FEATURE_VALUE: Final = "ml.feature.value"  # numeric feature sketch (explicit-bound histogram)
+ML_FEATURE_VALUE_M2: Final = "ml.feature.value.m2"  # sum of squared deviations of the same points
+ML_FEATURE_MISSING: Final = "ml.feature.missing"
+ML_FEATURE_CATEGORY_COUNT: Final = "ml.feature.category.count"
+ML_VALUE_UNIT: Final = "1"
+ML_COUNT_UNIT: Final = "{value}"
+
+# Self-observability of the instrumentation
+ML_INSTRUMENTATION_ERRORS: Final = "ml.instrumentation.errors"
+
+# --- Events (OTLP log records with an EventName and no body) -------------------------------------------------
+EVENT_PREDICTIONS: Final = "ml.predictions"
+EVENT_LABELS: Final = "ml.labels"
+EVENT_ALERT: Final = "ml.alert"
+
+# --- Processor output ----------------------------------------------------------------------------------------
+ML_DRIFT_SCORE: Final = "ml.drift.score"
+ML_DRIFT_THRESHOLD: Final = "ml.drift.threshold"
+ML_DRIFT_METHOD: Final = "ml.drift.method"
+ML_EVALUATION_SCORE: Final = "ml.evaluation.score"
+ML_EVALUATION_NAME: Final = "ml.evaluation.name"
+ML_LABEL_COVERAGE: Final = "ml.label.coverage"
+ML_LABEL_LATENCY: Final = "ml.label.latency"
+ML_ALERTS: Final = "ml.alerts"
+ML_ALERT_KIND: Final = "ml.alert.kind"
+ML_ALERT_STATE: Final = "ml.alert.state"
+ML_ALERT_METRIC: Final = "ml.alert.metric"
+ML_ALERT_VALUE: Final = "ml.alert.value"
+ML_ALERT_THRESHOLD: Final = "ml.alert.threshold"
+ML_ALERT_WINDOW: Final = "ml.alert.window"
