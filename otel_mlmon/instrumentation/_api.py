@@ -20,9 +20,16 @@ from otel_mlmon.instrumentation._ids import PredictionIds
 from otel_mlmon.instrumentation._outputs import RAW
 from otel_mlmon.instrumentation._reference import load_columns
 from otel_mlmon.instrumentation._telemetry import Telemetry, default_telemetry
-from otel_mlmon.instrumentation._wrap import CONFIG_ATTRIBUTE, NAME_ATTRIBUTE, ModelConfig, make_wrapper
+from otel_mlmon.instrumentation._wrap import (
+    CONFIG_ATTRIBUTE,
+    NAME_ATTRIBUTE,
+    ModelConfig,
+    make_wrapper,
+    suppressing,
+)
 
-_telemetries: dict[tuple[int, int, int, int], Telemetry] = {}
+# Keyed by the provider objects themselves (identity): they stay alive while their telemetry does.
+_telemetries: dict[tuple[Any, Any, Any, Any], Telemetry] = {}
 _telemetries_lock = threading.Lock()
 
 
@@ -31,7 +38,7 @@ def telemetry_for(tracer_provider: Any = None, meter_provider: Any = None, logge
     """The telemetry of these providers (the global ones when all are None), created once."""
     if tracer_provider is None and meter_provider is None and logger_provider is None and sketch_exporter is None:
         return default_telemetry()
-    key = (id(tracer_provider), id(meter_provider), id(logger_provider), id(sketch_exporter))
+    key = (tracer_provider, meter_provider, logger_provider, sketch_exporter)
     with _telemetries_lock:
         found = _telemetries.get(key)
         if found is None:
@@ -120,6 +127,11 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
     except (AttributeError, TypeError):
         raise TypeError(f"cannot attach monitoring to {cls.__name__}: its instances take no attributes "
                         "(__slots__ without __dict__)") from None
+    if not _is_torch_module(model):  # fit and score may call predict: nothing inside them is recorded
+        for method in _patch.FIT_METHODS:
+            owner = next((c for c in cls.__mro__ if method in c.__dict__), None)
+            if owner is not None and owner is not object:
+                targets.append((owner, method, suppressing))
     for owner, method, wrapper in targets:
         _patch.wrap(owner, method, wrapper, _patch.MANUAL)
     return model

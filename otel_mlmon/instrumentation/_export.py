@@ -44,7 +44,8 @@ def resolve_exporter(explicit: MetricExporter | None, meter_provider: Any) -> tu
     config = getattr(provider, "_sdk_config", None)
     exporter = explicit
     if exporter is None:
-        for reader in getattr(config, "metric_readers", ()) or ():
+        readers = getattr(provider, "_metric_readers", None) or getattr(config, "metric_readers", None) or ()
+        for reader in readers:
             candidate = getattr(reader, "_exporter", None)
             if isinstance(candidate, MetricExporter):
                 exporter = candidate
@@ -111,23 +112,23 @@ def build_metrics(collected: list[tuple[ModelRecorder, SketchState]], resource: 
             if m2 is not None:
                 feature_m2.append(m2)
             missing.extend(bad)
-        for name, sketch in state.categorical.items():
+        for name, categories_sketch in state.categorical.items():
             attributes = {**base, semconv.ML_FEATURE_NAME: name}
-            for category, n in sketch.top(top_k).items():
+            for category, n in categories_sketch.top(top_k).items():
                 categories.append(NumberDataPoint(
                     attributes={**attributes, semconv.ML_FEATURE_CATEGORY: category},
                     start_time_unix_nano=start, time_unix_nano=end, value=n, exemplars=[]))
-            if sketch.missing:
+            if categories_sketch.missing:
                 missing.append(NumberDataPoint(
                     attributes={**attributes, semconv.ML_FEATURE_MISSING_REASON: semconv.MISSING_NULL},
-                    start_time_unix_nano=start, time_unix_nano=end, value=sketch.missing, exemplars=[]))
-        for label, histogram in state.scores.items():
-            if histogram.count:
+                    start_time_unix_nano=start, time_unix_nano=end, value=categories_sketch.missing, exemplars=[]))
+        for label, score_histogram in state.scores.items():
+            if score_histogram.count:
                 scores.append(HistogramDataPoint(
                     attributes={**base, semconv.ML_PREDICTION_CLASS: label}, start_time_unix_nano=start,
-                    time_unix_nano=end, count=histogram.count, sum=histogram.total,
-                    bucket_counts=histogram.counts.tolist(), explicit_bounds=SCORE_BOUNDS.tolist(),
-                    min=histogram.minimum, max=histogram.maximum, exemplars=[]))
+                    time_unix_nano=end, count=score_histogram.count, sum=score_histogram.total,
+                    bucket_counts=score_histogram.counts.tolist(), explicit_bounds=SCORE_BOUNDS.tolist(),
+                    min=score_histogram.minimum, max=score_histogram.maximum, exemplars=[]))
         if state.values is not None and state.values.count:
             point, _, _ = _numeric_points(state.values, dict(base), start, end)
             outputs.append(point)

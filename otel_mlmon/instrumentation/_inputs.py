@@ -83,8 +83,7 @@ def read_input(x: Any, model: Any, feature_names: Sequence[str] | None, kinds: M
             return InputBatch(rows=int(x.shape[0]))
         x = x.detach().cpu().numpy()
     elif root == "scipy" and hasattr(x, "tocsr") and hasattr(x, "shape"):
-        rows, width = x.shape
-        width = min(width, max_features)
+        width = min(x.shape[1], max_features)
         block = x.tocsr()[:, :width].toarray()
         names = _names_for(x.shape[1], feature_names, model)[:width]
         return _from_numeric(np.asarray(block, dtype=np.float64), names)
@@ -94,12 +93,12 @@ def read_input(x: Any, model: Any, feature_names: Sequence[str] | None, kinds: M
     if isinstance(x, Mapping):
         return _from_mapping(x, kinds, max_features)
     if isinstance(x, (list, tuple)) and x and isinstance(x[0], Mapping):
-        names = [str(k) for k in x[0]]
-        matrix = np.empty((len(x), len(names)), dtype=object)
+        keys = [str(k) for k in x[0]]
+        matrix = np.empty((len(x), len(keys)), dtype=object)
         for i, row in enumerate(x):
-            for j, name in enumerate(names):
-                matrix[i, j] = row.get(name) if isinstance(row, Mapping) else None
-        return _from_matrix(matrix, names, kinds, max_features)
+            for j, key in enumerate(keys):
+                matrix[i, j] = row.get(key) if isinstance(row, Mapping) else None
+        return _from_matrix(matrix, keys, kinds, max_features)
     array = x if isinstance(x, np.ndarray) else np.asarray(x)
     if array.ndim == 0:
         array = array.reshape(1, 1)

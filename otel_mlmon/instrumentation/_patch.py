@@ -82,7 +82,7 @@ def _is_method(attribute: Any) -> bool:
     """A function, or a method descriptor such as scikit-learn's ``available_if`` (wrapt binds through it)."""
     if attribute is None or isinstance(attribute, (property, staticmethod)):
         return False
-    return callable(attribute) or hasattr(attribute, "__get__") and not isinstance(attribute, type)
+    return callable(attribute) or (hasattr(attribute, "__get__") and not isinstance(attribute, type))
 
 
 def estimator_task(instance: Any) -> str | None:
@@ -133,7 +133,7 @@ class SubclassHook:
             if original is not None:
                 original.__get__(None, cls)(**kwargs)
             else:
-                super(hook_base, cls).__init_subclass__(**kwargs)  # type: ignore[misc]
+                super(hook_base, cls).__init_subclass__(**kwargs)  # type: ignore[misc,arg-type]
             _guard.call("patch", callback_ref, cls)
 
         base.__init_subclass__ = classmethod(__init_subclass__)  # type: ignore[assignment]

@@ -7,8 +7,6 @@ its ``fit``-like methods suppressed. XGBoost and LightGBM estimators are left to
 
 from __future__ import annotations
 
-from typing import Any
-
 from otel_mlmon import semconv
 from otel_mlmon.instrumentation._base import MlInstrumentor
 from otel_mlmon.instrumentation._patch import SubclassHook, estimator_task, subclasses
@@ -17,6 +15,7 @@ _OWN_INSTRUMENTORS = ("xgboost", "lightgbm")
 
 
 class SklearnInstrumentor(MlInstrumentor):
+    _hook: SubclassHook | None = None
     system = semconv.SYSTEM_SKLEARN
     module = "sklearn.base"
     dependencies = ("scikit-learn >= 1.2",)
@@ -25,7 +24,7 @@ class SklearnInstrumentor(MlInstrumentor):
         from sklearn.base import BaseEstimator
 
         self.wrap_classes([c for c in subclasses(BaseEstimator) if self._ours(c)], estimator_task)
-        if getattr(self, "_hook", None) is None:
+        if self._hook is None:
             self._hook = SubclassHook(BaseEstimator, self._on_class)
 
     def _on_class(self, cls: type) -> None:
@@ -37,11 +36,7 @@ class SklearnInstrumentor(MlInstrumentor):
         return cls.__module__.partition(".")[0] not in _OWN_INSTRUMENTORS
 
     def unpatch(self) -> None:
-        hook = getattr(self, "_hook", None)
-        if hook is not None:
-            hook.remove()
+        if self._hook is not None:
+            self._hook.remove()
             self._hook = None
 
-
-def task_of(model: Any) -> str | None:
-    return estimator_task(model)

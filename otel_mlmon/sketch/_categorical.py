@@ -75,6 +75,7 @@ class CategoricalSketch:
 
     def update(self, values: Any) -> None:
         """Add a 1-D batch of values of any hashable type."""
+        items: list[Any] | tuple[Any, ...]
         if isinstance(values, np.ndarray):
             items = values.ravel().tolist()
         elif isinstance(values, (list, tuple)):

@@ -1,0 +1,104 @@
+"""Shared fixtures: SDK providers with in-memory exporters, and an in-memory sketch exporter."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+
+class MemorySketchExporter(MetricExporter):
+    """Keeps every MetricsData it is given; can be told to fail, raise or hang."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[MetricsData] = []
+        self.mode = "ok"  # ok | fail | raise | hang
+        self.release = threading.Event()
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        if self.mode == "raise":
+            raise ConnectionError("collector unreachable")
+        if self.mode == "hang":
+            self.release.wait(timeout_millis / 1000)
+            return MetricExportResult.FAILURE
+        if self.mode == "fail":
+            return MetricExportResult.FAILURE
+        self.batches.append(metrics_data)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+    def points(self, name: str) -> list[Any]:
+        return [point for batch in self.batches for rm in batch.resource_metrics for sm in rm.scope_metrics
+                for metric in sm.metrics if metric.name == name for point in metric.data.data_points]
+
+
+@dataclass
+class Providers:
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    logger_provider: LoggerProvider
+    spans: InMemorySpanExporter
+    metrics: InMemoryMetricReader
+    logs: InMemoryLogRecordExporter
+    sketches: MemorySketchExporter
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider,
+                "logger_provider": self.logger_provider, "sketch_exporter": self.sketches}
+
+    def events(self, name: str) -> list[Any]:
+        return [r.log_record for r in self.logs.get_finished_logs() if r.log_record.event_name == name]
+
+    def metric_points(self, name: str) -> list[Any]:
+        data = self.metrics.get_metrics_data()
+        if data is None:
+            return []
+        return [point for rm in data.resource_metrics for sm in rm.scope_metrics for metric in sm.metrics
+                if metric.name == name for point in metric.data.data_points]
+
+
+def column(events: Sequence[Any], key: str) -> list[Any]:
+    """One attribute of a list of events, concatenated in order."""
+    return [value for event in events for value in event.attributes[key]]
+
+
+@pytest.fixture
+def providers() -> Iterator[Providers]:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider([reader], shutdown_on_exit=False)
+    logs = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider(shutdown_on_exit=False)
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    yield Providers(tracer_provider, meter_provider, logger_provider, spans, reader, logs, MemorySketchExporter())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_guard() -> Iterator[None]:
+    from otel_mlmon.instrumentation import _guard
+
+    _guard.reset()
+    yield
