@@ -28,6 +28,13 @@ OTEL_PYTHON_MLMON_EVENT_MODE: Final = "OTEL_PYTHON_MLMON_EVENT_MODE"
 event, flushed every ``OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL`` ms, at ``OTEL_PYTHON_MLMON_EVENT_MAX_ROWS`` rows
 and at exit. Per call: one event per call, emitted in the call's span context."""
 
+OTEL_PYTHON_MLMON_SPAN_MODE: Final = "OTEL_PYTHON_MLMON_SPAN_MODE"
+"""``current`` (default) or ``deferred``. Current: the span is started before the call and is the current span while
+the model runs. Deferred: the span is built after the call by the background flusher (at most ~200 ms later) from
+the start time and duration measured around it, with the caller's context as parent; the call returns ~3x sooner
+(p50) but the process spends more CPU in all (measured in benchmarks/README.md), so choose it for latency-bound
+services whose models release the GIL."""
+
 OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL: Final = "OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL"
 """int milliseconds > 0, default 1000. Longest time a buffered prediction row waits before its event."""
 
@@ -56,6 +63,7 @@ ALL: Final = (
     OTEL_PYTHON_MLMON_SKETCH_EXPORT_INTERVAL,
     OTEL_PYTHON_MLMON_SKETCH_PRECISION,
     OTEL_PYTHON_MLMON_EVENT_MODE,
+    OTEL_PYTHON_MLMON_SPAN_MODE,
     OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL,
     OTEL_PYTHON_MLMON_EVENT_MAX_ROWS,
     OTEL_PYTHON_MLMON_CATEGORY_TOP_K,

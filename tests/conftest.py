@@ -67,10 +67,23 @@ class Providers:
         return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider,
                 "logger_provider": self.logger_provider, "sketch_exporter": self.sketches}
 
+    def finished_spans(self) -> tuple[Any, ...]:
+        """Spans are built off the hot path by default: flush, then read."""
+        from otel_mlmon.instrumentation import force_flush
+
+        force_flush()
+        return self.spans.get_finished_spans()
+
     def events(self, name: str) -> list[Any]:
+        from otel_mlmon.instrumentation import force_flush
+
+        force_flush()
         return [r.log_record for r in self.logs.get_finished_logs() if r.log_record.event_name == name]
 
     def metric_points(self, name: str) -> list[Any]:
+        from otel_mlmon.instrumentation import force_flush
+
+        force_flush()
         data = self.metrics.get_metrics_data()
         if data is None:
             return []

@@ -104,13 +104,14 @@ class SketchState:
                 self.values.merge(other.values)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Operation:
-    """Attributes of one (model, operation), computed once."""
+    """Attributes of one (model, operation), computed once, and the rows it predicted (``ml.predictions``)."""
 
     span_name: str
     span_attributes: Mapping[str, Any]
     metric_attributes: Mapping[str, Any]
+    rows: int = 0
 
 
 class ModelRecorder:
@@ -128,18 +129,27 @@ class ModelRecorder:
         self.columns: dict[str, ColumnSpec] = dict(columns or {})
         self.point_attributes = {semconv.ML_MODEL_NAME: name, semconv.ML_MODEL_VERSION: version}
         self._operations: dict[str, Operation] = {}
+        self._numeric_names: dict[int, tuple[str, ...]] = {}  # width of an all-numeric array -> names
         self._lock = threading.Lock()
         self._state = SketchState(time.time_ns())
         self._stage: np.ndarray | None = None
         self._stage_names: tuple[str, ...] = ()
         self._staged = 0
         self._stage_categorical: dict[str, list[Any]] = {}
+        self._stage_scores: dict[str, list[float]] = {}
+        self._stage_values: list[float] = []
 
     def after_fork(self) -> None:
         """In a forked child: new lock, empty state (the parent exports what it aggregated)."""
         self._lock = threading.Lock()
         self._state = SketchState(time.time_ns())
         self._stage, self._stage_names, self._staged, self._stage_categorical = None, (), 0, {}
+        self._stage_scores, self._stage_values = {}, []
+        for operation in self._operations.values():
+            operation.rows = 0  # the parent reports its own rows
+
+    def operations(self) -> list[Operation]:
+        return list(self._operations.values())
 
     def operation(self, operation: str) -> Operation:
         cached = self._operations.get(operation)
@@ -157,11 +167,19 @@ class ModelRecorder:
 
     # --- hot path ------------------------------------------------------------------------------------------
     def read_input(self, x: Any, model: Any) -> InputBatch:
+        plain = type(x) is np.ndarray and x.ndim == 2 and x.dtype.kind in "fiub"
+        if plain:  # the common serving case: resolved once per width, then no per-call name work
+            names = self._numeric_names.get(x.shape[1])
+            if names is not None:
+                block = x if x.dtype == np.float64 else x.astype(np.float64)
+                return InputBatch(rows=x.shape[0], names=names, numeric_names=names, numeric=block)
         kinds = {name: spec.kind for name, spec in self.columns.items()} if self.columns else None
         batch = read_input(x, model, self.feature_names, kinds, self.settings.max_features)
         if batch.names and len(batch.names) >= self.settings.max_features:
             _guard.failure("too_many_features", message=f"model {self.name!r}: only the first "
                            f"{self.settings.max_features} input columns are sketched")
+        elif plain and not batch.categorical and batch.numeric_names == batch.names:
+            self._numeric_names[x.shape[1]] = batch.names
         return batch
 
     def record_inputs(self, batch: InputBatch) -> None:
@@ -190,14 +208,26 @@ class ModelRecorder:
                 else:
                     pairs = [(c, outputs.scores[:, j]) for j, c in enumerate(outputs.classes)]
                 for label, column in pairs:
-                    histogram = self._state.scores.get(label)
-                    if histogram is None:
-                        histogram = self._state.scores[label] = ScoreHistogram()
-                    histogram.update(column)
+                    self._stage_scores.setdefault(label, []).extend(column.tolist())
             if outputs.values is not None:
-                if self._state.values is None:
-                    self._state.values = NumericSketch(precision=self.settings.sketch_precision)
-                self._state.values.update(outputs.values)
+                self._stage_values.extend(outputs.values.tolist())
+            if len(self._stage_values) >= STAGE_ROWS or any(len(v) >= STAGE_ROWS for v in self._stage_scores.values()):
+                self._flush_outputs()
+
+    def _flush_outputs(self) -> None:
+        """Sketch the staged outputs (numpy work pays off on blocks, not on single rows)."""
+        for label, scores in self._stage_scores.items():
+            if scores:
+                histogram = self._state.scores.get(label)
+                if histogram is None:
+                    histogram = self._state.scores[label] = ScoreHistogram()
+                histogram.update(np.asarray(scores, dtype=np.float64))
+                scores.clear()
+        if self._stage_values:
+            if self._state.values is None:
+                self._state.values = NumericSketch(precision=self.settings.sketch_precision)
+            self._state.values.update(np.asarray(self._stage_values, dtype=np.float64))
+            self._stage_values.clear()
 
     def _numeric_sketch(self, name: str) -> NumericSketch:
         sketch = self._state.numeric.get(name)
@@ -253,6 +283,7 @@ class ModelRecorder:
         """Swap out everything aggregated so far; None when there is nothing."""
         with self._lock:
             self._flush_stage()
+            self._flush_outputs()
             state = self._state
             self._state = SketchState(time.time_ns())
         return None if state.empty() else state

@@ -16,6 +16,7 @@ from otel_mlmon import environment_variables as env
 _logger = logging.getLogger(__name__)
 
 EVENT_MODES = ("buffered", "per_call")
+SPAN_MODES = ("current", "deferred")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Settings:
     sketch_export_interval_s: float = 60.0
     sketch_precision: int = 7
     event_mode: str = "buffered"
+    span_mode: str = "current"
     event_flush_interval_s: float = 1.0
     event_max_rows: int = 4096
     category_top_k: int = 50
@@ -45,6 +47,7 @@ class Settings:
             sketch_precision=_integer(environ, env.OTEL_PYTHON_MLMON_SKETCH_PRECISION, default.sketch_precision,
                                       1, 10),
             event_mode=_choice(environ, env.OTEL_PYTHON_MLMON_EVENT_MODE, default.event_mode, EVENT_MODES),
+            span_mode=_choice(environ, env.OTEL_PYTHON_MLMON_SPAN_MODE, default.span_mode, SPAN_MODES),
             event_flush_interval_s=_integer(environ, env.OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL, 1000, 1,
                                             None) / 1000.0,
             event_max_rows=_integer(environ, env.OTEL_PYTHON_MLMON_EVENT_MAX_ROWS, default.event_max_rows, 1,

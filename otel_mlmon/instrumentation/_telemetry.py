@@ -13,11 +13,12 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 
 from otel_mlmon import semconv
@@ -27,8 +28,10 @@ from otel_mlmon.instrumentation._events import PredictionBuffer
 from otel_mlmon.instrumentation._export import build_metrics, resolve_exporter
 from otel_mlmon.instrumentation._recorder import ColumnSpec, ModelRecorder
 from otel_mlmon.instrumentation._settings import Settings
+from otel_mlmon.instrumentation._spans import SpanFinisher
 
 EXPORT_TIMEOUT_MILLIS = 10_000
+SPAN_DRAIN_INTERVAL_S = 0.2
 
 
 class Telemetry:
@@ -45,14 +48,21 @@ class Telemetry:
             semconv.ML_OPERATION_DURATION, unit=semconv.ML_OPERATION_DURATION_UNIT,
             description="Duration of model inference calls",
             explicit_bucket_boundaries_advisory=list(semconv.ML_OPERATION_DURATION_BUCKETS))
-        self.predictions = meter.create_counter(
-            semconv.ML_PREDICTIONS, unit=semconv.ML_PREDICTIONS_UNIT, description="Rows predicted")
+        # Rows are counted in plain integers on the hot path and observed at collection: a monotonic Sum on the
+        # wire like a Counter's, without the SDK's per-call attribute hashing (~10 us a call, measured).
+        self._rows_lock = threading.Lock()
+        self.predictions = meter.create_observable_counter(
+            semconv.ML_PREDICTIONS, callbacks=[self._observe_rows], unit=semconv.ML_PREDICTIONS_UNIT,
+            description="Rows predicted")
         self.errors = meter.create_counter(
             semconv.ML_INSTRUMENTATION_ERRORS, unit="{error}",
             description="Telemetry that otel-mlmon failed to produce and dropped, by error.type")
         self.logger = get_logger(semconv.INSTRUMENTATION_SCOPE, __version__, logger_provider=logger_provider)
         self.buffer = PredictionBuffer(self.logger, self.settings.event_max_rows,
                                        self.settings.event_flush_interval_s)
+        self.spans = SpanFinisher(self.tracer, self.duration, self.logger, self.settings.event_max_rows,
+                                  _flusher.wake)
+        self.finish = self.spans.finish
         self._recorders: dict[tuple[str, str], ModelRecorder] = {}
         self._registry_lock = threading.Lock()
         self._export_lock = threading.Lock()
@@ -89,6 +99,16 @@ class Telemetry:
                     _register_exit_flush()
         return found
 
+    def count_rows(self, operation: Any, rows: int) -> None:
+        with self._rows_lock:
+            operation.rows += rows
+
+    def _observe_rows(self, options: Any) -> Iterable[Observation]:
+        for recorder in list(self._recorders.values()):
+            for operation in recorder.operations():
+                if operation.rows:
+                    yield Observation(operation.rows, operation.metric_attributes)
+
     def sketching(self) -> bool:
         """Whether feature sketches have somewhere to go (checked again at each export until they do)."""
         if self._sketching is None:
@@ -99,11 +119,12 @@ class Telemetry:
     # --- flushing ------------------------------------------------------------------------------------------
     def tick(self, now: float) -> float:
         """Periodic work; returns the seconds until this telemetry needs the next tick."""
+        self.spans.drain(yield_every=4)
         self.buffer.flush(only_due=True)
         if now >= self._next_export:
             self._next_export = now + self.settings.sketch_export_interval_s
             self.export_sketches()
-        return min(self.settings.event_flush_interval_s, max(self._next_export - now, 0.0))
+        return min(SPAN_DRAIN_INTERVAL_S, self.settings.event_flush_interval_s, max(self._next_export - now, 0.0))
 
     def export_sketches(self, timeout_millis: int = EXPORT_TIMEOUT_MILLIS) -> bool:
         """Export what the models aggregated since the last export; on failure keep it for the next one."""
@@ -136,13 +157,16 @@ class Telemetry:
             return ok
 
     def force_flush(self, timeout_millis: int = EXPORT_TIMEOUT_MILLIS) -> bool:
+        _guard.call("span", self.spans.drain)
         _guard.call("event_flush", self.buffer.flush)
         return bool(_guard.call("sketch_export", self.export_sketches, timeout_millis))
 
     def after_fork(self) -> None:
         self._registry_lock = threading.Lock()
+        self._rows_lock = threading.Lock()
         self._export_lock = threading.Lock()
         self.buffer.after_fork()
+        self.spans.after_fork()
         for recorder in self._recorders.values():
             recorder.after_fork()
 
@@ -170,6 +194,9 @@ class _Flusher:
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, name="otel-mlmon-flusher", daemon=True)
                 self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def _run(self) -> None:
         delay = 0.5

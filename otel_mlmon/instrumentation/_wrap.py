@@ -22,14 +22,14 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from otel_mlmon import semconv
 from otel_mlmon.instrumentation import _guard, _ids
-from otel_mlmon.instrumentation._events import emit_rows
 from otel_mlmon.instrumentation._inputs import InputBatch
 from otel_mlmon.instrumentation._outputs import OutputBatch, read_output
 from otel_mlmon.instrumentation._recorder import ColumnSpec, ModelRecorder
+from otel_mlmon.instrumentation._spans import SpanRecord
 from otel_mlmon.instrumentation._telemetry import Telemetry, default_telemetry
 
 CONFIG_ATTRIBUTE = "_otel_mlmon"
@@ -51,10 +51,11 @@ class ModelConfig:
     feature_names: tuple[str, ...] | None = None
     columns: Mapping[str, ColumnSpec] = field(default_factory=dict)
     telemetry: Telemetry | None = None
+    recorder: ModelRecorder | None = None  # resolved at the first call
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["telemetry"] = None
+        state["telemetry"] = state["recorder"] = None
         return state
 
 
@@ -123,13 +124,15 @@ def _begin(operation: str, output_kind: str, system: str, task_of: Callable[[Any
             recorder = telemetry.recorder(name, version, system, lambda: task_of(instance) if task_of else None)
         else:
             telemetry = config.telemetry or default_telemetry()
-            task = config.task
+            recorder = config.recorder
+            if recorder is None:
+                task = config.task
 
-            def resolve_task() -> str | None:
-                return task or (task_of(instance) if task_of else None)
+                def resolve_task() -> str | None:
+                    return task or (task_of(instance) if task_of else None)
 
-            recorder = telemetry.recorder(config.name, config.version, system, resolve_task, config.columns,
-                                          config.feature_names)
+                recorder = config.recorder = telemetry.recorder(config.name, config.version, system, resolve_task,
+                                                                config.columns, config.feature_names)
         return _Call(telemetry, recorder, operation, output_kind)
     except Exception as exc:
         _guard.failure("start", exc)
@@ -137,41 +140,49 @@ def _begin(operation: str, output_kind: str, system: str, task_of: Callable[[Any
 
 
 class _Call:
-    """Telemetry of one call in progress."""
+    """Telemetry of one call in progress.
 
-    __slots__ = ("context_token", "operation", "output_kind", "recorder", "span", "start", "telemetry")
+    By default the span is started before the call and is the current span during it. With
+    ``OTEL_PYTHON_MLMON_SPAN_MODE=deferred`` it is built after the call, off the hot path, from the exact start
+    time and duration measured around it, with the context current at the call as its parent.
+    """
+
+    __slots__ = ("context_token", "operation", "output_kind", "parent", "recorder", "span", "start", "start_ns",
+                 "telemetry")
 
     def __init__(self, telemetry: Telemetry, recorder: ModelRecorder, operation: str, output_kind: str) -> None:
         self.telemetry = telemetry
         self.recorder = recorder
         self.output_kind = output_kind
         self.operation = recorder.operation(operation)
-        self.span = telemetry.tracer.start_span(self.operation.span_name, kind=SpanKind.INTERNAL,
-                                                attributes=self.operation.span_attributes)
-        self.context_token = otel_context.attach(trace.set_span_in_context(self.span))
+        self.span = None
+        self.context_token = None
+        self.parent = otel_context.get_current()
+        if telemetry.settings.span_mode == "current":
+            self.span = telemetry.tracer.start_span(self.operation.span_name, kind=SpanKind.INTERNAL,
+                                                    attributes=self.operation.span_attributes)
+            self.context_token = otel_context.attach(trace.set_span_in_context(self.span))
+        self.start_ns = time.time_ns()
         self.start = time.perf_counter()
 
-    def _finish_span_context(self) -> float:
+    def _elapsed(self) -> float:
         elapsed = time.perf_counter() - self.start
-        otel_context.detach(self.context_token)
+        if self.context_token is not None:
+            otel_context.detach(self.context_token)
         return elapsed
+
+    def _record(self, elapsed: float, rows: int | None, error: BaseException | None) -> SpanRecord:
+        return SpanRecord(self.operation, self.parent, self.span, self.start_ns, elapsed, rows, error)
 
     def fail(self, exc: BaseException) -> None:
         try:
-            elapsed = self._finish_span_context()
-            error_type = type(exc).__qualname__
-            self.span.set_attribute(semconv.ERROR_TYPE, error_type)
-            self.span.record_exception(exc)
-            self.span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"))
-            self.span.end()
-            self.telemetry.duration.record(
-                elapsed, {**self.operation.metric_attributes, semconv.ERROR_TYPE: error_type})
+            self.telemetry.finish(self._record(self._elapsed(), None, exc))
         except Exception as own:
             _guard.failure("span", own)
 
     def succeed(self, result: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
-            elapsed = self._finish_span_context()
+            elapsed = self._elapsed()
         except Exception as exc:
             _guard.failure("span", exc)
             return
@@ -182,24 +193,17 @@ class _Call:
                                                   recorder.task, instance)
         rows = batch.rows if batch is not None and batch.rows is not None else (
             outputs.rows if outputs is not None else None)
-        try:
-            if rows is not None:
-                self.span.set_attribute(semconv.ML_BATCH_SIZE, rows)
-            self.span.end()
-            telemetry.duration.record(elapsed, self.operation.metric_attributes)
-            if rows is not None:
-                telemetry.predictions.add(rows, self.operation.metric_attributes)
-        except Exception as exc:
-            _guard.failure("metrics", exc)
-        if rows is None:
-            return
-        if batch is not None and telemetry.sketching():
-            _guard.call("sketch", recorder.record_inputs, batch)
-        if outputs is not None and telemetry.sketching():
-            _guard.call("sketch", recorder.record_outputs, outputs)
-        _guard.call("event", self._event, rows, outputs, batch)
+        record = self._record(elapsed, rows, None)
+        if rows is not None:
+            telemetry.count_rows(self.operation, rows)
+            if batch is not None and telemetry.sketching():
+                _guard.call("sketch", recorder.record_inputs, batch)
+            if outputs is not None and telemetry.sketching():
+                _guard.call("sketch", recorder.record_outputs, outputs)
+            _guard.call("event", self._event, rows, outputs, batch, record)
+        _guard.call("span", telemetry.finish, record)
 
-    def _event(self, rows: int, outputs: OutputBatch | None, batch: InputBatch | None) -> None:
+    def _event(self, rows: int, outputs: OutputBatch | None, batch: InputBatch | None, record: SpanRecord) -> None:
         columns: dict[str, list[Any]] = {semconv.ML_PREDICTION_ID: _ids.assign(rows)}
         if outputs is not None and outputs.rows == rows:
             columns.update(outputs.event_attributes())
@@ -211,9 +215,7 @@ class _Call:
             for name, values in batch.categorical.items():
                 columns[semconv.ML_FEATURE_PREFIX + name] = [None if v is None else str(v) for v in
                                                                values.tolist()]
-        base = self.recorder.point_attributes
         if telemetry.settings.event_mode == "per_call":
-            emit_rows(telemetry.logger, semconv.EVENT_PREDICTIONS, base, columns, rows,
-                      telemetry.settings.event_max_rows, context=trace.set_span_in_context(self.span))
+            record.event = columns  # emitted with the span, in its context
         else:
-            telemetry.buffer.add(base, columns, rows)
+            telemetry.buffer.add(self.recorder.point_attributes, columns, rows)

@@ -126,7 +126,7 @@ def test_odd_inputs_never_raise(providers: Providers, bad_input) -> None:
     model = otel_mlmon.instrument_model(Recorder(), name="odd", task="classification", **providers.kwargs())
     model.predict(bad_input) if hasattr(bad_input, "__len__") else model.predict([bad_input])
     force_flush()
-    assert len(providers.spans.get_finished_spans()) == 1
+    assert len(providers.finished_spans()) == 1
 
 
 def test_odd_outputs_never_raise(providers: Providers) -> None:
@@ -141,7 +141,7 @@ def test_odd_outputs_never_raise(providers: Providers) -> None:
         model = otel_mlmon.instrument_model(Odd(value), name="odd", task="regression", **providers.kwargs())
         assert model.predict(np.ones((2, 1))) is value
     force_flush()
-    assert len(providers.spans.get_finished_spans()) == 6
+    assert len(providers.finished_spans()) == 6
 
 
 def test_model_cardinality_is_bounded(providers: Providers, monkeypatch) -> None:

@@ -19,7 +19,7 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _names(providers: Providers) -> list[str]:
-    return [s.name for s in providers.spans.get_finished_spans()]
+    return [s.name for s in providers.finished_spans()]
 
 
 def test_entry_points_are_registered() -> None:
@@ -40,7 +40,7 @@ def test_sklearn_round_trip_and_classes_defined_later(providers: Providers, data
     for _ in range(2):  # instrument -> uninstrument -> instrument
         instrumentor.instrument(**providers.kwargs())
         model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
-        assert providers.spans.get_finished_spans() == ()  # fit (which predicts internally) is not recorded
+        assert providers.finished_spans() == ()  # fit (which predicts internally) is not recorded
         expected = model.predict_proba(X)
 
         class MyModel(RandomForestClassifier):  # defined after instrumentation
@@ -54,7 +54,7 @@ def test_sklearn_round_trip_and_classes_defined_later(providers: Providers, data
         instrumentor.uninstrument()
         np.testing.assert_array_equal(model.predict_proba(X), expected)
         mine.predict(X[:4])
-        assert len(providers.spans.get_finished_spans()) == 2
+        assert len(providers.finished_spans()) == 2
         providers.spans.clear()
 
 
@@ -68,7 +68,7 @@ def test_sklearn_gridsearch_is_one_operation(providers: Providers, data) -> None
     SklearnInstrumentor().instrument(**providers.kwargs())
     try:
         search = GridSearchCV(LogisticRegression(max_iter=500), {"C": [0.1, 1.0]}, cv=2).fit(X, y)
-        assert providers.spans.get_finished_spans() == ()
+        assert providers.finished_spans() == ()
         search.predict(X[:10])
         assert _names(providers) == ["predict GridSearchCV"]
     finally:
@@ -85,7 +85,7 @@ def test_xgboost_sklearn_api_and_booster(providers: Providers, data) -> None:
     try:
         classifier = xgboost.XGBClassifier(n_estimators=5, max_depth=2).fit(X, y)
         booster = xgboost.train({"objective": "binary:logistic"}, xgboost.DMatrix(X, label=(y == 1)), 3)
-        assert providers.spans.get_finished_spans() == ()
+        assert providers.finished_spans() == ()
         proba = classifier.predict_proba(X)
         labels = classifier.predict(X)
         scores = booster.predict(xgboost.DMatrix(X[:20]))
@@ -93,7 +93,7 @@ def test_xgboost_sklearn_api_and_booster(providers: Providers, data) -> None:
         np.testing.assert_allclose(inplace, scores, rtol=1e-6)
         assert _names(providers) == ["predict_proba XGBClassifier", "predict XGBClassifier", "predict Booster",
                                      "predict Booster"]
-        spans = providers.spans.get_finished_spans()
+        spans = providers.finished_spans()
         assert spans[0].attributes[semconv.ML_SYSTEM_NAME] == "xgboost"
         assert spans[2].attributes[semconv.ML_MODEL_TASK] == "classification"
         force_flush()
@@ -123,11 +123,11 @@ def test_lightgbm_sklearn_api_and_booster(providers: Providers) -> None:
     try:
         regressor = lightgbm.LGBMRegressor(n_estimators=5, verbose=-1).fit(X, y)
         booster = lightgbm.train({"objective": "regression", "verbose": -1}, lightgbm.Dataset(X, y), 3)
-        assert providers.spans.get_finished_spans() == ()
+        assert providers.finished_spans() == ()
         values = regressor.predict(X)
         booster.predict(X[:7])
         assert _names(providers) == ["predict LGBMRegressor", "predict Booster"]
-        assert all(s.attributes[semconv.ML_MODEL_TASK] == "regression" for s in providers.spans.get_finished_spans())
+        assert all(s.attributes[semconv.ML_MODEL_TASK] == "regression" for s in providers.finished_spans())
         force_flush()
         events = [e for e in providers.events(semconv.EVENT_PREDICTIONS)
                   if e.attributes[semconv.ML_MODEL_NAME] == "LGBMRegressor"]
@@ -147,12 +147,12 @@ def test_torch_eval_mode_outermost_call_only(providers: Providers) -> None:
     try:
         net.train()
         net(x).sum().backward()  # training: never recorded
-        assert providers.spans.get_finished_spans() == ()
+        assert providers.finished_spans() == ()
         net.eval()
         with torch.no_grad():
             out = net(x)
         assert _names(providers) == ["forward Sequential"]
-        assert providers.spans.get_finished_spans()[0].attributes[semconv.ML_BATCH_SIZE] == 16
+        assert providers.finished_spans()[0].attributes[semconv.ML_BATCH_SIZE] == 16
         force_flush()
         points = providers.sketches.points(semconv.ML_FEATURE_VALUE)
         assert len(points) == 4 and all(p.count == 16 for p in points)
@@ -160,7 +160,7 @@ def test_torch_eval_mode_outermost_call_only(providers: Providers) -> None:
     finally:
         TorchInstrumentor().uninstrument()
     net(x)
-    assert len(providers.spans.get_finished_spans()) == 1
+    assert len(providers.finished_spans()) == 1
 
 
 def test_torch_manual_classification_reads_logits(providers: Providers) -> None:

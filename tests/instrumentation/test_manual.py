@@ -41,7 +41,7 @@ def test_predict_proba_emits_span_metrics_event_and_sketches(providers: Provider
     np.testing.assert_array_equal(result, expected)
     force_flush()
 
-    (span,) = providers.spans.get_finished_spans()
+    (span,) = providers.finished_spans()
     assert span.name == "predict_proba iris-bin"
     assert span.kind.name == "INTERNAL"
     assert dict(span.attributes) == {
@@ -105,7 +105,7 @@ def test_regression_outputs_values_and_output_sketch(providers: Providers) -> No
     np.testing.assert_allclose(column(events, semconv.ML_PREDICTION_VALUE), predicted)
     (output,) = providers.sketches.points(semconv.ML_PREDICTION_VALUE_METRIC)
     assert output.count == len(X) and output.min == predicted.min()
-    assert providers.spans.get_finished_spans()[0].attributes[semconv.ML_MODEL_TASK] == "regression"
+    assert providers.finished_spans()[0].attributes[semconv.ML_MODEL_TASK] == "regression"
 
 
 def test_given_ids_shared_by_calls_on_the_same_rows_and_labels(providers: Providers, iris) -> None:
@@ -203,9 +203,9 @@ def test_pipeline_records_one_operation_and_fit_is_never_recorded(providers: Pro
     otel_mlmon.instrument_model(pipeline.steps[-1][1], name="inner", **providers.kwargs())
     pipeline.fit(X, y)
     pipeline.score(X, y)
-    assert providers.spans.get_finished_spans() == ()
+    assert providers.finished_spans() == ()
     pipeline.predict(X[:5])
-    assert [s.name for s in providers.spans.get_finished_spans()] == ["predict pipe"]
+    assert [s.name for s in providers.finished_spans()] == ["predict pipe"]
 
 
 def test_user_exception_is_preserved_and_recorded(providers: Providers) -> None:
@@ -217,7 +217,7 @@ def test_user_exception_is_preserved_and_recorded(providers: Providers) -> None:
     with pytest.raises(KeyError) as raised:
         model.predict([[1.0]])
     assert raised.value.args == ("feature 'age' missing",)
-    (span,) = providers.spans.get_finished_spans()
+    (span,) = providers.finished_spans()
     assert span.status.status_code.name == "ERROR"
     assert span.attributes[semconv.ERROR_TYPE] == "KeyError"
     (duration,) = providers.metric_points(semconv.ML_OPERATION_DURATION)
@@ -241,7 +241,7 @@ def test_other_instances_of_the_class_are_not_recorded(providers: Providers, iri
     other = LogisticRegression(max_iter=1000).fit(X, _binary(iris)[2])
     otel_mlmon.instrument_model(model, name="m", **providers.kwargs())
     other.predict(X)
-    assert providers.spans.get_finished_spans() == ()
+    assert providers.finished_spans() == ()
 
 
 def test_suppressed_instrumentation_calls_through(providers: Providers, iris) -> None:
@@ -251,7 +251,7 @@ def test_suppressed_instrumentation_calls_through(providers: Providers, iris) ->
     otel_mlmon.instrument_model(model, name="m", **providers.kwargs())
     with suppress_instrumentation():
         model.predict(X)
-    assert providers.spans.get_finished_spans() == ()
+    assert providers.finished_spans() == ()
 
 
 def test_no_op_providers_still_predict(iris) -> None:
@@ -287,7 +287,7 @@ def test_capture_features_puts_raw_values_on_events(providers: Providers, iris, 
     model.predict(X[:4])
     (event,) = providers.events(semconv.EVENT_PREDICTIONS)
     assert list(event.attributes["ml.feature.b"]) == X[:4, 1].tolist()
-    (span,) = providers.spans.get_finished_spans()
+    (span,) = providers.finished_spans()
     assert event.trace_id == span.context.trace_id  # per-call events sit in the call's span context
 
 
@@ -337,3 +337,38 @@ def test_reference_profile_sets_kinds_and_bucketing(providers: Providers, tmp_pa
     assert point.attributes[semconv.ML_SKETCH_CENTER] == 40.0 and point.attributes[semconv.ML_SKETCH_SCALE] == 12.0
     (category,) = providers.sketches.points(semconv.ML_FEATURE_CATEGORY_COUNT)
     assert category.attributes[semconv.ML_FEATURE_CATEGORY] == "12345" and category.value == 2
+
+
+def test_deferred_spans_keep_times_parent_and_errors(providers: Providers, monkeypatch) -> None:
+    import time
+
+    from opentelemetry import trace
+
+    monkeypatch.setenv("OTEL_PYTHON_MLMON_SPAN_MODE", "deferred")
+
+    class Slow:
+        def predict(self, X):
+            time.sleep(0.01)
+            if len(X) == 3:
+                raise ValueError("three rows")
+            return np.zeros(len(X))
+
+    kwargs = providers.kwargs()
+    kwargs["sketch_exporter"] = type(providers.sketches)()  # a new telemetry, with the deferred setting
+    model = otel_mlmon.instrument_model(Slow(), name="slow", task="regression", **kwargs)
+    tracer = providers.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("request") as request:
+        before = time.time_ns()
+        model.predict(np.ones((2, 1)))
+        with pytest.raises(ValueError, match="three rows"):
+            model.predict(np.ones((3, 1)))
+        after = time.time_ns()
+    assert [s.name for s in providers.spans.get_finished_spans()] == ["request"]  # not built yet
+    spans = {s.name: s for s in providers.finished_spans()}
+    ok, failed = [s for s in providers.spans.get_finished_spans() if s.name == "predict slow"]
+    assert ok.parent.span_id == request.get_span_context().span_id == failed.parent.span_id
+    assert before <= ok.start_time < ok.end_time <= failed.start_time < failed.end_time <= after
+    assert ok.end_time - ok.start_time >= 10_000_000
+    assert ok.attributes[semconv.ML_BATCH_SIZE] == 2 and "request" in spans
+    assert failed.status.status_code.name == "ERROR" and failed.attributes[semconv.ERROR_TYPE] == "ValueError"
+    assert trace.get_current_span() is trace.INVALID_SPAN

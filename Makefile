@@ -1,0 +1,22 @@
+# The two commands of the README. Both install what they need first (pip is a no-op when it is there).
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: demo test lint install-dev bench
+
+demo:
+	$(PIP) -e ".[sklearn]"
+	$(PYTHON) -m otel_mlmon.cli demo
+
+install-dev:
+	$(PIP) -e ".[dev,torch]"
+
+lint: install-dev
+	$(PYTHON) -m ruff check otel_mlmon tests benchmarks examples
+	$(PYTHON) -m mypy
+
+test: lint
+	$(PYTHON) -m pytest -q --doctest-modules otel_mlmon tests
+
+bench: install-dev
+	$(PYTHON) benchmarks/bench_instrumentation.py

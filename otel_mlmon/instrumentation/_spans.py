@@ -1,0 +1,109 @@
+"""Finishing a call's span and duration, inline or later off the hot path.
+
+A ``SpanRecord`` holds what the call measured (start time, duration, rows, the exception, the parent context).
+In deferred mode the records wait in a bounded queue that the flusher drains (at least every 200 ms, at once
+when 256 are waiting, and at ``force_flush``); the span is created then with the measured start and end times,
+so what reaches the backend is the same as if it had been built inline. When the application produces records
+faster than the flusher builds them and ``QUEUE_LIMIT`` are waiting, the caller builds its own span inline: the
+queue stays bounded and nothing is dropped, and a sustained overload costs what the bare SDK would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_mlmon import semconv
+from otel_mlmon.instrumentation import _guard
+from otel_mlmon.instrumentation._events import emit_rows
+from otel_mlmon.instrumentation._recorder import Operation
+
+QUEUE_LIMIT = 2048
+WAKE_AT = 256
+
+
+@dataclass
+class SpanRecord:
+    operation: Operation
+    parent: Any  # the context current at the call
+    span: Any  # the live span in ``current`` mode, else None
+    start_ns: int
+    elapsed: float
+    rows: int | None
+    error: BaseException | None
+    event: dict[str, list[Any]] | None = None  # per-call mode: the event's columns
+
+
+class SpanFinisher:
+    """Turns records into spans, durations and per-call events; queues them in deferred mode."""
+
+    def __init__(self, tracer: Any, duration: Any, logger: Any, event_max_rows: int,
+                 wake: Callable[[], None]) -> None:
+        self.tracer = tracer
+        self.duration = duration
+        self.logger = logger
+        self.event_max_rows = event_max_rows
+        self.wake = wake
+        self._queue: deque[SpanRecord] = deque()
+        self._lock = threading.Lock()
+
+    def after_fork(self) -> None:
+        self._queue = deque()
+        self._lock = threading.Lock()
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def finish(self, record: SpanRecord) -> None:
+        if record.span is not None:
+            self.complete(record)
+            return
+        queue = self._queue
+        if len(queue) >= QUEUE_LIMIT:
+            self.complete(record)  # backpressure: the flusher is behind, build this one here
+            return
+        queue.append(record)
+        if len(queue) == WAKE_AT:
+            self.wake()
+
+    def drain(self, yield_every: int = 0) -> None:
+        """Build every queued span. ``yield_every``: let other threads run after that many (the flusher passes
+        a small number so that a backlog never holds the GIL against the application for long)."""
+        with self._lock:  # one drainer at a time keeps the spans in call order
+            queue = self._queue
+            done = 0
+            while queue:
+                _guard.call("span", self.complete, queue.popleft())
+                done += 1
+                if yield_every and done % yield_every == 0:
+                    time.sleep(0)
+
+    def complete(self, record: SpanRecord) -> None:
+        operation = record.operation
+        span = record.span
+        if span is None:
+            span = self.tracer.start_span(operation.span_name, context=record.parent, kind=SpanKind.INTERNAL,
+                                          attributes=operation.span_attributes, start_time=record.start_ns)
+        attributes = operation.metric_attributes
+        if record.rows is not None:
+            span.set_attribute(semconv.ML_BATCH_SIZE, record.rows)
+        if record.error is not None:
+            error_type = type(record.error).__qualname__
+            span.set_attribute(semconv.ERROR_TYPE, error_type)
+            span.record_exception(record.error)
+            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {record.error}"))
+            attributes = {**attributes, semconv.ERROR_TYPE: error_type}
+        span.end(end_time=record.start_ns + int(record.elapsed * 1e9))
+        self.duration.record(record.elapsed, attributes)
+        if record.event is not None and record.rows is not None:
+            emit_rows(self.logger, semconv.EVENT_PREDICTIONS, {semconv.ML_MODEL_NAME: operation.metric_attributes[
+                semconv.ML_MODEL_NAME], semconv.ML_MODEL_VERSION: operation.metric_attributes[
+                semconv.ML_MODEL_VERSION]}, record.event, record.rows, self.event_max_rows, record.start_ns,
+                context=trace.set_span_in_context(span))
