@@ -74,7 +74,7 @@ def run(out: TextIO = sys.stdout) -> int:
                              logger_provider=logger_provider)
     force_flush()
 
-    finished = spans.get_finished_spans()
+    finished: Any = spans.get_finished_spans()
     print(f"\nspans: {len(finished)}", file=out)
     for name, n in Counter(s.name for s in finished).most_common():
         print(f"  {n:4d} x {name!r}", file=out)
@@ -82,7 +82,7 @@ def run(out: TextIO = sys.stdout) -> int:
     print(f"  attributes of the first: {dict(first.attributes)}", file=out)
 
     print("\nmetrics (SDK):", file=out)
-    data_points = reader.get_metrics_data()
+    data_points: Any = reader.get_metrics_data()
     for rm in data_points.resource_metrics if data_points else []:
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
@@ -110,7 +110,7 @@ def run(out: TextIO = sys.stdout) -> int:
         print(f"  {semconv.ML_PREDICTION_SCORE_METRIC} class {point.attributes[semconv.ML_PREDICTION_CLASS]}: "
               f"{point.count} scores, buckets {list(point.bucket_counts)}", file=out)
 
-    records = [r.log_record for r in logs.get_finished_logs()]
+    records: list[Any] = [r.log_record for r in logs.get_finished_logs()]
     print("\nevents:", file=out)
     for name in (semconv.EVENT_PREDICTIONS, semconv.EVENT_LABELS):
         chosen = [r for r in records if r.event_name == name]

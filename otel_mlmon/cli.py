@@ -1,16 +1,56 @@
 """The ``mlmon`` command.
 
-Exit codes: 0 done, 1 data error, 2 bad usage. Subcommands import their dependencies when they run, so
-``mlmon --help`` stays fast.
+Exit codes: 0 done, 1 data error (a file, a column, a value), 2 bad usage. Subcommands import their dependencies
+when they run, so ``mlmon --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from otel_mlmon._version import __version__
+
+TASKS = ("classification", "regression")
+
+
+def _names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    return names
+
+
+def _score_columns(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        label, sep, column = part.partition("=")
+        if not sep or not label.strip() or not column.strip():
+            raise argparse.ArgumentTypeError(f"--score-columns takes label=column,… (got {part!r})")
+        out[label.strip()] = column.strip()
+    return out
+
+
+def _add_column_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--id-column", help="row id column (joins --labels)")
+    parser.add_argument("--timestamp-column", help="event time column (needed for --window)")
+    parser.add_argument("--target-column", help="true label column")
+    parser.add_argument("--prediction-column", help="predicted label (classification) or value (regression)")
+    scores = parser.add_mutually_exclusive_group()
+    scores.add_argument("--score-column", help="positive-class score of a binary classifier")
+    scores.add_argument("--score-columns", help="multiclass scores: label=column,…")
+    parser.add_argument("--task", choices=TASKS, help="default: inferred from the outputs")
+    parser.add_argument("--features", help="comma-separated feature columns (default: all other columns)")
+    parser.add_argument("--categorical", help="comma-separated features to treat as categorical")
+    windows = parser.add_mutually_exclusive_group()
+    windows.add_argument("--chunk-size", type=int, help="windows of N rows")
+    windows.add_argument("--window", help="windows of event time: 30s, 15min, 1h, 1d, 1w")
+    windows.add_argument("--chunks", type=int, help="N windows per period")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,7 +58,154 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"otel-mlmon {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("demo", help="serve a small scikit-learn model with otel-mlmon and show its telemetry")
+
+    evaluate = commands.add_parser("evaluate", help="drift, data quality and realized performance over files")
+    evaluate.add_argument("--reference", required=True, help="reference data file, or a profile (.json)")
+    evaluate.add_argument("--analysis", required=True, help="analysis data file (.parquet, .csv, .csv.gz)")
+    evaluate.add_argument("--labels", help="late labels file: id and target columns")
+    evaluate.add_argument("--model", default=None, help="model name in the results (default: the profile's)")
+    evaluate.add_argument("--model-version", default=None, help="model version in the results")
+    evaluate.add_argument("--methods", help="drift methods, comma-separated (default: jensen_shannon, "
+                          "kolmogorov_smirnov for numbers; jensen_shannon, chi2 for categories)")
+    evaluate.add_argument("--preset", choices=("evidently", "vertex", "azure", "sagemaker"),
+                          help="use another product's published drift defaults")
+    evaluate.add_argument("--output", required=True, help="results.csv | results.json | results.parquet")
+    evaluate.add_argument("--report", help="also write a self-contained HTML report")
+    _add_column_flags(evaluate)
+
+    reference = commands.add_parser("reference", help="reference profiles")
+    reference_commands = reference.add_subparsers(dest="reference_command", metavar="SUBCOMMAND")
+    build = reference_commands.add_parser("build", help="build a reference profile from a data file")
+    build.add_argument("--data", required=True, help="reference data file (.parquet, .csv, .csv.gz)")
+    build.add_argument("--labels", help="labels file: id and target columns")
+    build.add_argument("--model", required=True, help="model name")
+    build.add_argument("--version", dest="model_version", default="", help="model version")
+    build.add_argument("--output", required=True, help="profile.json")
+    _add_column_flags(build)
     return parser
+
+
+class Progress:
+    """Rows read, on stderr, only when it is a terminal and the run lasts more than a second."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.rows = 0
+        self.started = time.monotonic()
+        self.enabled = sys.stderr.isatty()
+        self._last = 0.0
+
+    def __call__(self, rows: int) -> None:
+        self.rows += rows
+        now = time.monotonic()
+        if self.enabled and now - self.started > 1 and now - self._last > 0.2:
+            self._last = now
+            rate = self.rows / max(now - self.started, 1e-9)
+            print(f"\r{self.label}: {self.rows:,} rows ({rate:,.0f} rows/s)", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.enabled and self._last:
+            print(file=sys.stderr)
+
+
+def _columns(args: argparse.Namespace) -> Any:
+    from otel_mlmon.batch.runner import Columns
+
+    return Columns(id_column=args.id_column, timestamp_column=args.timestamp_column,
+                   target_column=args.target_column, prediction_column=args.prediction_column,
+                   score_column=args.score_column, score_columns=_score_columns(args.score_columns),
+                   features=_names(args.features), categorical=_names(args.categorical) or [], task=args.task)
+
+
+def _spec(args: argparse.Namespace, default: Any = None) -> Any:
+    from otel_mlmon.engine.windows import WindowSpec
+
+    if args.chunk_size is None and args.window is None and args.chunks is None:
+        return default if default is not None else WindowSpec(chunks=10)
+    if args.window is not None and not args.timestamp_column and default is None:
+        raise ValueError("--window needs --timestamp-column")
+    return WindowSpec(chunk_size=args.chunk_size, window=args.window, chunks=args.chunks)
+
+
+def _is_profile(path: str) -> bool:
+    return path.lower().endswith(".json")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from otel_mlmon.batch.output import output_format, write_results
+    from otel_mlmon.batch.runner import build_profile, columns_from_profile, evaluate_file
+    from otel_mlmon.engine.evaluate import Policy, evaluate_window, reference_results
+    from otel_mlmon.engine.profile import ReferenceProfile
+
+    output_format(args.output)
+    policy = Policy(methods=tuple(_names(args.methods) or ()) or None, preset=args.preset)
+    columns = _columns(args)
+    progress = Progress("reading")
+    if _is_profile(args.reference):
+        profile = ReferenceProfile.load(args.reference)
+        spec = _spec(args, profile.window)
+        columns = columns_from_profile(profile, columns)
+        reference_rows = reference_results(profile, policy)
+    else:
+        spec = _spec(args)
+        if spec.window is not None and not columns.timestamp_column:
+            raise ValueError("--window needs --timestamp-column")
+        profile, windows = build_profile(args.reference, columns, spec, args.model or "model",
+                                         args.model_version or "", None, policy, progress)
+        reference_rows = [row for w in windows for row in evaluate_window(profile, w, policy)]
+    if args.model is not None:
+        profile.model = args.model
+    if args.model_version is not None:
+        profile.version = args.model_version
+    analysis_rows = list(evaluate_file(profile, args.analysis, columns, args.labels, policy, progress, spec))
+    progress.done()
+    rows = [r for r in reference_rows] + analysis_rows
+    if args.model is not None or args.model_version is not None:
+        from dataclasses import replace
+
+        rows = [replace(r, model=profile.model, model_version=profile.version) for r in rows]
+    written = write_results(rows, args.output)
+    alerts = sum(1 for r in analysis_rows if r.alert)
+    print(f"{written} result rows -> {args.output}; {alerts} alert(s) in the analysis period", file=sys.stderr)
+    if args.report:
+        from otel_mlmon.batch.report import write_report
+
+        write_report(rows, args.report, profile)
+        print(f"report -> {args.report}", file=sys.stderr)
+    return 0
+
+
+def _reference_build(args: argparse.Namespace) -> int:
+    from otel_mlmon.batch.runner import build_profile
+
+    spec = _spec(args)
+    columns = _columns(args)
+    if spec.window is not None and not columns.timestamp_column:
+        raise ValueError("--window needs --timestamp-column")
+    progress = Progress("reading")
+    profile, windows = build_profile(args.data, columns, spec, args.model, args.model_version, args.labels,
+                                     progress=progress)
+    progress.done()
+    profile.save(args.output)
+    print(f"profile of {profile.rows} rows, {len(windows)} windows, {len(profile.columns)} columns -> "
+          f"{args.output}", file=sys.stderr)
+    return 0
+
+
+def _run(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from otel_mlmon.batch.reader import DataError
+
+    try:
+        return action(args)
+    except DataError as exc:
+        print(f"mlmon: error: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(f"mlmon: error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"mlmon: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from otel_mlmon._demo import run
 
         return run()
+    if args.command == "evaluate":
+        return _run(_evaluate, args)
+    if args.command == "reference" and args.reference_command == "build":
+        return _run(_reference_build, args)
     parser.print_help(sys.stderr)
     return 2
 

@@ -1,0 +1,1 @@
+"""The batch path: files in, window results (and an HTML report) out."""

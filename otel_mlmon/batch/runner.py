@@ -1,0 +1,347 @@
+"""The batch path: reference profiles built from files, and files evaluated window by window.
+
+Files are read in row batches; rows accumulate into per-window sketches (the same sketches the instrumentation
+sends) and per-window joined labels, and the engine turns each window into results. Row windows are evaluated as
+soon as they are complete, so memory is bounded by the open windows, not by the file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from otel_mlmon.batch.reader import DataError, DataFile, epoch_seconds, is_numeric_type, is_time_type
+from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
+from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate_window, reference_values
+from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile, bin_keys, choose_bucketing
+from otel_mlmon.engine.results import WindowResult
+from otel_mlmon.engine.windows import WindowSpec
+from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key
+
+
+@dataclass
+class Columns:
+    """Which file columns play which role (the column flags of ``mlmon evaluate``)."""
+
+    id_column: str | None = None
+    timestamp_column: str | None = None
+    target_column: str | None = None
+    prediction_column: str | None = None
+    score_column: str | None = None
+    score_columns: dict[str, str] = field(default_factory=dict)  # class -> column
+    features: list[str] | None = None
+    categorical: list[str] = field(default_factory=list)
+    task: str | None = None
+
+    def outputs(self) -> list[str]:
+        cols = [self.prediction_column] if self.prediction_column else []
+        cols += [self.score_column] if self.score_column else []
+        return cols + list(self.score_columns.values())
+
+    def not_features(self) -> set[str]:
+        return {c for c in (self.id_column, self.timestamp_column, self.target_column) if c} | set(self.outputs())
+
+
+def _check_columns(data: DataFile, columns: Columns, need_target: bool) -> dict[str, Any]:
+    schema = data.schema()
+    names = list(schema.names)
+    wanted = [c for c in (columns.id_column, columns.timestamp_column, columns.prediction_column) if c]
+    wanted += columns.outputs() + (columns.features or []) + columns.categorical
+    if need_target and columns.target_column:
+        wanted.append(columns.target_column)
+    missing = [c for c in dict.fromkeys(wanted) if c not in names]
+    if missing:
+        raise DataError(f"{data.path}: no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(names)})")
+    if columns.timestamp_column:
+        kind = schema.field(columns.timestamp_column).type
+        if not (is_time_type(kind) or is_numeric_type(kind) or str(kind) in ("string", "large_string")):
+            raise DataError(f"{data.path}: timestamp column {columns.timestamp_column!r} has type {kind}; "
+                            "expected a timestamp, ISO 8601 strings or epoch seconds")
+    return {name: schema.field(name).type for name in names}
+
+
+def _feature_kinds(types: dict[str, Any], columns: Columns) -> dict[str, str]:
+    features = columns.features if columns.features is not None else [
+        n for n in types if n not in columns.not_features()]
+    unknown = [c for c in columns.categorical if c not in features]
+    if unknown:
+        raise DataError(f"--categorical names {', '.join(map(repr, unknown))}, which are not features "
+                        f"(features: {', '.join(features)})")
+    return {name: CATEGORICAL if name in columns.categorical or not is_numeric_type(types[name]) else NUMERIC
+            for name in features}
+
+
+def _output_kinds(columns: Columns, task: str) -> dict[str, tuple[str, str]]:
+    """Output columns -> (kind, role)."""
+    out: dict[str, tuple[str, str]] = {}
+    if columns.prediction_column:
+        out[columns.prediction_column] = (CATEGORICAL if task == "classification" else NUMERIC, "prediction")
+    for column in ([columns.score_column] if columns.score_column else []) + list(columns.score_columns.values()):
+        out[column] = (NUMERIC, "score")
+    return out
+
+
+class _Accumulator:
+    """Sketches and labels of one window."""
+
+    def __init__(self, kinds: dict[str, str], bucketing: dict[str, tuple[float, float]]) -> None:
+        self.sketches: dict[str, NumericSketch | CategoricalSketch] = {
+            name: NumericSketch(*bucketing.get(name, (0.0, 1.0))) if kind == NUMERIC else CategoricalSketch()
+            for name, kind in kinds.items()}
+        self.rows = 0
+        self.labeled = LabeledRows()
+        self.first = math.inf
+        self.last = -math.inf
+
+    def add(self, batch: dict[str, np.ndarray], mask: np.ndarray | None, times: np.ndarray | None) -> None:
+        count = int(mask.sum()) if mask is not None else len(next(iter(batch.values())))
+        if count == 0:
+            return
+        self.rows += count
+        for name, sketch in self.sketches.items():
+            values = batch[name] if mask is None else batch[name][mask]
+            sketch.update(values)
+        if times is not None:
+            chosen = times if mask is None else times[mask]
+            finite = chosen[np.isfinite(chosen)]
+            if finite.size:
+                self.first, self.last = min(self.first, float(finite.min())), max(self.last, float(finite.max()))
+
+
+def _iso(seconds: float) -> str | None:
+    if not math.isfinite(seconds):
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class _Plan:
+    """Everything needed to turn a file into windows."""
+
+    columns: Columns
+    spec: WindowSpec
+    kinds: dict[str, str]  # sketched columns (features, outputs) -> kind
+    bucketing: dict[str, tuple[float, float]]
+    task: str
+    classes: list[str]
+    labels: dict[str, Any] | None = None  # id -> label, from --labels
+
+
+def _labels_of(batch: dict[str, np.ndarray], plan: _Plan) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mask of labeled rows, their labels) of a batch."""
+    target = plan.columns.target_column
+    if plan.labels is not None and plan.columns.id_column:
+        ids = batch[plan.columns.id_column]
+        found = [plan.labels.get(str(i)) for i in ids.tolist()]
+        mask = np.array([v is not None for v in found], dtype=bool)
+        return mask, np.asarray(found, dtype=object)
+    if target and target in batch:
+        values = batch[target]
+        if values.dtype.kind == "f":
+            mask = ~np.isnan(values)
+        else:
+            mask = np.array([v is not None for v in values.tolist()], dtype=bool)
+        return mask, values
+    return None
+
+
+def _joined(batch: dict[str, np.ndarray], plan: _Plan, mask: np.ndarray | None) -> LabeledRows:
+    found = _labels_of(batch, plan)
+    if found is None or not plan.columns.prediction_column:
+        return LabeledRows()
+    labeled, labels = found
+    if mask is not None:
+        labeled = labeled & mask
+    if not labeled.any():
+        return LabeledRows()
+    predicted = batch[plan.columns.prediction_column][labeled]
+    truth = labels[labeled]
+    rows = LabeledRows()
+    if plan.task == "regression":
+        rows.y_true = [float(v) for v in truth.tolist()]
+        rows.y_pred = [float(v) for v in predicted.tolist()]
+        return rows
+    rows.y_true = [category_key(v) for v in truth.tolist()]
+    rows.y_pred = [category_key(v) for v in predicted.tolist()]
+    if plan.columns.score_columns:
+        rows.scores = np.column_stack([batch[plan.columns.score_columns[c]][labeled] for c in plan.classes]).tolist()
+    elif plan.columns.score_column and len(plan.classes) == 2:
+        positive = batch[plan.columns.score_column][labeled]
+        rows.scores = np.column_stack([1.0 - positive, positive]).tolist()
+    return rows
+
+
+def _windows(data: DataFile, plan: _Plan, period: str,
+             on_window: Callable[[WindowData], None], progress: Callable[[int], None] | None = None) -> None:
+    """Stream a file into windows; ``on_window`` gets each complete window (row windows as soon as complete)."""
+    spec = plan.spec
+    total = data.num_rows() if spec.chunks is not None else None
+    open_windows: dict[float, _Accumulator] = {}
+    columns = plan.columns
+    first_row = 0
+
+    def close(key: float) -> None:
+        accumulator = open_windows.pop(key)
+        index = int(key) if spec.by_rows else len(closed)
+        closed.append(key)
+        start = _iso(accumulator.first) if spec.by_rows else _iso(key)
+        end = _iso(accumulator.last) if spec.by_rows else _iso(key + (spec.seconds or 0))
+        on_window(WindowData(period, index, accumulator.rows, accumulator.sketches, accumulator.labeled, start, end))
+
+    closed: list[float] = []
+    for batch in data.batches():
+        n = len(next(iter(batch.values())))
+        times = (epoch_seconds(batch[columns.timestamp_column], data.path, columns.timestamp_column)
+                 if columns.timestamp_column else None)
+        if spec.by_rows:
+            keys = spec.row_windows(first_row, n, total).astype(np.float64)
+        else:
+            assert times is not None
+            if np.isnan(times).any():
+                raise DataError(f"{data.path}: timestamp column {columns.timestamp_column!r} has empty values; "
+                                "time windows need a time on every row")
+            keys = spec.time_windows(times)
+        first_row += n
+        unique = np.unique(keys)
+        for key in unique.tolist():
+            mask = None if unique.size == 1 else keys == key
+            accumulator = open_windows.get(key)
+            if accumulator is None:
+                accumulator = open_windows[key] = _Accumulator(plan.kinds, plan.bucketing)
+            accumulator.add(batch, mask, times)
+            accumulator.labeled.extend(_joined(batch, plan, mask))
+        if spec.by_rows:  # earlier row windows are complete
+            for key in sorted(k for k in open_windows if k < unique.max()):
+                close(key)
+        if progress is not None:
+            progress(n)
+    for key in sorted(open_windows):
+        close(key)
+
+
+def load_labels(path: str, columns: Columns) -> dict[str, Any]:
+    if not columns.id_column or not columns.target_column:
+        raise DataError("--labels needs --id-column and --target-column (the labels file has both)")
+    data = DataFile(path)
+    _check_columns(data, Columns(id_column=columns.id_column), need_target=False)
+    if columns.target_column not in data.columns():
+        raise DataError(f"{path}: no column {columns.target_column!r} (columns: {', '.join(data.columns())})")
+    labels: dict[str, Any] = {}
+    for batch in data.batches([columns.id_column, columns.target_column]):
+        for key, value in zip(batch[columns.id_column].tolist(), batch[columns.target_column].tolist()):
+            if key is not None and value is not None and not (isinstance(value, float) and math.isnan(value)):
+                labels.setdefault(str(key), value)  # one label per id: the first wins
+    return labels
+
+
+def _infer_task(columns: Columns, types: dict[str, Any]) -> str:
+    if columns.task:
+        return columns.task
+    if columns.score_column or columns.score_columns:
+        return "classification"
+    if columns.prediction_column and not is_numeric_type(types[columns.prediction_column]):
+        return "classification"
+    return "regression"
+
+
+def _classes(data: DataFile, columns: Columns, task: str) -> list[str]:
+    if task != "classification":
+        return []
+    if columns.score_columns:
+        return sorted(columns.score_columns)
+    seen: set[str] = set()
+    for name in (columns.prediction_column, columns.target_column):
+        if name and name in data.columns():
+            for batch in data.batches([name]):
+                seen.update(k for k in (category_key(v) for v in batch[name].tolist()) if k is not None)
+    return sorted(seen)
+
+
+def build_profile(path: str, columns: Columns, spec: WindowSpec, model: str, version: str = "",
+                  labels_path: str | None = None, policy: Policy | None = None,
+                  progress: Callable[[int], None] | None = None) -> tuple[ReferenceProfile, list[WindowData]]:
+    """A reference profile from a data file, and the reference windows it was built from."""
+    data = DataFile(path)
+    types = _check_columns(data, columns, need_target=labels_path is None)
+    task = _infer_task(columns, types)
+    kinds = _feature_kinds(types, columns)
+    outputs = _output_kinds(columns, task)
+    all_kinds = {**kinds, **{name: kind for name, (kind, _) in outputs.items()}}
+    # Pass 1: a first sketch of each numeric column chooses its bucketing (median and spread).
+    first = {name: NumericSketch() for name, kind in all_kinds.items() if kind == NUMERIC}
+    for batch in data.batches(list(first)) if first else ():
+        for name, sketch in first.items():
+            sketch.update(batch[name])
+    bucketing = {name: choose_bucketing(sketch) for name, sketch in first.items()}
+    classes = _classes(data, columns, task)
+    if task == "classification" and columns.score_column and len(classes) != 2:
+        raise DataError(f"{path}: --score-column is for binary models, but the labels have {len(classes)} "
+                        f"classes ({', '.join(classes[:10])}); use --score-columns label=column,…")
+    plan = _Plan(columns, spec, all_kinds, bucketing, task, classes,
+                 load_labels(labels_path, columns) if labels_path else None)
+    windows: list[WindowData] = []
+    _windows(data, plan, "reference", windows.append, progress)
+    whole: dict[str, NumericSketch | CategoricalSketch] = {
+        name: NumericSketch(*bucketing[name]) if kind == NUMERIC else CategoricalSketch()
+        for name, kind in all_kinds.items()}
+    for window in windows:
+        for name, part in window.sketches.items():
+            whole[name].merge(part)  # type: ignore[arg-type]
+    profile_columns: dict[str, ColumnProfile] = {}
+    for name, kind in all_kinds.items():
+        role = outputs[name][1] if name in outputs else "feature"
+        column_sketch = whole[name]
+        profile_columns[name] = ColumnProfile(name, kind, role, column_sketch,
+                                              bin_keys(column_sketch) if isinstance(column_sketch, NumericSketch)
+                                              else np.zeros(0, dtype=np.int64))
+    profile = ReferenceProfile(
+        model=model, version=version, task=task, window=spec, columns=profile_columns,
+        rows=sum(w.rows for w in windows), classes=classes,
+        score_columns=dict(columns.score_columns) if columns.score_columns else (
+            {classes[1]: columns.score_column} if columns.score_column and len(classes) == 2 else {}),
+        id_column=columns.id_column, timestamp_column=columns.timestamp_column,
+        target_column=columns.target_column, prediction_column=columns.prediction_column,
+        reference_windows=[{"index": w.index, "rows": w.rows, "labeled_rows": len(w.labeled), "start": w.start,
+                            "end": w.end} for w in windows])
+    profile.reference_values = reference_values(profile, windows, policy)
+    return profile, windows
+
+
+def columns_from_profile(profile: ReferenceProfile, given: Columns) -> Columns:
+    """The column flags, defaulted from the profile where the command line is silent."""
+    score_columns = given.score_columns or ({} if given.score_column else
+                                            (profile.score_columns if len(profile.score_columns) > 1 else {}))
+    score_column = given.score_column or (next(iter(profile.score_columns.values()))
+                                          if len(profile.score_columns) == 1 and not given.score_columns else None)
+    return Columns(
+        id_column=given.id_column or profile.id_column,
+        timestamp_column=given.timestamp_column or profile.timestamp_column,
+        target_column=given.target_column or profile.target_column,
+        prediction_column=given.prediction_column or profile.prediction_column,
+        score_column=score_column, score_columns=score_columns,
+        features=[c.name for c in profile.features()], task=profile.task)
+
+
+def evaluate_file(profile: ReferenceProfile, path: str, columns: Columns, labels_path: str | None = None,
+                  policy: Policy | None = None, progress: Callable[[int], None] | None = None,
+                  spec: WindowSpec | None = None) -> Iterator[WindowResult]:
+    """Window results of the analysis file, window by window."""
+    data = DataFile(path)
+    types = _check_columns(data, columns, need_target=False)
+    kinds = {c.name: c.kind for c in profile.columns.values() if c.name in types}
+    bucketing = {c.name: (c.sketch.center, c.sketch.scale) for c in profile.columns.values()
+                 if isinstance(c.sketch, NumericSketch)}
+    extra = [n for n in types if n not in profile.columns and n not in columns.not_features()
+             and columns.features is None]
+    for name in extra:  # columns the reference did not have: sketched so they are reported as added
+        kinds[name] = NUMERIC if is_numeric_type(types[name]) else CATEGORICAL
+    plan = _Plan(columns, spec or profile.window, kinds, bucketing, profile.task, profile.classes,
+                 load_labels(labels_path, columns) if labels_path else None)
+    results: list[WindowResult] = []
+    _windows(data, plan, "analysis", lambda w: results.extend(evaluate_window(profile, w, policy)), progress)
+    yield from results

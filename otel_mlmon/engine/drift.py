@@ -1,0 +1,347 @@
+"""Drift methods: one small class each, computed from sketches (so batch and streaming agree).
+
+Numeric columns are compared on their fine sketch buckets (Kolmogorov–Smirnov, Wasserstein) or on coarse bins
+at reference quantiles (Jensen–Shannon, PSI, Hellinger). Categorical columns are compared on category counts,
+new categories included. Every value is finite: empty bins are handled without infinities.
+
+Each method reports its value (an effect size) and a p-value (its own test's, or for binned distances the
+chi-squared test of the same bins). ``floors`` holds, per column kind, the method's value for a *small* effect
+(Cohen 1988): a shift of d = 0.2 standard deviations of a normal's mean (decile bins), and w = 0.1 between
+category frequencies (five categories). An alert never fires below it, however large the window (see
+``thresholds``); ``tests/engine/test_floors.py`` recomputes them.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from otel_mlmon.sketch import CategoricalSketch, NumericSketch
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+PSI_EPSILON = 1e-4  # proportion given to an empty bin by PSI (as Evidently and NannyML do)
+
+
+@dataclass(frozen=True)
+class DriftValue:
+    value: float
+    p_value: float | None = None
+
+
+@dataclass(frozen=True)
+class NumericComparison:
+    """A reference and a current numeric sketch on a common support.
+
+    ``fine_*`` are counts per fine bucket (value order) with ``lower``/``upper`` bounds; ``coarse_*`` are counts per
+    coarse bin (reference quantile bins plus one open bin below and one above the reference range).
+    """
+
+    fine_reference: np.ndarray
+    fine_current: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    coarse_reference: np.ndarray
+    coarse_current: np.ndarray
+    reference_std: float
+
+    @classmethod
+    def build(cls, reference: NumericSketch, current: NumericSketch, bin_keys: np.ndarray,
+              reference_std: float) -> NumericComparison:
+        """``bin_keys``: sorted signed sketch keys where coarse bins start (from the reference profile)."""
+        ref_keys, ref_counts = reference.buckets()
+        cur_keys, cur_counts = current.buckets()
+        keys = np.union1d(ref_keys, cur_keys)
+        fine_reference = np.zeros(keys.size, dtype=np.float64)
+        fine_current = np.zeros(keys.size, dtype=np.float64)
+        fine_reference[np.searchsorted(keys, ref_keys)] = ref_counts
+        fine_current[np.searchsorted(keys, cur_keys)] = cur_counts
+        lower, upper = reference.bounds(keys)
+        # Coarse bin of each fine key: 0 below the first bin key, len(bin_keys) at or after the last.
+        coarse_index = np.searchsorted(bin_keys, keys, side="right")
+        size = len(bin_keys) + 1
+        coarse_reference = np.bincount(coarse_index, weights=fine_reference, minlength=size)
+        coarse_current = np.bincount(coarse_index, weights=fine_current, minlength=size)
+        return cls(fine_reference, fine_current, lower, upper, coarse_reference, coarse_current, reference_std)
+
+
+@dataclass(frozen=True)
+class CategoricalComparison:
+    """Counts of a reference and a current categorical sketch over the union of their categories."""
+
+    categories: tuple[str, ...]
+    reference: np.ndarray
+    current: np.ndarray
+
+    @classmethod
+    def build(cls, reference: CategoricalSketch, current: CategoricalSketch) -> CategoricalComparison:
+        categories = tuple(sorted(set(reference.counts) | set(current.counts)))
+        return cls(categories,
+                   np.array([reference.counts.get(c, 0) for c in categories], dtype=np.float64),
+                   np.array([current.counts.get(c, 0) for c in categories], dtype=np.float64))
+
+
+Comparison = NumericComparison | CategoricalComparison
+
+
+def _proportions(counts: np.ndarray) -> np.ndarray:
+    total = counts.sum()
+    return counts / total if total > 0 else counts
+
+
+def _binned(comparison: Comparison) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(comparison, NumericComparison):
+        return comparison.coarse_reference, comparison.coarse_current
+    return comparison.reference, comparison.current
+
+
+def binned_p_value(comparison: Comparison) -> float | None:
+    """p-value of the two-sample chi-squared test of homogeneity on the binned counts (the sampling error of the
+    binned distances)."""
+    reference, current = _binned(comparison)
+    keep = (reference + current) > 0
+    if keep.sum() < 2 or reference.sum() == 0 or current.sum() == 0:
+        return None
+    table = np.vstack([reference[keep], current[keep]])
+    return float(stats.chi2_contingency(table, correction=False).pvalue)
+
+
+class DriftMethod(ABC):
+    """A drift statistic between a reference and a current distribution."""
+
+    name: str = ""
+    floors: dict[str, float] = {}  # column kind -> effect-size floor; the kinds the method applies to
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.floors)
+
+    @abstractmethod
+    def compute(self, comparison: Comparison) -> DriftValue:
+        """The statistic (and p-value, for tests) of one comparison."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+
+class JensenShannon(DriftMethod):
+    """Jensen–Shannon distance (base 2, in [0, 1]) between binned distributions.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> ref, cur = CategoricalSketch(), CategoricalSketch()
+        >>> ref.update(rng.choice(list("abc"), 2000, p=[.5, .3, .2])); cur.update(rng.choice(list("abc"), 2000))
+        >>> round(JensenShannon().compute(CategoricalComparison.build(ref, cur)).value, 3)
+        0.138
+
+    References:
+        Lin. "Divergence measures based on the Shannon entropy." IEEE Trans. Inf. Theory 37(1), 1991.
+    """
+
+    name = "jensen_shannon"
+    floors = {NUMERIC: 0.08, CATEGORICAL: 0.04}
+
+    def compute(self, comparison: Comparison) -> DriftValue:
+        reference, current = (_proportions(c) for c in _binned(comparison))
+        middle = (reference + current) / 2
+        divergence = 0.0
+        for p in (reference, current):
+            mask = p > 0
+            divergence += 0.5 * float(np.sum(p[mask] * np.log2(p[mask] / middle[mask])))
+        return DriftValue(math.sqrt(max(divergence, 0.0)), binned_p_value(comparison))
+
+
+class KolmogorovSmirnov(DriftMethod):
+    """Two-sample Kolmogorov–Smirnov statistic D and its asymptotic p-value, from fine sketch buckets.
+
+    D is evaluated at every bucket boundary; with the default precision it is within 0.005 of scipy's exact D.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> ref, cur = NumericSketch(), NumericSketch()
+        >>> ref.update(rng.normal(size=5000)); cur.update(rng.normal(0.5, 1, 5000))
+        >>> c = NumericComparison.build(ref, cur, np.array([0]), 1.0)
+        >>> round(KolmogorovSmirnov().compute(c).value, 2)
+        0.2
+
+    References:
+        Smirnov. "Table for estimating the goodness of fit of empirical distributions." Ann. Math. Stat. 19, 1948.
+    """
+
+    name = "kolmogorov_smirnov"
+    floors = {NUMERIC: 0.08}
+
+    def compute(self, comparison: Comparison) -> DriftValue:
+        assert isinstance(comparison, NumericComparison)
+        n, m = comparison.fine_reference.sum(), comparison.fine_current.sum()
+        if n == 0 or m == 0:
+            return DriftValue(math.nan, None)
+        difference = np.cumsum(comparison.fine_reference) / n - np.cumsum(comparison.fine_current) / m
+        statistic = float(np.max(np.abs(difference))) if difference.size else 0.0
+        big, small = max(n, m), min(n, m)
+        effective = round(big * small / (big + small))  # as scipy.stats.ks_2samp(method="asymp")
+        return DriftValue(statistic, float(stats.kstwo.sf(statistic, max(effective, 1))))
+
+
+class PopulationStabilityIndex(DriftMethod):
+    """PSI = sum((c - r) * ln(c / r)) over bins; empty bins count as a proportion of 1e-4.
+
+    Example:
+        >>> import numpy as np
+        >>> ref, cur = CategoricalSketch(), CategoricalSketch()
+        >>> ref.update(["a"] * 50 + ["b"] * 50); cur.update(["a"] * 70 + ["b"] * 30)
+        >>> round(PopulationStabilityIndex().compute(CategoricalComparison.build(ref, cur)).value, 4)
+        0.1695
+
+    References:
+        Yurdakul. "Statistical properties of population stability index." Western Michigan University, 2018.
+    """
+
+    name = "psi"
+    floors = {NUMERIC: 0.04, CATEGORICAL: 0.01}
+
+    def compute(self, comparison: Comparison) -> DriftValue:
+        reference, current = (np.maximum(_proportions(c), PSI_EPSILON) for c in _binned(comparison))
+        return DriftValue(float(np.sum((current - reference) * np.log(current / reference))),
+                          binned_p_value(comparison))
+
+
+class Hellinger(DriftMethod):
+    """Hellinger distance sqrt(1/2 * sum((sqrt(p) - sqrt(q))^2)) between binned distributions, in [0, 1].
+
+    Example:
+        >>> import numpy as np
+        >>> ref, cur = CategoricalSketch(), CategoricalSketch()
+        >>> ref.update(["a"] * 50 + ["b"] * 50); cur.update(["a"] * 70 + ["b"] * 30)
+        >>> round(Hellinger().compute(CategoricalComparison.build(ref, cur)).value, 4)
+        0.1447
+
+    References:
+        Hellinger. "Neue Begründung der Theorie quadratischer Formen von unendlichvielen Veränderlichen." 1909.
+    """
+
+    name = "hellinger"
+    floors = {NUMERIC: 0.07, CATEGORICAL: 0.035}
+
+    def compute(self, comparison: Comparison) -> DriftValue:
+        reference, current = (_proportions(c) for c in _binned(comparison))
+        value = math.sqrt(0.5 * float(np.sum((np.sqrt(reference) - np.sqrt(current)) ** 2)))
+        return DriftValue(value, binned_p_value(comparison))
+
+
+class Wasserstein(DriftMethod):
+    """Earth mover's distance between the two distributions, divided by the reference standard deviation.
+
+    Computed from the fine buckets with each bucket's mass spread uniformly over it (exact at bucket bounds).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> ref, cur = NumericSketch(), NumericSketch()
+        >>> ref.update(rng.normal(size=5000)); cur.update(rng.normal(0.5, 1, 5000))
+        >>> c = NumericComparison.build(ref, cur, np.array([0]), 1.0)
+        >>> round(Wasserstein().compute(c).value, 2)
+        0.5
+
+    References:
+        Vaserstein. "Markov processes over denumerable products of spaces." Probl. Inf. Transm. 5, 1969.
+    """
+
+    name = "wasserstein"
+    floors = {NUMERIC: 0.2}
+
+    def compute(self, comparison: Comparison) -> DriftValue:
+        assert isinstance(comparison, NumericComparison)
+        n, m = comparison.fine_reference.sum(), comparison.fine_current.sum()
+        if n == 0 or m == 0:
+            return DriftValue(math.nan, None)
+        after = np.cumsum(comparison.fine_reference) / n - np.cumsum(comparison.fine_current) / m
+        before = np.concatenate([[0.0], after[:-1]])
+        width = comparison.upper - comparison.lower
+        # |d| is linear inside a bucket from |before| to |after|; integrate it exactly, sign change included.
+        same_sign = before * after >= 0
+        total = np.abs(before) + np.abs(after)
+        area = np.where(same_sign, width * total / 2,
+                        width * (before**2 + after**2) / (2 * np.where(total > 0, total, 1.0)))
+        scale = comparison.reference_std if comparison.reference_std > 0 else 1.0
+        return DriftValue(float(area.sum()) / scale, None)
+
+
+class LInfinity(DriftMethod):
+    """L-infinity distance: the largest difference of a category's proportion.
+
+    Example:
+        >>> ref, cur = CategoricalSketch(), CategoricalSketch()
+        >>> ref.update(["a"] * 50 + ["b"] * 50); cur.update(["a"] * 70 + ["b"] * 30)
+        >>> LInfinity().compute(CategoricalComparison.build(ref, cur)).value
+        0.2
+
+    References:
+        Google Cloud. "Vertex AI Model Monitoring: monitoring objectives" (L-infinity distance for categories).
+    """
+
+    name = "l_infinity"
+    floors = {CATEGORICAL: 0.03}
+
+    def compute(self, comparison: Comparison) -> DriftValue:
+        reference, current = (_proportions(c) for c in _binned(comparison))
+        return DriftValue(float(np.max(np.abs(reference - current))) if reference.size else 0.0,
+                          binned_p_value(comparison))
+
+
+class ChiSquared(DriftMethod):
+    """Two-sample chi-squared test of homogeneity (contingency table, no Yates correction).
+
+    The value is the effect size: Cramér's V of the table as if both samples had the same size,
+    sqrt(1/2 * sum((p - q)^2 / (p + q))), in [0, 1] and free of the sample sizes; the p-value is the test's.
+
+    Example:
+        >>> ref, cur = CategoricalSketch(), CategoricalSketch()
+        >>> ref.update(["a"] * 50 + ["b"] * 50); cur.update(["a"] * 70 + ["b"] * 30)
+        >>> result = ChiSquared().compute(CategoricalComparison.build(ref, cur))
+        >>> round(result.value, 4), round(result.p_value, 4)
+        (0.2, 0.0039)
+
+    References:
+        Pearson. "On the criterion that a given system of deviations..." Phil. Mag. 50, 1900. Cramér.
+        "Mathematical Methods of Statistics." 1946.
+    """
+
+    name = "chi2"
+    floors = {CATEGORICAL: 0.05}
+
+    def compute(self, comparison: Comparison) -> DriftValue:
+        reference, current = (_proportions(c) for c in _binned(comparison))
+        total = reference + current
+        keep = total > 0
+        value = math.sqrt(0.5 * float(np.sum((reference[keep] - current[keep]) ** 2 / total[keep])))
+        return DriftValue(value, binned_p_value(comparison))
+
+
+METHODS: dict[str, DriftMethod] = {m.name: m for m in (JensenShannon(), KolmogorovSmirnov(),
+                                                        PopulationStabilityIndex(), Hellinger(), Wasserstein(),
+                                                        LInfinity(), ChiSquared())}
+DEFAULT_METHODS = {NUMERIC: ("jensen_shannon", "kolmogorov_smirnov"),
+                   CATEGORICAL: ("jensen_shannon", "chi2")}
+
+
+def resolve_methods(names: list[str] | tuple[str, ...] | None, kind: str) -> list[DriftMethod]:
+    """The methods to run on a column of ``kind``: the named ones that apply, else the defaults."""
+    if not names:
+        return [METHODS[n] for n in DEFAULT_METHODS[kind]]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown drift method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    return [METHODS[n] for n in names if kind in METHODS[n].kinds]

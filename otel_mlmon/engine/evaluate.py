@@ -1,0 +1,336 @@
+"""The engine: a reference profile and one window of sketches and joined labels in, window results out.
+
+Both the batch path (``mlmon evaluate``) and the streaming processor call ``evaluate_window``; whatever builds the
+window (files or OTLP), the same sketches give the same results.
+
+Verdict of a drift value (default policy): the window has at least ``min_rows`` values, the value exceeds its
+upper threshold — the method's effect-size floor, or the reference windows' mean + 3 sigma when that is higher —
+and the difference is significant: its p-value, Benjamini–Hochberg-adjusted across the window's columns, is below
+``alpha``. The floor keeps large windows from alerting on negligible shifts (fixed p-value tests fire on every
+large window), the test keeps small windows from alerting on sampling noise (fixed distances do), and the band
+adds the reference's own variability when it has enough windows (the band alone false-alarms).
+Performance: mean ± 3 sigma of the reference windows, both directions. Data quality: rates above the reference's
+(by a floor and significantly, one-sided binomial test).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from otel_mlmon.engine.drift import (
+    CATEGORICAL,
+    METHODS,
+    NUMERIC,
+    CategoricalComparison,
+    KolmogorovSmirnov,
+    NumericComparison,
+    resolve_methods,
+)
+from otel_mlmon.engine.performance import classification_metrics, regression_metrics
+from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile
+from otel_mlmon.engine.results import WindowResult
+from otel_mlmon.sketch import CategoricalSketch, NumericSketch
+
+MIN_ROWS = 30
+MIN_BAND_WINDOWS = 3
+QUALITY_FLOOR = 0.02
+DRIFT, PERFORMANCE, DATA_QUALITY = "drift", "performance", "data_quality"
+
+# Published defaults of other products, as (methods per kind, value thresholds, p-value thresholds).
+PRESETS: dict[str, dict[str, Any]] = {
+    # Evidently: KS / chi2 p < 0.05 on small data, normed Wasserstein / JS > 0.1 on large data.
+    "evidently": {"methods": {NUMERIC: ("kolmogorov_smirnov", "wasserstein"), CATEGORICAL: ("chi2", "jensen_shannon")},
+                  "value": {"wasserstein": 0.1, "jensen_shannon": 0.1},
+                  "p": {"kolmogorov_smirnov": 0.05, "chi2": 0.05}},
+    # Vertex AI Model Monitoring: Jensen-Shannon (numeric) and L-infinity (categorical), threshold 0.3.
+    "vertex": {"methods": {NUMERIC: ("jensen_shannon",), CATEGORICAL: ("l_infinity",)},
+               "value": {"jensen_shannon": 0.3, "l_infinity": 0.3}, "p": {}},
+    # SageMaker Model Monitor: distribution comparison threshold 0.1 (KS distance, L-infinity for categories).
+    "sagemaker": {"methods": {NUMERIC: ("kolmogorov_smirnov",), CATEGORICAL: ("l_infinity",)},
+                  "value": {"kolmogorov_smirnov": 0.1, "l_infinity": 0.1}, "p": {}},
+    # Azure ML model monitoring: normalized Wasserstein (numeric) and Jensen-Shannon (categorical), 0.1.
+    "azure": {"methods": {NUMERIC: ("wasserstein",), CATEGORICAL: ("jensen_shannon",)},
+              "value": {"wasserstein": 0.1, "jensen_shannon": 0.1}, "p": {}},
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How values become verdicts. ``thresholds`` overrides the upper threshold of a drift method (constant)."""
+
+    methods: tuple[str, ...] | None = None
+    preset: str | None = None
+    alpha: float = 0.01
+    min_rows: int = MIN_ROWS
+    thresholds: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.methods:
+            resolve_methods(list(self.methods), NUMERIC)  # validates the names
+
+    def methods_for(self, kind: str) -> list[Any]:
+        if self.methods:
+            return resolve_methods(list(self.methods), kind)
+        if self.preset is not None:
+            return [METHODS[n] for n in PRESETS[self.preset]["methods"][kind]]
+        return resolve_methods(None, kind)
+
+
+@dataclass
+class LabeledRows:
+    """Joined rows of a window: true labels, predicted labels (or values), class scores."""
+
+    y_true: list[Any] = field(default_factory=list)
+    y_pred: list[Any] = field(default_factory=list)
+    scores: list[list[float]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.y_true)
+
+    def extend(self, other: LabeledRows) -> None:
+        self.y_true += other.y_true
+        self.y_pred += other.y_pred
+        self.scores += other.scores
+
+
+@dataclass
+class WindowData:
+    """One window of one period: a sketch per column present, and the joined labels."""
+
+    period: str
+    index: int
+    rows: int
+    sketches: dict[str, NumericSketch | CategoricalSketch]
+    labeled: LabeledRows = field(default_factory=LabeledRows)
+    start: str | None = None
+    end: str | None = None
+
+
+@dataclass
+class Measurement:
+    column: str
+    kind: str
+    metric: str
+    value: float
+    p_value: float | None
+    n: int  # observations behind the value (verdict needs policy.min_rows)
+    floor: float | None = None  # drift effect-size floor / data-quality reference rate + floor
+    reference_rate: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.column}|{self.kind}|{self.metric}"
+
+
+def _binomial_greater(successes: int, n: int, rate: float) -> float:
+    if n == 0:
+        return 1.0
+    return float(stats.binomtest(successes, n, min(max(rate, 1e-12), 1 - 1e-12), alternative="greater").pvalue)
+
+
+def _quality(column: ColumnProfile, sketch: NumericSketch | CategoricalSketch) -> list[Measurement]:
+    out = []
+    reference = column.sketch
+    if sketch.total:
+        bad = sketch.total - sketch.count
+        rate = max(column.missing_rate, 1 / (reference.total + 1))
+        out.append(Measurement(column.name, DATA_QUALITY, "missing_rate", bad / sketch.total,
+                               _binomial_greater(bad, sketch.total, rate), sketch.total,
+                               reference_rate=column.missing_rate))
+    if sketch.count == 0:
+        return out
+    if isinstance(sketch, NumericSketch) and isinstance(reference, NumericSketch) and reference.count:
+        keys, counts = sketch.buckets()
+        lower, upper = sketch.bounds(keys)
+        outside = int(counts[(upper <= reference.min) | (lower > reference.max)].sum())
+        # Chance that a new value from the reference distribution falls outside the range of N reference values.
+        rate = 2 / (reference.count + 1)
+        out.append(Measurement(column.name, DATA_QUALITY, "out_of_range_rate", outside / sketch.count,
+                               _binomial_greater(outside, sketch.count, rate), sketch.count, reference_rate=0.0))
+    elif isinstance(sketch, CategoricalSketch) and isinstance(reference, CategoricalSketch) and reference.count:
+        unseen = sum(n for category, n in sketch.counts.items() if category not in reference.counts)
+        # Good-Turing: the mass of unseen categories is about the share of categories seen once.
+        singletons = sum(1 for n in reference.counts.values() if n == 1)
+        rate = max(singletons, 1) / (reference.count + 1)
+        out.append(Measurement(column.name, DATA_QUALITY, "unseen_category_rate", unseen / sketch.count,
+                               _binomial_greater(unseen, sketch.count, rate), sketch.count,
+                               reference_rate=singletons / reference.count))
+    return out
+
+
+def measure(profile: ReferenceProfile, window: WindowData, policy: Policy) -> list[Measurement]:
+    """Every value of a window (no verdicts yet)."""
+    out: list[Measurement] = []
+    for column in profile.columns.values():
+        sketch = window.sketches.get(column.name)
+        if sketch is None:
+            if column.role in ("feature", "prediction", "score") and window.rows:
+                out.append(Measurement(column.name, DATA_QUALITY, "column_missing", 1.0, None, window.rows))
+            continue
+        out.extend(_quality(column, sketch))
+        if sketch.count == 0:
+            continue
+        if column.kind == NUMERIC:
+            assert isinstance(sketch, NumericSketch) and isinstance(column.sketch, NumericSketch)
+            comparison: Any = NumericComparison.build(column.sketch, sketch, column.bin_keys, column.std)
+        else:
+            assert isinstance(sketch, CategoricalSketch) and isinstance(column.sketch, CategoricalSketch)
+            comparison = CategoricalComparison.build(column.sketch, sketch)
+        ks_p: float | None = None
+        for method in policy.methods_for(column.kind):
+            result = method.compute(comparison)
+            p_value = result.p_value
+            if method.name == "wasserstein":  # its significance: the KS test of the same buckets
+                ks_p = ks_p if ks_p is not None else KolmogorovSmirnov().compute(comparison).p_value
+                p_value = ks_p
+            out.append(Measurement(column.name, DRIFT, method.name, result.value, p_value, sketch.count,
+                                   floor=method.floors[column.kind]))
+    known = set(profile.columns)
+    for name in sorted(set(window.sketches) - known):
+        out.append(Measurement(name, DATA_QUALITY, "column_added", 1.0, None, window.rows))
+    out.extend(_performance(profile, window))
+    return out
+
+
+def _performance(profile: ReferenceProfile, window: WindowData) -> list[Measurement]:
+    labeled = window.labeled
+    if not len(labeled) or profile.target_column is None:
+        return []
+    if profile.task == "regression":
+        values = regression_metrics([float(v) for v in labeled.y_true], [float(v) for v in labeled.y_pred])
+    else:
+        scores = np.asarray(labeled.scores, dtype=np.float64) if labeled.scores else None
+        values = classification_metrics(labeled.y_true, labeled.y_pred, scores, profile.classes)
+    return [Measurement(profile.target_column, PERFORMANCE, metric, value, None, len(labeled))
+            for metric, value in values.items()]
+
+
+def _band(values: Sequence[float]) -> tuple[float, float] | None:
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < MIN_BAND_WINDOWS:
+        return None
+    mean, std = float(np.mean(finite)), float(np.std(finite, ddof=1))
+    return mean - 3 * std, mean + 3 * std
+
+
+def _adjusted(measurements: list[Measurement]) -> dict[int, float]:
+    """Benjamini–Hochberg-adjusted p-values by id: one family per kind per window (every column and method)."""
+    groups: dict[str, list[Measurement]] = defaultdict(list)
+    for m in measurements:
+        if m.p_value is not None and math.isfinite(m.p_value):
+            groups[m.kind].append(m)
+    adjusted: dict[int, float] = {}
+    for members in groups.values():
+        ps = stats.false_discovery_control([m.p_value for m in members], method="bh")
+        for m, p in zip(members, np.atleast_1d(ps)):
+            adjusted[id(m)] = float(p)
+    return adjusted
+
+
+def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[Measurement],
+             policy: Policy) -> list[WindowResult]:
+    adjusted = _adjusted(measurements)
+    constants = dict(policy.thresholds)
+    preset = PRESETS.get(policy.preset or "", {"value": {}, "p": {}})
+    out = []
+    for m in measurements:
+        p_value = adjusted.get(id(m), m.p_value)
+        band = _band(band_values(profile.reference_values.get(m.key, []), policy.min_rows))
+        lower = upper = None
+        alert: bool | None = None
+        enough = m.n >= policy.min_rows and math.isfinite(m.value)
+        if m.kind == DRIFT:
+            if m.metric in constants:
+                upper = constants[m.metric]
+                alert = m.value > upper if enough else None
+            elif policy.preset is not None:
+                if m.metric in preset["value"]:
+                    upper = preset["value"][m.metric]
+                    alert = m.value > upper if enough else None
+                elif m.metric in preset["p"]:
+                    alert = (m.p_value is not None and m.p_value < preset["p"][m.metric]) if enough else None
+            else:
+                upper = max(m.floor or 0.0, band[1] if band else -math.inf)
+                significant = p_value is None or p_value < policy.alpha
+                alert = (m.value > upper and significant) if enough else None
+        elif m.kind == PERFORMANCE:
+            if band is not None:
+                lower, upper = band
+                alert = (not lower <= m.value <= upper) if enough else None
+        elif m.metric in ("column_missing", "column_added"):
+            alert = True
+        else:  # data quality rates
+            upper = max((m.reference_rate or 0.0) + QUALITY_FLOOR, band[1] if band else -math.inf)
+            alert = (m.value > upper and (p_value is None or p_value < policy.alpha)) if enough else None
+        out.append(WindowResult(
+            model=profile.model, model_version=profile.version, period=window.period, window=window.index,
+            window_start=window.start, window_end=window.end, rows=window.rows, labeled_rows=len(window.labeled),
+            column=m.column, kind=m.kind, metric=m.metric, value=m.value, lower_threshold=lower,
+            upper_threshold=upper, alert=alert, p_value=p_value))
+    return out
+
+
+def evaluate_window(profile: ReferenceProfile, window: WindowData, policy: Policy | None = None) -> list[WindowResult]:
+    """The window results of one window."""
+    policy = policy or Policy()
+    return verdicts(profile, window, measure(profile, window, policy), policy)
+
+
+def reference_values(profile: ReferenceProfile, windows: Sequence[WindowData],
+                     policy: Policy | None = None) -> dict[str, list[list[float | None]]]:
+    """Each metric's (value, p-value, n) in every reference window (keyed ``column|kind|metric``, aligned with
+    the windows; None where a window has no value). Computed for every drift method, so that any ``--methods``
+    can be asked of the profile later; the bands use the values of windows with at least ``min_rows``."""
+    every = Policy(methods=tuple(METHODS), alpha=(policy or Policy()).alpha)
+    values: dict[str, list[list[float | None]]] = {}
+    for position, window in enumerate(windows):
+        for m in measure(profile, window, every):
+            series = values.setdefault(m.key, [[None, None, 0] for _ in windows])
+            series[position] = [m.value, m.p_value, m.n]
+    return values
+
+
+def band_values(series: Sequence[Sequence[float | None]], min_rows: int = MIN_ROWS) -> list[float]:
+    return [float(v) for v, _, n in series if v is not None and n is not None and n >= min_rows]
+
+
+def reference_results(profile: ReferenceProfile, policy: Policy | None = None) -> list[WindowResult]:
+    """The reference period's window results, from what the profile recorded of its windows."""
+    policy = policy or Policy()
+    wanted = {NUMERIC: {m.name for m in policy.methods_for(NUMERIC)},
+              CATEGORICAL: {m.name for m in policy.methods_for(CATEGORICAL)}}
+    out: list[WindowResult] = []
+    for position, info in enumerate(profile.reference_windows):
+        window = WindowData("reference", int(info["index"]), int(info["rows"]), {},
+                            LabeledRows(y_true=[None] * int(info.get("labeled_rows", 0))),
+                            info.get("start"), info.get("end"))
+        measurements = []
+        for key, series in profile.reference_values.items():
+            column_name, kind, metric = key.split("|")
+            value, p_value, n = series[position]
+            column = profile.columns.get(column_name)
+            if value is None:
+                continue
+            floor = reference_rate = None
+            if kind == DRIFT:
+                if column is None or metric not in wanted[column.kind]:
+                    continue
+                floor = METHODS[metric].floors[column.kind]
+            elif kind == DATA_QUALITY and column is not None:
+                reference_rate = column.missing_rate if metric == "missing_rate" else 0.0
+            measurements.append(Measurement(column_name, kind, metric, float(value),
+                                            None if p_value is None else float(p_value), int(n or 0), floor,
+                                            reference_rate))
+        out.extend(verdicts(profile, window, measurements, policy))
+    return out

@@ -1,0 +1,42 @@
+"""Window results: the rows of ``mlmon evaluate`` output and of the processor's ``GET /v1/results``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+COLUMNS = ("model", "model_version", "period", "window", "window_start", "window_end", "rows", "labeled_rows",
+           "column", "kind", "metric", "value", "lower_threshold", "upper_threshold", "alert", "p_value")
+KINDS = ("drift", "performance", "data_quality", "estimated_performance")
+PERIODS = ("reference", "analysis")
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One value of one metric of one column in one window. ``alert`` is None when there was not enough data for
+    a verdict; thresholds are None when there is no bound on that side."""
+
+    model: str
+    model_version: str
+    period: str
+    window: int
+    window_start: str | None
+    window_end: str | None
+    rows: int
+    labeled_rows: int
+    column: str
+    kind: str
+    metric: str
+    value: float
+    lower_threshold: float | None
+    upper_threshold: float | None
+    alert: bool | None
+    p_value: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-safe: NaN and infinities become None."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
