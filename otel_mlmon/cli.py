@@ -142,7 +142,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     columns = _columns(args)
     progress = Progress("reading")
     if _is_profile(args.reference):
-        profile = ReferenceProfile.load(args.reference)
+        from otel_mlmon.batch.reader import DataError
+
+        try:
+            profile = ReferenceProfile.load(args.reference)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
         spec = _spec(args, profile.window)
         columns = columns_from_profile(profile, columns)
         reference_rows = reference_results(profile, policy)

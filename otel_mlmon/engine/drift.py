@@ -143,7 +143,7 @@ class JensenShannon(DriftMethod):
         >>> ref, cur = CategoricalSketch(), CategoricalSketch()
         >>> ref.update(rng.choice(list("abc"), 2000, p=[.5, .3, .2])); cur.update(rng.choice(list("abc"), 2000))
         >>> round(JensenShannon().compute(CategoricalComparison.build(ref, cur)).value, 3)
-        0.138
+        0.153
 
     References:
         Lin. "Divergence measures based on the Shannon entropy." IEEE Trans. Inf. Theory 37(1), 1991.
@@ -174,7 +174,7 @@ class KolmogorovSmirnov(DriftMethod):
         >>> ref.update(rng.normal(size=5000)); cur.update(rng.normal(0.5, 1, 5000))
         >>> c = NumericComparison.build(ref, cur, np.array([0]), 1.0)
         >>> round(KolmogorovSmirnov().compute(c).value, 2)
-        0.2
+        0.22
 
     References:
         Smirnov. "Table for estimating the goodness of fit of empirical distributions." Ann. Math. Stat. 19, 1948.
@@ -226,7 +226,7 @@ class Hellinger(DriftMethod):
         >>> ref, cur = CategoricalSketch(), CategoricalSketch()
         >>> ref.update(["a"] * 50 + ["b"] * 50); cur.update(["a"] * 70 + ["b"] * 30)
         >>> round(Hellinger().compute(CategoricalComparison.build(ref, cur)).value, 4)
-        0.1447
+        0.1452
 
     References:
         Hellinger. "Neue Begründung der Theorie quadratischer Formen von unendlichvielen Veränderlichen." 1909.
@@ -253,7 +253,7 @@ class Wasserstein(DriftMethod):
         >>> ref.update(rng.normal(size=5000)); cur.update(rng.normal(0.5, 1, 5000))
         >>> c = NumericComparison.build(ref, cur, np.array([0]), 1.0)
         >>> round(Wasserstein().compute(c).value, 2)
-        0.5
+        0.52
 
     References:
         Vaserstein. "Markov processes over denumerable products of spaces." Probl. Inf. Transm. 5, 1969.
@@ -275,8 +275,10 @@ class Wasserstein(DriftMethod):
         total = np.abs(before) + np.abs(after)
         area = np.where(same_sign, width * total / 2,
                         width * (before**2 + after**2) / (2 * np.where(total > 0, total, 1.0)))
+        # Between two non-adjacent buckets both CDFs are flat: the difference holds over the gap.
+        gaps = np.maximum(comparison.lower[1:] - comparison.upper[:-1], 0.0) * np.abs(after[:-1])
         scale = comparison.reference_std if comparison.reference_std > 0 else 1.0
-        return DriftValue(float(area.sum()) / scale, None)
+        return DriftValue((float(area.sum()) + float(gaps.sum())) / scale, None)
 
 
 class LInfinity(DriftMethod):
@@ -312,7 +314,7 @@ class ChiSquared(DriftMethod):
         >>> ref.update(["a"] * 50 + ["b"] * 50); cur.update(["a"] * 70 + ["b"] * 30)
         >>> result = ChiSquared().compute(CategoricalComparison.build(ref, cur))
         >>> round(result.value, 4), round(result.p_value, 4)
-        (0.2, 0.0039)
+        (0.2041, 0.0039)
 
     References:
         Pearson. "On the criterion that a given system of deviations..." Phil. Mag. 50, 1900. Cramér.
