@@ -21,7 +21,7 @@ from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate
 from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile, bin_keys, choose_bucketing
 from otel_mlmon.engine.results import WindowResult
 from otel_mlmon.engine.windows import WindowSpec
-from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key
+from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key, update_columns
 
 
 @dataclass
@@ -103,9 +103,14 @@ class _Accumulator:
         if count == 0:
             return
         self.rows += count
+        numeric = [name for name, sketch in self.sketches.items()
+                   if isinstance(sketch, NumericSketch) and batch[name].dtype.kind == "f"]
+        if numeric:  # one vectorised pass over the numeric columns
+            update_columns([self.sketches[name] for name in numeric],  # type: ignore[misc]
+                           [batch[name] if mask is None else batch[name][mask] for name in numeric])
         for name, sketch in self.sketches.items():
-            values = batch[name] if mask is None else batch[name][mask]
-            sketch.update(values)
+            if name not in numeric:
+                sketch.update(batch[name] if mask is None else batch[name][mask])
         if times is not None:
             chosen = times if mask is None else times[mask]
             finite = chosen[np.isfinite(chosen)]

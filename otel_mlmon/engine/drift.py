@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch
 
@@ -99,15 +99,38 @@ def _binned(comparison: Comparison) -> tuple[np.ndarray, np.ndarray]:
     return comparison.reference, comparison.current
 
 
-def binned_p_value(comparison: Comparison) -> float | None:
-    """p-value of the two-sample chi-squared test of homogeneity on the binned counts (the sampling error of the
-    binned distances)."""
-    reference, current = _binned(comparison)
+def chi2_homogeneity(reference: np.ndarray, current: np.ndarray) -> float | None:
+    """p-value of Pearson's chi-squared test of homogeneity of two count vectors (a 2 x k contingency table,
+    no continuity correction): what ``scipy.stats.chi2_contingency`` computes, without its per-call overhead."""
     keep = (reference + current) > 0
-    if keep.sum() < 2 or reference.sum() == 0 or current.sum() == 0:
+    n_reference, n_current = reference.sum(), current.sum()
+    if keep.sum() < 2 or n_reference == 0 or n_current == 0:
         return None
-    table = np.vstack([reference[keep], current[keep]])
-    return float(stats.chi2_contingency(table, correction=False).pvalue)
+    columns = reference[keep] + current[keep]
+    total = n_reference + n_current
+    expected_reference = columns * (n_reference / total)
+    expected_current = columns * (n_current / total)
+    statistic = float(np.sum((reference[keep] - expected_reference) ** 2 / expected_reference)
+                      + np.sum((current[keep] - expected_current) ** 2 / expected_current))
+    return float(special.chdtrc(int(keep.sum()) - 1, statistic))
+
+
+def binned_p_value(comparison: Comparison) -> float | None:
+    """p-value of the two-sample chi-squared test on the binned counts (the sampling error of the binned
+    distances)."""
+    return chi2_homogeneity(*_binned(comparison))
+
+
+def ks_p_value(statistic: float, n: float, m: float) -> float:
+    """Two-sided two-sample KS p-value. Like ``scipy.stats.ks_2samp(method="asymp")`` (the exact one-sample
+    distribution at the effective size) up to an effective size of 5000; above it, where that computation
+    takes milliseconds, Stephens' corrected asymptotic form (within 3.5 % of it for p > 1e-6)."""
+    big, small = max(n, m), min(n, m)
+    effective = big * small / (big + small)
+    if effective <= 5000:
+        return float(stats.kstwo.sf(statistic, max(round(effective), 1)))
+    root = math.sqrt(effective)
+    return float(special.kolmogorov((root + 0.12 + 0.11 / root) * statistic))
 
 
 class DriftMethod(ABC):
@@ -190,9 +213,7 @@ class KolmogorovSmirnov(DriftMethod):
             return DriftValue(math.nan, None)
         difference = np.cumsum(comparison.fine_reference) / n - np.cumsum(comparison.fine_current) / m
         statistic = float(np.max(np.abs(difference))) if difference.size else 0.0
-        big, small = max(n, m), min(n, m)
-        effective = round(big * small / (big + small))  # as scipy.stats.ks_2samp(method="asymp")
-        return DriftValue(statistic, float(stats.kstwo.sf(statistic, max(effective, 1))))
+        return DriftValue(statistic, ks_p_value(statistic, n, m))
 
 
 class PopulationStabilityIndex(DriftMethod):

@@ -9,7 +9,8 @@ and the difference is significant: its p-value, Benjamini–Hochberg-adjusted ac
 ``alpha``. The floor keeps large windows from alerting on negligible shifts (fixed p-value tests fire on every
 large window), the test keeps small windows from alerting on sampling noise (fixed distances do), and the band
 adds the reference's own variability when it has enough windows (the band alone false-alarms).
-Performance: mean ± 3 sigma of the reference windows, both directions. Data quality: rates above the reference's
+Performance: mean ± 3 sigma of the reference windows, both directions (a prediction interval: wider when the
+reference has few windows). Data quality: rates above the reference's
 (by a floor and significantly, one-sided binomial test).
 """
 
@@ -22,13 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from otel_mlmon.engine.drift import (
     CATEGORICAL,
     METHODS,
     NUMERIC,
     CategoricalComparison,
+    DriftValue,
     KolmogorovSmirnov,
     NumericComparison,
     resolve_methods,
@@ -134,9 +136,10 @@ class Measurement:
 
 
 def _binomial_greater(successes: int, n: int, rate: float) -> float:
-    if n == 0:
+    """P(X >= successes) for X ~ Binomial(n, rate): the one-sided exact binomial test's p-value."""
+    if n == 0 or successes <= 0:
         return 1.0
-    return float(stats.binomtest(successes, n, min(max(rate, 1e-12), 1 - 1e-12), alternative="greater").pvalue)
+    return float(special.bdtrc(successes - 1, n, min(max(rate, 1e-12), 1 - 1e-12)))
 
 
 def _quality(column: ColumnProfile, sketch: NumericSketch | CategoricalSketch) -> list[Measurement]:
@@ -181,19 +184,25 @@ def measure(profile: ReferenceProfile, window: WindowData, policy: Policy) -> li
         out.extend(_quality(column, sketch))
         if sketch.count == 0:
             continue
-        if column.kind == NUMERIC:
+        if sketch is column.sketch:
+            comparison: Any = None
+        elif column.kind == NUMERIC:
             assert isinstance(sketch, NumericSketch) and isinstance(column.sketch, NumericSketch)
-            comparison: Any = NumericComparison.build(column.sketch, sketch, column.bin_keys, column.std)
+            comparison = NumericComparison.build(column.sketch, sketch, column.bin_keys, column.std)
         else:
             assert isinstance(sketch, CategoricalSketch) and isinstance(column.sketch, CategoricalSketch)
             comparison = CategoricalComparison.build(column.sketch, sketch)
-        ks_p: float | None = None
-        for method in policy.methods_for(column.kind):
-            result = method.compute(comparison)
+        methods = policy.methods_for(column.kind)
+        if sketch is column.sketch:  # a single reference window is the reference: every method gives 0, p = 1
+            results = {method.name: DriftValue(0.0, 1.0) for method in methods}
+        else:
+            results = {method.name: method.compute(comparison) for method in methods}
+        for method in methods:
+            result = results[method.name]
             p_value = result.p_value
             if method.name == "wasserstein":  # its significance: the KS test of the same buckets
-                ks_p = ks_p if ks_p is not None else KolmogorovSmirnov().compute(comparison).p_value
-                p_value = ks_p
+                ks = results.get("kolmogorov_smirnov") or KolmogorovSmirnov().compute(comparison)
+                p_value = ks.p_value
             out.append(Measurement(column.name, DRIFT, method.name, result.value, p_value, sketch.count,
                                    floor=method.floors[column.kind]))
     known = set(profile.columns)
@@ -216,12 +225,21 @@ def _performance(profile: ReferenceProfile, window: WindowData) -> list[Measurem
             for metric, value in values.items()]
 
 
+_THREE_SIGMA_TAIL = stats.norm.sf(3.0)  # the one-sided tail of mean + 3 sigma (0.135 %)
+
+
 def _band(values: Sequence[float]) -> tuple[float, float] | None:
+    """Where a new window's value falls when nothing changed: the reference windows' mean ± 3 sigma, as a
+    prediction interval. With k windows the spread is known only roughly, so the width is Student's t quantile of
+    the same coverage times s * sqrt(1 + 1/k): ±3 s for many windows, much wider for a few (with 3 windows and
+    the plain ±3 s, a third of stationary windows alerted in our tests)."""
     finite = [v for v in values if math.isfinite(v)]
-    if len(finite) < MIN_BAND_WINDOWS:
+    k = len(finite)
+    if k < MIN_BAND_WINDOWS:
         return None
     mean, std = float(np.mean(finite)), float(np.std(finite, ddof=1))
-    return mean - 3 * std, mean + 3 * std
+    half_width = float(stats.t.isf(_THREE_SIGMA_TAIL, k - 1)) * std * math.sqrt(1 + 1 / k)
+    return mean - half_width, mean + half_width
 
 
 def _adjusted(measurements: list[Measurement]) -> dict[int, float]:
@@ -290,12 +308,13 @@ def evaluate_window(profile: ReferenceProfile, window: WindowData, policy: Polic
 def reference_values(profile: ReferenceProfile, windows: Sequence[WindowData],
                      policy: Policy | None = None) -> dict[str, list[list[float | None]]]:
     """Each metric's (value, p-value, n) in every reference window (keyed ``column|kind|metric``, aligned with
-    the windows; None where a window has no value). Computed for every drift method, so that any ``--methods``
-    can be asked of the profile later; the bands use the values of windows with at least ``min_rows``."""
-    every = Policy(methods=tuple(METHODS), alpha=(policy or Policy()).alpha)
+    the windows; None where a window has no value), for the drift methods of ``policy`` (the defaults unless
+    told). The bands use the values of windows with at least ``min_rows``; a method asked of the profile later
+    that it has no values for is judged on its floor and test alone."""
+    policy = policy or Policy()
     values: dict[str, list[list[float | None]]] = {}
     for position, window in enumerate(windows):
-        for m in measure(profile, window, every):
+        for m in measure(profile, window, policy):
             series = values.setdefault(m.key, [[None, None, 0] for _ in windows])
             series[position] = [m.value, m.p_value, m.n]
     return values

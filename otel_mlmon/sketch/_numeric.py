@@ -409,32 +409,48 @@ def _workspace(columns: int, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return tuple(b[:size].reshape(columns, rows) for b in buffers)  # type: ignore[return-value]
 
 
-def update_columns(sketches: Sequence[NumericSketch], matrix: np.ndarray) -> None:
-    """Add a (rows, columns) float64 block to one sketch per column, vectorised across columns.
+def update_columns(sketches: Sequence[NumericSketch], matrix: np.ndarray | Sequence[np.ndarray]) -> None:
+    """Add a block to one sketch per column, vectorised across columns.
 
-    This is the fast path of the instrumentation: per chunk of rows, one bucketing pass over the whole block
-    and one ``bincount``, in reused scratch memory.
+    ``matrix`` is a (rows, columns) array, or one 1-D float array per column (no stacking copy is made). This is
+    the fast path of the instrumentation and the engine: per chunk of rows, one bucketing pass over the whole
+    block and one ``bincount``, in reused scratch memory.
     """
-    if matrix.ndim != 2 or matrix.shape[1] != len(sketches):
-        raise ValueError(f"expected a (rows, {len(sketches)}) block, got shape {matrix.shape}")
-    rows = matrix.shape[0]
+    if isinstance(matrix, np.ndarray):
+        if matrix.ndim != 2 or matrix.shape[1] != len(sketches):
+            raise ValueError(f"expected a (rows, {len(sketches)}) block, got shape {matrix.shape}")
+        rows = matrix.shape[0]
+        arrays = None
+    else:
+        arrays = [np.asarray(a, dtype=np.float64) for a in matrix]
+        if len(arrays) != len(sketches) or len({a.shape for a in arrays}) > 1 or arrays and arrays[0].ndim != 1:
+            raise ValueError(f"expected {len(sketches)} 1-D arrays of one length")
+        rows = arrays[0].shape[0] if arrays else 0
     if rows == 0 or not sketches:
         return
     first = sketches[0]
     plain = all(s.center == 0.0 and s.scale == 1.0 and s.precision == first.precision for s in sketches)
     for begin in range(0, rows, _CHUNK_ROWS):
-        chunk = matrix[begin: begin + _CHUNK_ROWS]
-        if chunk.shape[0] < 8 or not np.isfinite(chunk).all():
-            for j, sketch in enumerate(sketches):
-                sketch.update(chunk[:, j])
+        if arrays is None:
+            chunk: Sequence[np.ndarray] = matrix[begin: begin + _CHUNK_ROWS].T  # type: ignore[union-attr]
         else:
-            _update_finite_chunk(sketches, chunk, plain)
+            chunk = [a[begin: begin + _CHUNK_ROWS] for a in arrays]
+        n = min(_CHUNK_ROWS, rows - begin)
+        if n < 8 or not all(np.isfinite(column).all() for column in chunk):
+            for j, sketch in enumerate(sketches):
+                sketch.update(chunk[j])
+        else:
+            _update_finite_chunk(sketches, chunk, n, plain)
 
 
-def _update_finite_chunk(sketches: Sequence[NumericSketch], chunk: np.ndarray, plain: bool) -> None:
-    n = chunk.shape[0]
+def _update_finite_chunk(sketches: Sequence[NumericSketch], chunk: Sequence[np.ndarray] | np.ndarray, n: int,
+                         plain: bool) -> None:
     columns, keys, work = _workspace(len(sketches), n)
-    np.copyto(columns, chunk.T)  # (columns, rows): reductions run over contiguous memory
+    if isinstance(chunk, np.ndarray):
+        np.copyto(columns, chunk)  # (columns, rows): reductions run over contiguous memory
+    else:
+        for j, column in enumerate(chunk):
+            columns[j] = column
     if plain:
         bucket_keys(columns, 0.0, 1.0, sketches[0].precision, out=keys, work=work)
     else:
