@@ -36,6 +36,22 @@ def _score_columns(text: str | None) -> dict[str, str]:
     return out
 
 
+def _thresholds(text: str | None) -> tuple[tuple[str, float], ...]:
+    if not text:
+        return ()
+    out = []
+    for part in text.split(","):
+        method, sep, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or not method.strip() or number != number:
+            raise ValueError(f"--thresholds takes method=number,… (got {part!r})")
+        out.append((method.strip(), number))
+    return tuple(out)
+
+
 def _add_column_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-column", help="row id column (joins --labels)")
     parser.add_argument("--timestamp-column", help="event time column (needed for --window)")
@@ -69,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                           "kolmogorov_smirnov for numbers; jensen_shannon, chi2 for categories)")
     evaluate.add_argument("--preset", choices=("evidently", "vertex", "azure", "sagemaker"),
                           help="use another product's published drift defaults")
+    evaluate.add_argument("--thresholds", help="constant drift thresholds: method=value,… (e.g. psi=0.2)")
     evaluate.add_argument("--output", required=True, help="results.csv | results.json | results.parquet")
     evaluate.add_argument("--report", help="also write a self-contained HTML report")
     _add_column_flags(evaluate)
@@ -138,7 +155,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from otel_mlmon.engine.profile import ReferenceProfile
 
     output_format(args.output)
-    policy = Policy(methods=tuple(_names(args.methods) or ()) or None, preset=args.preset)
+    policy = Policy(methods=tuple(_names(args.methods) or ()) or None, preset=args.preset,
+                    thresholds=_thresholds(args.thresholds))
     columns = _columns(args)
     progress = Progress("reading")
     if _is_profile(args.reference):

@@ -106,7 +106,16 @@ def providers() -> Iterator[Providers]:
     logs = InMemoryLogRecordExporter()
     logger_provider = LoggerProvider(shutdown_on_exit=False)
     logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
-    yield Providers(tracer_provider, meter_provider, logger_provider, spans, reader, logs, MemorySketchExporter())
+    made = Providers(tracer_provider, meter_provider, logger_provider, spans, reader, logs, MemorySketchExporter())
+    yield made
+    # Retire the telemetry of these providers: no exit-time flush into a test's deliberately broken exporter.
+    from otel_mlmon.instrumentation import _api
+
+    for key in [k for k in _api._telemetries if tracer_provider in k or logger_provider in k]:
+        telemetry = _api._telemetries.pop(key)
+        telemetry.sketch_exporter = None
+        telemetry.meter_provider = None
+        telemetry.close()
 
 
 @pytest.fixture(autouse=True)

@@ -80,6 +80,10 @@ class Policy:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.methods:
             resolve_methods(list(self.methods), NUMERIC)  # validates the names
+        unknown = [name for name, _ in self.thresholds if name not in METHODS]
+        if unknown:
+            raise ValueError(f"thresholds for unknown drift method(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(METHODS)}")
 
     def methods_for(self, kind: str) -> list[Any]:
         if self.methods:

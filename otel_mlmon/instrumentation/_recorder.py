@@ -220,7 +220,9 @@ class ModelRecorder:
             if scores:
                 histogram = self._state.scores.get(label)
                 if histogram is None:
-                    histogram = self._state.scores[label] = ScoreHistogram()
+                    if len(self._state.scores) >= self.settings.category_top_k:  # bounded: one series per class
+                        label = semconv.OTHER_CATEGORY
+                    histogram = self._state.scores.setdefault(label, ScoreHistogram())
                 histogram.update(np.asarray(scores, dtype=np.float64))
                 scores.clear()
         if self._stage_values:

@@ -423,7 +423,7 @@ def update_columns(sketches: Sequence[NumericSketch], matrix: np.ndarray | Seque
         arrays = None
     else:
         arrays = [np.asarray(a, dtype=np.float64) for a in matrix]
-        if len(arrays) != len(sketches) or len({a.shape for a in arrays}) > 1 or arrays and arrays[0].ndim != 1:
+        if len(arrays) != len(sketches) or len({a.shape for a in arrays}) > 1 or (arrays and arrays[0].ndim != 1):
             raise ValueError(f"expected {len(sketches)} 1-D arrays of one length")
         rows = arrays[0].shape[0] if arrays else 0
     if rows == 0 or not sketches:

@@ -190,3 +190,46 @@ def test_console_script_runs_and_prints_a_summary(files, tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert "result rows" in done.stderr and "alert(s)" in done.stderr and done.stdout == ""
     assert not math.isnan(pd.read_csv(tmp_path / "r.csv")["rows"].sum())
+
+
+def test_regression_and_multiclass_models(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+
+    def frame(n: int, shift: float) -> pd.DataFrame:
+        x = rng.normal(shift, 1, n)
+        value = 2 * x + rng.normal(0, 0.5, n)
+        scores = rng.dirichlet(np.ones(3), n)
+        return pd.DataFrame({"x": x, "truth": value, "estimate": 2 * x, "kind": np.array(list("abc"))[
+            scores.argmax(1)], "p_a": scores[:, 0], "p_b": scores[:, 1], "p_c": scores[:, 2],
+            "label": rng.choice(list("abc"), n)})
+
+    reference, analysis = frame(2000, 0.0), frame(1000, 0.0)
+    reference.to_csv(tmp_path / "ref.csv", index=False)
+    analysis.to_csv(tmp_path / "ana.csv", index=False)
+    out = tmp_path / "regression.csv"
+    assert cli.main(["evaluate", "--reference", str(tmp_path / "ref.csv"), "--analysis", str(tmp_path / "ana.csv"),
+                     "--features", "x", "--target-column", "truth", "--prediction-column", "estimate",
+                     "--task", "regression", "--chunk-size", "500", "--output", str(out)]) == 0
+    results = pd.read_csv(out)
+    window = results[(results.period == "analysis") & (results.window == 1) & (results.kind == "performance")]
+    values = window.set_index("metric")["value"]
+    rows = analysis.iloc[500:1000]
+    assert values["mae"] == pytest.approx(sk.mean_absolute_error(rows.truth, rows.estimate), abs=1e-12)
+    assert values["r2"] == pytest.approx(sk.r2_score(rows.truth, rows.estimate), abs=1e-12)
+    assert set(values.index) == {"mae", "mse", "rmse", "mape", "r2"}
+
+    out = tmp_path / "multiclass.csv"
+    assert cli.main(["evaluate", "--reference", str(tmp_path / "ref.csv"), "--analysis", str(tmp_path / "ana.csv"),
+                     "--features", "x", "--target-column", "label", "--prediction-column", "kind",
+                     "--score-columns", "a=p_a,b=p_b,c=p_c", "--chunk-size", "500", "--thresholds", "chi2=0.5",
+                     "--output", str(out)]) == 0
+    results = pd.read_csv(out)
+    window = results[(results.period == "analysis") & (results.window == 0) & (results.kind == "performance")]
+    values = window.set_index("metric")["value"]
+    rows = analysis.iloc[:500]
+    scores = rows[["p_a", "p_b", "p_c"]].to_numpy()
+    assert values["roc_auc"] == pytest.approx(sk.roc_auc_score(rows.label, scores, multi_class="ovr",
+                                                               labels=["a", "b", "c"]), abs=1e-12)
+    assert values["f1"] == pytest.approx(sk.f1_score(rows.label, rows.kind, average="macro"), abs=1e-12)
+    chi2 = results[(results.metric == "chi2")]
+    assert set(chi2["upper_threshold"]) == {0.5}

@@ -188,3 +188,23 @@ def test_each_failure_kind_is_logged_once(caplog) -> None:
     for _ in range(5):
         _guard.failure("example", RuntimeError("boom"))
     assert caplog.text.count("example") == 1 and _guard.counts()["example"] == 5
+
+
+def test_score_histograms_are_bounded_per_class(providers: Providers, monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_MLMON_CATEGORY_TOP_K", "3")
+
+    class ManyClasses:
+        classes_ = np.arange(10)
+
+        def predict_proba(self, X):
+            return np.full((len(X), 10), 0.1)
+
+    kwargs = providers.kwargs()
+    kwargs["sketch_exporter"] = type(providers.sketches)()  # a new telemetry, with the setting above
+    model = otel_mlmon.instrument_model(ManyClasses(), name="wide", task="classification", **kwargs)
+    model.predict_proba(np.ones((4, 2)))
+    force_flush()
+    points = kwargs["sketch_exporter"].points(semconv.ML_PREDICTION_SCORE_METRIC)
+    classes = [p.attributes[semconv.ML_PREDICTION_CLASS] for p in points]
+    assert len(classes) == 4 and semconv.OTHER_CATEGORY in classes
+    assert sum(p.count for p in points) == 40

@@ -141,6 +141,7 @@ def test_ids_mismatch_gets_fresh_ids_and_is_counted(providers: Providers, iris) 
     assert _guard.counts()["ids_row_mismatch"] == 1
 
 
+@pytest.mark.filterwarnings("ignore:X has feature names:UserWarning")
 @pytest.mark.parametrize("make_input", [
     lambda X: X.tolist(),
     lambda X: scipy.sparse.csr_matrix(X),
