@@ -431,8 +431,10 @@ def update_columns(sketches: Sequence[NumericSketch], matrix: np.ndarray | Seque
     first = sketches[0]
     plain = all(s.center == 0.0 and s.scale == 1.0 and s.precision == first.precision for s in sketches)
     for begin in range(0, rows, _CHUNK_ROWS):
+        chunk: Sequence[np.ndarray] | np.ndarray
         if arrays is None:
-            chunk: Sequence[np.ndarray] = matrix[begin: begin + _CHUNK_ROWS].T  # type: ignore[union-attr]
+            assert isinstance(matrix, np.ndarray)
+            chunk = matrix[begin: begin + _CHUNK_ROWS].T
         else:
             chunk = [a[begin: begin + _CHUNK_ROWS] for a in arrays]
         n = min(_CHUNK_ROWS, rows - begin)
