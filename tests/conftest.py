@@ -21,6 +21,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+# Applications the tests run as subprocesses: never imported by pytest (--doctest-modules would run them).
+collect_ignore = ["instrumentation/apps"]
+
 
 class MemorySketchExporter(MetricExporter):
     """Keeps every MetricsData it is given; can be told to fail, raise or hang."""
