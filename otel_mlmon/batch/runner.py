@@ -17,7 +17,14 @@ import numpy as np
 
 from otel_mlmon.batch.reader import DataError, DataFile, epoch_seconds, is_numeric_type, is_time_type
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
-from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate_window, reference_values
+from otel_mlmon.engine.evaluate import (
+    LabeledRows,
+    Policy,
+    WindowData,
+    evaluate_window,
+    performance,
+    reference_values,
+)
 from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile, bin_keys, choose_bucketing
 from otel_mlmon.engine.results import WindowResult
 from otel_mlmon.engine.windows import WindowSpec
@@ -314,6 +321,10 @@ def build_profile(path: str, columns: Columns, spec: WindowSpec, model: str, ver
         reference_windows=[{"index": w.index, "rows": w.rows, "labeled_rows": len(w.labeled), "start": w.start,
                             "end": w.end} for w in windows])
     profile.reference_values = reference_values(profile, windows, policy)
+    everything = LabeledRows()
+    for window in windows:
+        everything.extend(window.labeled)
+    profile.reference_performance = performance(profile, everything)
     return profile, windows
 
 

@@ -216,17 +216,21 @@ def measure(profile: ReferenceProfile, window: WindowData, policy: Policy) -> li
     return out
 
 
-def _performance(profile: ReferenceProfile, window: WindowData) -> list[Measurement]:
-    labeled = window.labeled
-    if not len(labeled) or profile.target_column is None:
-        return []
+def performance(profile: ReferenceProfile, labeled: LabeledRows) -> dict[str, float]:
+    """Realized performance of joined rows, for the profile's task and classes."""
+    if not len(labeled):
+        return {}
     if profile.task == "regression":
-        values = regression_metrics([float(v) for v in labeled.y_true], [float(v) for v in labeled.y_pred])
-    else:
-        scores = np.asarray(labeled.scores, dtype=np.float64) if labeled.scores else None
-        values = classification_metrics(labeled.y_true, labeled.y_pred, scores, profile.classes)
-    return [Measurement(profile.target_column, PERFORMANCE, metric, value, None, len(labeled))
-            for metric, value in values.items()]
+        return regression_metrics([float(v) for v in labeled.y_true], [float(v) for v in labeled.y_pred])
+    scores = np.asarray(labeled.scores, dtype=np.float64) if labeled.scores else None
+    return classification_metrics(labeled.y_true, labeled.y_pred, scores, profile.classes)
+
+
+def _performance(profile: ReferenceProfile, window: WindowData) -> list[Measurement]:
+    if profile.target_column is None:
+        return []
+    return [Measurement(profile.target_column, PERFORMANCE, metric, value, None, len(window.labeled))
+            for metric, value in performance(profile, window.labeled).items()]
 
 
 _THREE_SIGMA_TAIL = stats.norm.sf(3.0)  # the one-sided tail of mean + 3 sigma (0.135 %)

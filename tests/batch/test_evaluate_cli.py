@@ -92,6 +92,9 @@ def test_profile_route_gives_the_same_analysis_results(files, tmp_path) -> None:
     data = json.loads(profile.read_text())
     assert data["schema_version"] == 1 and data["window"] == {"chunk_size": 1000} and data["task"] == "classification"
     assert data["columns"]["plan"]["kind"] == "categorical" and data["columns"]["score"]["role"] == "score"
+    reference = pd.read_parquet(files["reference"])
+    assert data["reference_performance"]["accuracy"] == pytest.approx(
+        sk.accuracy_score(reference["target"], reference["prediction"]), abs=1e-12)
     out = tmp_path / "from_profile.csv"
     assert cli.main(["evaluate", "--reference", str(profile), "--analysis", str(files["analysis"]), "--labels",
                      str(files["labels"]), "--output", str(out)]) == 0
@@ -181,6 +184,18 @@ def test_corrupt_and_foreign_profiles_are_refused(files, tmp_path, capsys) -> No
         code = cli.main(["evaluate", "--reference", str(profile), "--analysis", str(files["analysis"]),
                          "--output", str(tmp_path / "o.csv")])
         assert code == 1 and message in capsys.readouterr().err
+
+
+def test_progress_goes_to_a_terminal_only(capsys, monkeypatch) -> None:
+    progress = cli.Progress("reading")
+    progress.enabled, progress.started = True, 0.0  # a terminal, and a run that is already long
+    progress(1000)
+    progress.done()
+    assert "reading: 1,000 rows" in capsys.readouterr().err
+    quiet = cli.Progress("reading")  # stderr is not a terminal under pytest
+    quiet(1000)
+    quiet.done()
+    assert capsys.readouterr().err == ""
 
 
 def test_console_script_runs_and_prints_a_summary(files, tmp_path) -> None:
