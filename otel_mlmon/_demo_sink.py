@@ -1,4 +1,4 @@
-"""An in-memory metric exporter for the sketches of the demo (nothing leaves the process)."""
+"""An in-memory metric exporter for pre-aggregated sketches: the demo's, and the tests' (nothing leaves the process)."""
 
 from __future__ import annotations
 

@@ -11,26 +11,22 @@ import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    InMemoryMetricReader,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-)
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_mlmon._demo_sink import MemoryMetricExporter
 
 # Applications the tests run as subprocesses: never imported by pytest (--doctest-modules would run them).
 collect_ignore = ["instrumentation/apps"]
 
 
-class MemorySketchExporter(MetricExporter):
+class MemorySketchExporter(MemoryMetricExporter):
     """Keeps every MetricsData it is given; can be told to fail, raise or hang."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.batches: list[MetricsData] = []
         self.mode = "ok"  # ok | fail | raise | hang
         self.release = threading.Event()
 
@@ -42,18 +38,7 @@ class MemorySketchExporter(MetricExporter):
             return MetricExportResult.FAILURE
         if self.mode == "fail":
             return MetricExportResult.FAILURE
-        self.batches.append(metrics_data)
-        return MetricExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        pass
-
-    def points(self, name: str) -> list[Any]:
-        return [point for batch in self.batches for rm in batch.resource_metrics for sm in rm.scope_metrics
-                for metric in sm.metrics if metric.name == name for point in metric.data.data_points]
+        return super().export(metrics_data, timeout_millis)
 
 
 @dataclass

@@ -68,6 +68,13 @@ class NumericComparison:
         coarse_current = np.bincount(coarse_index, weights=fine_current, minlength=size)
         return cls(fine_reference, fine_current, lower, upper, coarse_reference, coarse_current, reference_std)
 
+    def cdf_difference(self) -> np.ndarray | None:
+        """F_reference - F_current at the upper bound of every fine bucket; None when a side is empty."""
+        n, m = self.fine_reference.sum(), self.fine_current.sum()
+        if n == 0 or m == 0:
+            return None
+        return np.cumsum(self.fine_reference) / n - np.cumsum(self.fine_current) / m
+
 
 @dataclass(frozen=True)
 class CategoricalComparison:
@@ -208,12 +215,12 @@ class KolmogorovSmirnov(DriftMethod):
 
     def compute(self, comparison: Comparison) -> DriftValue:
         assert isinstance(comparison, NumericComparison)
-        n, m = comparison.fine_reference.sum(), comparison.fine_current.sum()
-        if n == 0 or m == 0:
+        difference = comparison.cdf_difference()
+        if difference is None:
             return DriftValue(math.nan, None)
-        difference = np.cumsum(comparison.fine_reference) / n - np.cumsum(comparison.fine_current) / m
         statistic = float(np.max(np.abs(difference))) if difference.size else 0.0
-        return DriftValue(statistic, ks_p_value(statistic, n, m))
+        return DriftValue(statistic, ks_p_value(statistic, comparison.fine_reference.sum(),
+                                                comparison.fine_current.sum()))
 
 
 class PopulationStabilityIndex(DriftMethod):
@@ -285,10 +292,9 @@ class Wasserstein(DriftMethod):
 
     def compute(self, comparison: Comparison) -> DriftValue:
         assert isinstance(comparison, NumericComparison)
-        n, m = comparison.fine_reference.sum(), comparison.fine_current.sum()
-        if n == 0 or m == 0:
+        after = comparison.cdf_difference()
+        if after is None:
             return DriftValue(math.nan, None)
-        after = np.cumsum(comparison.fine_reference) / n - np.cumsum(comparison.fine_current) / m
         before = np.concatenate([[0.0], after[:-1]])
         width = comparison.upper - comparison.lower
         # |d| is linear inside a bucket from |before| to |after|; integrate it exactly, sign change included.

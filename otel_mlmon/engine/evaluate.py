@@ -280,13 +280,12 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
             if m.metric in constants:
                 upper = constants[m.metric]
                 alert = m.value > upper if enough else None
-            elif policy.preset is not None:
-                if m.metric in preset["value"]:
-                    upper = preset["value"][m.metric]
-                    alert = m.value > upper if enough else None
-                elif m.metric in preset["p"]:
-                    alert = (m.p_value is not None and m.p_value < preset["p"][m.metric]) if enough else None
-            else:
+            elif m.metric in preset["value"]:
+                upper = preset["value"][m.metric]
+                alert = m.value > upper if enough else None
+            elif m.metric in preset["p"]:
+                alert = (m.p_value is not None and m.p_value < preset["p"][m.metric]) if enough else None
+            else:  # the default policy (also for a method a preset has no threshold for)
                 upper = max(m.floor or 0.0, band[1] if band else -math.inf)
                 significant = p_value is None or p_value < policy.alpha
                 alert = (m.value > upper and significant) if enough else None
