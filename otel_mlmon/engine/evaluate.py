@@ -236,18 +236,21 @@ def _performance(profile: ReferenceProfile, window: WindowData) -> list[Measurem
 _THREE_SIGMA_TAIL = stats.norm.sf(3.0)  # the one-sided tail of mean + 3 sigma (0.135 %)
 
 
-def _band(values: Sequence[float]) -> tuple[float, float] | None:
-    """Where a new window's value falls when nothing changed: the reference windows' mean ± 3 sigma, as a
-    prediction interval. With k windows the spread is known only roughly, so the width is Student's t quantile of
-    the same coverage times s * sqrt(1 + 1/k): ±3 s for many windows, much wider for a few (with 3 windows and
-    the plain ±3 s, a third of stationary windows alerted in our tests)."""
+def _band(values: Sequence[float], prediction_interval: bool) -> tuple[float, float] | None:
+    """mean ± 3 sigma of the reference windows' values (at least ``MIN_BAND_WINDOWS`` of them).
+
+    With ``prediction_interval`` (performance) the 3 becomes Student's t quantile of the same coverage times
+    sqrt(1 + 1/k): with k windows the spread is known only roughly, and with three windows the plain ±3 s made
+    a third of stationary windows alert in our tests. Drift thresholds keep NannyML's plain ±3 s: there the band
+    only ever raises the effect-size floor, and a widened band would hide real drift.
+    """
     finite = [v for v in values if math.isfinite(v)]
     k = len(finite)
     if k < MIN_BAND_WINDOWS:
         return None
     mean, std = float(np.mean(finite)), float(np.std(finite, ddof=1))
-    half_width = float(stats.t.isf(_THREE_SIGMA_TAIL, k - 1)) * std * math.sqrt(1 + 1 / k)
-    return mean - half_width, mean + half_width
+    factor = float(stats.t.isf(_THREE_SIGMA_TAIL, k - 1)) * math.sqrt(1 + 1 / k) if prediction_interval else 3.0
+    return mean - factor * std, mean + factor * std
 
 
 def _adjusted(measurements: list[Measurement]) -> dict[int, float]:
@@ -272,7 +275,8 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
     out = []
     for m in measurements:
         p_value = adjusted.get(id(m), m.p_value)
-        band = _band(band_values(profile.reference_values.get(m.key, []), policy.min_rows))
+        band = _band(band_values(profile.reference_values.get(m.key, []), policy.min_rows),
+                     prediction_interval=m.kind == PERFORMANCE)
         lower = upper = None
         alert: bool | None = None
         enough = m.n >= policy.min_rows and math.isfinite(m.value)
@@ -328,7 +332,13 @@ def reference_values(profile: ReferenceProfile, windows: Sequence[WindowData],
 
 
 def band_values(series: Sequence[Sequence[float | None]], min_rows: int = MIN_ROWS) -> list[float]:
-    return [float(v) for v, _, n in series if v is not None and n is not None and n >= min_rows]
+    """The reference-window values a band is drawn from: windows of at least ``min_rows`` and at least half the
+    median window size (a partial first or last window is noisier and would widen the band)."""
+    sizes = [float(n) for v, _, n in series if v is not None and n]
+    if not sizes:
+        return []
+    least = max(min_rows, 0.5 * float(np.median(sizes)))
+    return [float(v) for v, _, n in series if v is not None and n is not None and n >= least]
 
 
 def reference_results(profile: ReferenceProfile, policy: Policy | None = None) -> list[WindowResult]:

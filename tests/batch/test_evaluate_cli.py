@@ -48,6 +48,8 @@ def test_results_follow_the_schema_and_find_the_drift(files, tmp_path) -> None:
     assert "age years" in alerted and "score" in alerted  # the shift, and the output it moves
     quiet = drift[drift.window == 0]
     assert (quiet["alert"].astype(str).str.lower() == "false").all()  # the first 1000 analysis rows are stationary
+    performance = analysis[(analysis.kind == "performance") & (analysis.window == 0)]
+    assert len(performance) == 7 and not _alert(performance).any()
     assert not _alert(drift[drift.column.isin(["income", "visits", "plan"])]).any()
 
 

@@ -94,3 +94,38 @@ def test_constant_thresholds_override() -> None:
     results = evaluate_window(profile, window, Policy(thresholds=(("kolmogorov_smirnov", 0.0),)))
     ks = next(r for r in results if r.metric == "kolmogorov_smirnov")
     assert ks.upper_threshold == 0.0 and ks.alert is True
+
+
+def _labeled_window(rng: np.random.Generator, n: int, index: int, period: str, flip: float):
+    from otel_mlmon.engine.evaluate import LabeledRows, WindowData
+
+    scores = rng.random(n)
+    truth = (rng.random(n) < scores).astype(int)
+    truth = np.where(rng.random(n) < flip, 1 - truth, truth)  # label noise = degradation
+    predicted = (scores > 0.5).astype(int)
+    labeled = LabeledRows([str(v) for v in truth], [str(v) for v in predicted],
+                          np.column_stack([1 - scores, scores]).tolist())
+    return WindowData(period, index, n, {}, labeled)
+
+
+def test_performance_band_is_silent_when_stationary_and_catches_degradation() -> None:
+    from otel_mlmon.engine.evaluate import reference_values
+    from otel_mlmon.engine.profile import ReferenceProfile
+    from otel_mlmon.engine.windows import WindowSpec
+
+    false_alarms = checks = caught = 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        reference = [_labeled_window(rng, 500, i, "reference", 0.0) for i in range(10)]
+        profile = ReferenceProfile("m", "", "classification", WindowSpec(chunk_size=500), {}, classes=["0", "1"],
+                                   target_column="y")
+        profile.reference_values = reference_values(profile, reference)
+        for i in range(3):
+            results = evaluate_window(profile, _labeled_window(rng, 500, i, "analysis", 0.0))
+            false_alarms += sum(bool(r.alert) for r in results)
+            checks += len(results)
+        degraded = evaluate_window(profile, _labeled_window(rng, 500, 9, "analysis", 0.35))  # accuracy 0.75 -> 0.58
+        caught += any(r.alert for r in degraded if r.metric == "accuracy")
+    assert checks == 10 * 3 * 7
+    assert false_alarms / checks <= 0.01
+    assert caught == 10
