@@ -122,6 +122,18 @@ def run(out: TextIO = sys.stdout) -> int:
             print(f"    first: {sample}", file=out)
     print(f"\nprediction ids: {len(batch_ids.ids) + len(single_ids)} (UUID4 hex), labels joined later for "
           f"{len(labelled)} of them", file=out)
-    print("\nNext: drift and accuracy per window come from the same sketches and events "
-          "(`mlmon evaluate`, `mlmon processor serve`).", file=out)
+    # The engine on the same data: the served rows against the training rows, two windows.
+    from otel_mlmon.engine.columns import profile_from_columns, window_from_columns
+    from otel_mlmon.engine.evaluate import evaluate_window
+    from otel_mlmon.engine.windows import WindowSpec
+
+    profile, _ = profile_from_columns({c: train[c].to_numpy() for c in train.columns}, WindowSpec(chunks=3),
+                                      model="cancer", version="1")
+    print("\ndrift of the served rows against the training rows (mlmon's engine, default thresholds):", file=out)
+    for index, (label, rows) in enumerate((("batch of 200", serve.iloc[:200]), ("single rows", shifted))):
+        results = evaluate_window(profile, window_from_columns(profile, {c: rows[c].to_numpy() for c in rows.columns},
+                                                               index))
+        alerted = sorted({r.column for r in results if r.kind == "drift" and r.alert})
+        print(f"  window {index} ({label}, {len(rows)} rows): drift alerts on {alerted or 'no column'}", file=out)
+    print("\nNext: the same engine over files with `mlmon evaluate`; the streaming processor follows.", file=out)
     return 0

@@ -16,6 +16,7 @@ def test_demo_prints_the_telemetry_it_emitted() -> None:
     assert "ml.predictions: 2 event(s), 269 rows" in text
     assert "ml.labels: 1 event(s), 150 rows" in text
     assert "ml.predictions [{prediction}] predict_proba: 200" in text
+    assert "window 1 (single rows, 69 rows): drift alerts on ['mean radius']" in text
 
 
 def test_cli_without_command_is_a_usage_error(capsys) -> None:
