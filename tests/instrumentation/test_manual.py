@@ -373,3 +373,35 @@ def test_deferred_spans_keep_times_parent_and_errors(providers: Providers, monke
     assert ok.attributes[semconv.ML_BATCH_SIZE] == 2 and "request" in spans
     assert failed.status.status_code.name == "ERROR" and failed.attributes[semconv.ERROR_TYPE] == "ValueError"
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_a_profile_from_the_engine_sharpens_the_instrumentation_sketches(providers: Providers, tmp_path) -> None:
+    """instrument_model(reference=) reads what `mlmon reference build` writes: the same bucketing on both sides."""
+    from otel_mlmon.engine.columns import profile_from_columns
+    from otel_mlmon.engine.windows import WindowSpec
+
+    rng = np.random.default_rng(0)
+    reference = {"year": rng.normal(2020, 3, 2000), "plan": rng.choice(["a", "b"], 2000).astype(object)}
+    profile, _ = profile_from_columns(reference, WindowSpec(chunks=2))
+    path = tmp_path / "profile.json"
+    profile.save(path)
+
+    class Echo:
+        def predict(self, X):
+            return np.zeros(len(X))
+
+    model = otel_mlmon.instrument_model(Echo(), name="ref", task="regression", reference=path, **providers.kwargs())
+    served = pd.DataFrame({"year": rng.normal(2020, 3, 500), "plan": rng.choice(["a", "b"], 500)})
+    model.predict(served)
+    force_flush()
+    (point,) = providers.sketches.points(semconv.ML_FEATURE_VALUE)
+    sketch = profile.columns["year"].sketch
+    assert point.attributes[semconv.ML_SKETCH_CENTER] == sketch.center
+    assert point.attributes[semconv.ML_SKETCH_SCALE] == sketch.scale
+    rebuilt = NumericSketch.from_explicit(point.explicit_bounds, point.bucket_counts, count=point.count,
+                                          total=point.sum, minimum=point.min, maximum=point.max,
+                                          center=sketch.center, scale=sketch.scale)
+    direct = NumericSketch(sketch.center, sketch.scale)
+    direct.update(served["year"].to_numpy())
+    assert rebuilt.buckets()[0].tolist() == direct.buckets()[0].tolist()
+    assert rebuilt.buckets()[1].tolist() == direct.buckets()[1].tolist()
