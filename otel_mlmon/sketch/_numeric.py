@@ -27,6 +27,8 @@ _MIN_MAGNITUDE_EXPONENT = -40
 _MIN_MAGNITUDE_BITS = np.float64(2.0**_MIN_MAGNITUDE_EXPONENT).view(np.uint64)
 _MANTISSA_BITS = 52
 _CLEAR_LOW_BIT = np.uint64(0xFFFF_FFFF_FFFF_FFFE)
+_LARGEST = np.finfo(np.float64).max
+_LARGEST_BITS = np.float64(_LARGEST).view(np.uint64)
 MAX_PRECISION = 10
 
 
@@ -50,7 +52,13 @@ def bucket_keys(values: np.ndarray, center: float, scale: float, precision: int,
     shape of ``values``) are optional scratch arrays: fresh large arrays cost page faults that take as long as
     the arithmetic.
     """
-    t = values if (center == 0.0 and scale == 1.0) else (values - center) * (1.0 / scale)
+    if center == 0.0 and scale == 1.0:
+        t = values
+    else:
+        with np.errstate(over="ignore"):
+            t = (values - center) * (1.0 / scale)
+        if not np.isfinite(t).all():  # a finite value beyond float range once standardised: the outermost bucket
+            t = np.clip(t, -_LARGEST, _LARGEST)
     bits = np.ascontiguousarray(t, dtype=np.float64).view(np.uint64)
     index = np.bitwise_and(bits, _MAGNITUDE_MASK, out=None if out is None else out.view(np.uint64))
     np.maximum(index, _MIN_MAGNITUDE_BITS, out=index)
@@ -83,7 +91,8 @@ def key_bounds(keys: np.ndarray, center: float, scale: float, precision: int) ->
     magnitude_key = np.where(negative, ~keys, keys).astype(np.uint64)
     shift = np.uint64(_MANTISSA_BITS - precision)
     low = ((magnitude_key << shift) + _MIN_MAGNITUDE_BITS).view(np.float64)
-    high = (((magnitude_key + np.uint64(1)) << shift) + _MIN_MAGNITUDE_BITS).view(np.float64)
+    high_bits = ((magnitude_key + np.uint64(1)) << shift) + _MIN_MAGNITUDE_BITS
+    high = np.minimum(high_bits, _LARGEST_BITS).view(np.float64)  # the top bucket ends at the largest double
     low = np.where(magnitude_key == 0, 0.0, low)
     lower_t = np.where(negative, -high, low)
     upper_t = np.where(negative, -low, high)
@@ -224,8 +233,10 @@ class NumericSketch:
         keys = bucket_keys(floats, self.center, self.scale, self.precision)
         low = int(keys.min())
         self._add_counts(low, np.bincount(keys - low))
-        self._add_moments(floats.size, float(floats.mean()), float(np.square(floats - floats.mean()).sum()),
-                          float(floats.min()), float(floats.max()))
+        with np.errstate(over="ignore", invalid="ignore"):  # moments of values beyond ~1e154 overflow to inf
+            mean = float(floats.mean())
+            self._add_moments(floats.size, mean, float(np.square(floats - mean).sum()), float(floats.min()),
+                              float(floats.max()))
 
     def _add_counts(self, low: int, counts: np.ndarray) -> None:
         high = low + counts.size
