@@ -1,7 +1,9 @@
 """The categorical sketch: exact category counts up to a cap, the rest under ``__other__``.
 
 Categories are kept as strings (the form they take on the wire): integral numbers print without a trailing
-``.0`` so that ``1``, ``1.0`` and ``"1"`` are one category. None, NaN and pandas NA count as missing.
+``.0`` so that ``1``, ``1.0`` and ``"1"`` are one category, and booleans count as ``1``/``0`` (Python holds
+``True == 1``, so a sketch of the whole could not tell them apart otherwise). None, NaN and pandas NA count as
+missing.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def category_key(value: Any) -> str | None:
             return str(int(value))
         return str(float(value))
     if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
+        return "1" if value else "0"  # True == 1 in Python (and in a Counter): one category, whatever comes first
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)

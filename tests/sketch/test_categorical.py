@@ -12,7 +12,7 @@ from otel_mlmon.sketch import OTHER, CategoricalSketch, category_key
 def test_keys_unify_numbers_and_strings_and_missing() -> None:
     assert category_key(1) == category_key(1.0) == category_key("1") == "1"
     assert category_key(np.int64(3)) == "3" and category_key(2.5) == "2.5"
-    assert category_key(True) == "true" and category_key(np.bool_(False)) == "false"
+    assert category_key(True) == "1" == category_key(1) and category_key(np.bool_(False)) == "0"
     assert category_key(None) is None and category_key(math.nan) is None and category_key(b"x") == "x"
 
 
