@@ -93,6 +93,12 @@ class CategoricalSketch:
         for value, n in tally.items():
             self._add(category_key(value), n)
 
+    def add(self, category: Any, n: int = 1) -> None:
+        """Count ``n`` more values of ``category`` (a value, or an already-keyed string; None is missing)."""
+        if n < 0:
+            raise ValueError(f"a count cannot be negative, got {n}")
+        self._add(category_key(category), n)
+
     def _add(self, key: str | None, n: int) -> None:
         if key is None:
             self.missing += n
