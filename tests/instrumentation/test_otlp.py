@@ -45,6 +45,8 @@ def test_zero_code_under_opentelemetry_instrument() -> None:
     with OtlpReceiver() as receiver:
         printed = _run([str(instrument), sys.executable, str(APPS / "serve_sklearn.py")], _env(receiver.endpoint))
         rows = len(printed["scores"])
+        assert printed["loaded"] == {"SklearnInstrumentor": True, "XGBoostInstrumentor": True,
+                                     "LightGBMInstrumentor": True, "TorchInstrumentor": True}
         assert receiver.wait_for(lambda: len(receiver.logs(semconv.EVENT_PREDICTIONS)) > 0)
         spans = receiver.spans()
         assert [s.name for s in spans].count("predict_proba cancer") == 1
@@ -55,8 +57,14 @@ def test_zero_code_under_opentelemetry_instrument() -> None:
         assert span_attributes[semconv.ML_MODEL_VERSION] == "7"
         assert span_attributes[semconv.ML_SYSTEM_NAME] == "sklearn"
 
-        counted = sum(p.as_int for m in receiver.metrics(semconv.ML_PREDICTIONS) for p in m.sum.data_points)
-        assert counted == rows + 10
+        latest: dict[str, tuple[int, int]] = {}  # cumulative sums: the newest point per operation counts
+        for metric in receiver.metrics(semconv.ML_PREDICTIONS):
+            assert metric.sum.is_monotonic
+            for point in metric.sum.data_points:
+                operation = attributes(point)[semconv.ML_OPERATION_NAME]
+                latest[operation] = max(latest.get(operation, (0, 0)), (point.time_unix_nano, point.as_int))
+        assert {operation: value for operation, (_, value) in latest.items()} == {"predict_proba": rows,
+                                                                                   "predict": 10}
         features = {attributes(p)[semconv.ML_FEATURE_NAME]
                     for m in receiver.metrics(semconv.ML_FEATURE_VALUE) for p in m.histogram.data_points}
         assert "mean radius" in features and len(features) == 30

@@ -17,4 +17,12 @@ model.otel_mlmon_name = "cancer"
 model.otel_mlmon_version = "7"
 proba = model.predict_proba(X[400:])
 single = [int(model.predict(X.iloc[[i]])[0]) for i in range(400, 410)]
-json.dump({"scores": proba[:, 1].tolist(), "single": single}, sys.stdout)
+# Which otel-mlmon instrumentors did opentelemetry-instrument load from the entry points?
+from otel_mlmon.instrumentation.lightgbm import LightGBMInstrumentor  # noqa: E402
+from otel_mlmon.instrumentation.sklearn import SklearnInstrumentor  # noqa: E402
+from otel_mlmon.instrumentation.torch import TorchInstrumentor  # noqa: E402
+from otel_mlmon.instrumentation.xgboost import XGBoostInstrumentor  # noqa: E402
+
+loaded = {cls.__name__: cls().is_instrumented_by_opentelemetry
+          for cls in (SklearnInstrumentor, XGBoostInstrumentor, LightGBMInstrumentor, TorchInstrumentor)}
+json.dump({"scores": proba[:, 1].tolist(), "single": single, "loaded": loaded}, sys.stdout)
