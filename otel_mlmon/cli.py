@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--report", help="also write a self-contained HTML report")
     _add_column_flags(evaluate)
 
+    processor = commands.add_parser("processor", help="the streaming processor service")
+    processor_commands = processor.add_subparsers(dest="processor_command", metavar="SUBCOMMAND")
+    serve = processor_commands.add_parser("serve", help="receive OTLP, join late labels, evaluate windows")
+    serve.add_argument("--http-endpoint", default="127.0.0.1:4318", help="HOST:PORT of OTLP/HTTP and the API")
+    serve.add_argument("--store", required=True, help="SQLite file of the processor's state")
+    serve.add_argument("--reference", action="append", default=[], help="a reference profile (repeatable)")
+
     reference = commands.add_parser("reference", help="reference profiles")
     reference_commands = reference.add_subparsers(dest="reference_command", metavar="SUBCOMMAND")
     build = reference_commands.add_parser("build", help="build a reference profile from a data file")
@@ -215,6 +222,35 @@ def _reference_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from otel_mlmon.engine.profile import ReferenceProfile
+    from otel_mlmon.processor.service import Processor, serve
+    from otel_mlmon.processor.store import Store
+
+    host, _, port = args.http_endpoint.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--http-endpoint {args.http_endpoint!r} is not HOST:PORT")
+    processor = Processor(Store(args.store))
+    for path in args.reference:
+        processor.register(ReferenceProfile.load(path))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"mlmon processor: OTLP/HTTP and the API on http://{host}:{port}", file=sys.stderr, flush=True)
+        await serve(processor, host, int(port), stop=stop)
+        processor.tick()
+
+    asyncio.run(main())
+    processor.store.close()
+    return 0
+
+
 def _run(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     from otel_mlmon.batch.reader import DataError
 
@@ -242,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(_evaluate, args)
     if args.command == "reference" and args.reference_command == "build":
         return _run(_reference_build, args)
+    if args.command == "processor" and args.processor_command == "serve":
+        return _run(_serve, args)
     parser.print_help(sys.stderr)
     return 2
 

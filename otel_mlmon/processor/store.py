@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from otel_mlmon.processor.decode import LabelBatch, PredictionBatch
+from otel_mlmon.processor.decode import LabelBatch, PredictionBatch, SketchPoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,6 +39,14 @@ CREATE INDEX IF NOT EXISTS orphans_received ON orphans (received_ns);
 CREATE TABLE IF NOT EXISTS sequences (model TEXT NOT NULL, version TEXT NOT NULL, next INTEGER NOT NULL,
     PRIMARY KEY (model, version));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sketches (model TEXT NOT NULL, version TEXT NOT NULL, column_name TEXT NOT NULL,
+    time_ns INTEGER NOT NULL, sketch TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sketches_time ON sketches (model, version, time_ns);
+CREATE TABLE IF NOT EXISTS results (model TEXT NOT NULL, version TEXT NOT NULL, period TEXT NOT NULL,
+    window INTEGER NOT NULL, column_name TEXT NOT NULL, kind TEXT NOT NULL, metric TEXT NOT NULL, row TEXT NOT NULL,
+    PRIMARY KEY (model, version, period, window, column_name, kind, metric));
+CREATE TABLE IF NOT EXISTS windows (model TEXT NOT NULL, version TEXT NOT NULL, window INTEGER NOT NULL,
+    evaluated_ns INTEGER NOT NULL, PRIMARY KEY (model, version, window));
 """
 SCHEMA_VERSION = "1"
 _CHUNK = 500  # ids per IN (...) query
@@ -257,6 +265,73 @@ class Store:
                 "version = ? AND seq >= ? AND seq < ? ORDER BY seq", (model, version, first_seq, end_seq)).fetchall()
         return [Joined(pid, seq, time_ns, json.loads(outputs), None if truth is None else json.loads(truth), labeled_ns)
                 for pid, seq, time_ns, outputs, truth, labeled_ns in found]
+
+    # --- sketches from metrics, window bookkeeping, results --------------------------------------------------
+    def add_sketches(self, points: Iterable[SketchPoint]) -> int:
+        records = [(p.model, p.version, p.column, p.time_unix_nano, json.dumps(p.sketch.to_dict())) for p in points]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT INTO sketches VALUES (?, ?, ?, ?, ?)", records)
+            self._count("sketch_points", len(records))
+            self._db.execute("COMMIT")
+        return len(records)
+
+    def sketches(self, model: str, version: str, first_ns: int, last_ns: int) -> list[tuple[str, dict[str, Any]]]:
+        """(column, sketch as dict) of the sketch points that ended in ``[first_ns, last_ns]``."""
+        with self._lock:
+            found = self._db.execute("SELECT column_name, sketch FROM sketches WHERE model = ? AND version = ? AND "
+                                     "time_ns >= ? AND time_ns <= ?", (model, version, first_ns, last_ns)).fetchall()
+        return [(column, json.loads(sketch)) for column, sketch in found]
+
+    def next_seq(self, model: str, version: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT next FROM sequences WHERE model = ? AND version = ?",
+                                   (model, version)).fetchone()
+        return int(row[0]) if row else 0
+
+    def models(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(m, v) for m, v in self._db.execute("SELECT model, version FROM sequences").fetchall()]
+
+    def evaluated(self, model: str, version: str) -> dict[int, int]:
+        """Window -> when it was last evaluated."""
+        with self._lock:
+            return dict(self._db.execute("SELECT window, evaluated_ns FROM windows WHERE model = ? AND version = ?",
+                                         (model, version)).fetchall())
+
+    def labeled_since(self, model: str, version: str, since_ns: int, window_rows: int) -> set[int]:
+        """Row windows that received a label after ``since_ns``."""
+        with self._lock:
+            found = self._db.execute("SELECT DISTINCT seq / ? FROM predictions WHERE model = ? AND version = ? AND "
+                                     "labeled_ns > ?", (window_rows, model, version, since_ns)).fetchall()
+        return {int(row[0]) for row in found}
+
+    def put_results(self, model: str, version: str, window: int | None, rows: Sequence[dict[str, Any]],
+                    evaluated_ns: int) -> None:
+        """Replace the results of a window (revisions as labels arrive), in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(model, version, period, window, "
+                "column_name, kind, metric) DO UPDATE SET row = excluded.row",
+                [(model, version, r["period"], r["window"], r["column"], r["kind"], r["metric"], json.dumps(r))
+                 for r in rows])
+            if window is not None:
+                self._db.execute("INSERT INTO windows VALUES (?, ?, ?, ?) ON CONFLICT(model, version, window) "
+                                 "DO UPDATE SET evaluated_ns = excluded.evaluated_ns",
+                                 (model, version, window, evaluated_ns))
+            self._db.execute("COMMIT")
+
+    def results(self, **filters: Any) -> list[dict[str, Any]]:
+        """Stored window results, filtered on model, version, period, kind, window, column, metric."""
+        columns = {"model": "model", "version": "version", "period": "period", "kind": "kind", "window": "window",
+                   "column": "column_name", "metric": "metric"}
+        where = " AND ".join(f"{columns[k]} = ?" for k, v in filters.items() if v is not None and k in columns)
+        values = [v for k, v in filters.items() if v is not None and k in columns]
+        with self._lock:
+            found = self._db.execute(f"SELECT row FROM results {'WHERE ' + where if where else ''} ORDER BY model, "
+                                     "version, period DESC, window, column_name, kind, metric", values).fetchall()
+        return [json.loads(row[0]) for row in found]
 
 
 def _outputs(batch: PredictionBatch, i: int) -> dict[str, Any]:

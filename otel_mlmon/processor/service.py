@@ -1,0 +1,239 @@
+"""The processor: OTLP in, the store, streaming row windows evaluated by the engine, window results out.
+
+A model is monitored when a reference profile for its (name, version) is registered (at start or by
+``POST /v1/references``). Its stream is windowed by rows in arrival order: ``chunk_size`` from the profile, or the
+reference's rows per window for a ``chunks`` profile. A window is evaluated as soon as it is complete, and again
+whenever labels for its rows arrive (until the label TTL), so its performance results are revised. Features come
+from the events when the application captures them (exact, like the batch path), else from the feature sketches
+sent as metrics in the window's time span, when they use the profile's bucketing (instrument with
+``reference=``). Not yet: time windows, gRPC, the exports and alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from otel_mlmon.engine.drift import NUMERIC
+from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate_window, reference_results
+from otel_mlmon.engine.profile import ReferenceProfile
+from otel_mlmon.processor.decode import Decoded
+from otel_mlmon.processor.receiver import DEFAULT_MAX_BODY, Receiver
+from otel_mlmon.processor.store import Joined, Store
+from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key
+
+
+@dataclass
+class Monitored:
+    profile: ReferenceProfile
+    window_rows: int
+
+
+def window_rows(profile: ReferenceProfile) -> int:
+    spec = profile.window
+    if spec.chunk_size is not None:
+        return spec.chunk_size
+    if spec.chunks is not None:
+        return max(1, math.ceil(profile.rows / spec.chunks))
+    raise ValueError(f"profile of {profile.model!r} windows by time ({spec.window}); the processor windows by rows "
+                     "for now: build the profile with --chunk-size")
+
+
+class Processor:
+    """The receiver's sink, the windows and the results of every monitored model."""
+
+    def __init__(self, store: Store, policy: Policy | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+        self.store = store
+        self.policy = policy or Policy()
+        self.clock = clock
+        self.monitored: dict[tuple[str, str], Monitored] = {}
+
+    # --- the sink ------------------------------------------------------------------------------------------
+    def accept_logs(self, decoded: Decoded, received_ns: int) -> None:
+        if decoded.predictions:
+            self.store.add_predictions(decoded.predictions, received_ns)
+        if decoded.labels:
+            self.store.add_labels(decoded.labels, received_ns)
+
+    def accept_metrics(self, decoded: Decoded, received_ns: int) -> None:
+        if decoded.sketches:
+            self.store.add_sketches(decoded.sketches)
+
+    # --- references ----------------------------------------------------------------------------------------
+    def register(self, profile: ReferenceProfile) -> None:
+        key = (profile.model, profile.version)
+        self.monitored[key] = Monitored(profile, window_rows(profile))
+        rows = [r.as_json() for r in reference_results(profile, self.policy)]
+        self.store.put_results(profile.model, profile.version, None, rows, self.clock())
+
+    # --- windows -------------------------------------------------------------------------------------------
+    def tick(self) -> int:
+        """Expire TTLs, evaluate complete windows and re-evaluate windows with new labels; windows evaluated."""
+        now = self.clock()
+        self.store.expire(now)
+        done = 0
+        for (model, version), monitored in self.monitored.items():
+            size = monitored.window_rows
+            complete = self.store.next_seq(model, version) // size
+            evaluated = self.store.evaluated(model, version)
+            due = {w for w in range(complete) if w not in evaluated}
+            if evaluated:
+                oldest = min(evaluated.values())
+                due |= {w for w in self.store.labeled_since(model, version, oldest, size)
+                        if w < complete and evaluated.get(w, -1) < now}
+            for window in sorted(due):
+                self.evaluate(monitored, window, now)
+                done += 1
+        return done
+
+    def evaluate(self, monitored: Monitored, window: int, now: int) -> None:
+        profile = monitored.profile
+        size = monitored.window_rows
+        rows = self.store.rows(profile.model, profile.version, window * size, (window + 1) * size)
+        data = self.window_data(profile, window, rows)
+        results = [r.as_json() for r in evaluate_window(profile, data, self.policy)]
+        self.store.put_results(profile.model, profile.version, window, results, now)
+
+    def window_data(self, profile: ReferenceProfile, window: int, rows: list[Joined]) -> WindowData:
+        columns: dict[str, list[Any]] = {}
+        labeled = LabeledRows()
+        score_keys = {column: ("" if len(profile.score_columns) == 1 and len(profile.classes) == 2 else label)
+                      for label, column in profile.score_columns.items()}
+        for row in rows:
+            outputs = row.outputs
+            for column in profile.columns.values():
+                if column.role == "prediction":
+                    value = outputs.get("value") if profile.task == "regression" else outputs.get("label")
+                elif column.role == "score":
+                    value = outputs.get("scores", {}).get(score_keys.get(column.name, ""))
+                elif column.role == "feature":
+                    value = outputs.get("features", {}).get(column.name, _ABSENT)
+                else:
+                    continue
+                if value is not _ABSENT:
+                    columns.setdefault(column.name, []).append(value)
+            if row.truth is not None:
+                self._label(profile, row, labeled)
+        sketches: dict[str, NumericSketch | CategoricalSketch] = {}
+        for column in profile.columns.values():
+            values = columns.get(column.name)
+            if values is None:
+                continue
+            if column.kind == NUMERIC:
+                assert isinstance(column.sketch, NumericSketch)
+                sketch: NumericSketch | CategoricalSketch = NumericSketch(column.sketch.center, column.sketch.scale,
+                                                                          column.sketch.precision)
+            else:
+                sketch = CategoricalSketch()
+            sketch.update(np.asarray(values, dtype=object))
+            sketches[column.name] = sketch
+        if rows:
+            self._sketched_features(profile, rows[0].time_ns, rows[-1].time_ns, sketches)
+        times = [r.time_ns for r in rows]
+        return WindowData("analysis", window, len(rows), sketches, labeled,
+                          _iso(min(times)) if times else None, _iso(max(times)) if times else None)
+
+    def _label(self, profile: ReferenceProfile, row: Joined, labeled: LabeledRows) -> None:
+        outputs = row.outputs
+        if profile.task == "regression":
+            if outputs.get("value") is not None:
+                labeled.y_true.append(float(row.truth))
+                labeled.y_pred.append(float(outputs["value"]))
+            return
+        if outputs.get("label") is None:
+            return
+        labeled.y_true.append(category_key(row.truth))
+        labeled.y_pred.append(category_key(outputs["label"]))
+        scores = outputs.get("scores", {})
+        if len(profile.classes) == 2 and "" in scores:
+            labeled.scores.append([1.0 - scores[""], scores[""]])
+        elif scores and all(c in scores for c in profile.classes):
+            labeled.scores.append([scores[c] for c in profile.classes])
+
+    def _sketched_features(self, profile: ReferenceProfile, first_ns: int, last_ns: int,
+                           sketches: dict[str, NumericSketch | CategoricalSketch]) -> None:
+        """Features not captured in the events, from the sketch points sent in the window's time span."""
+        captured = set(sketches)
+        for column, data in self.store.sketches(profile.model, profile.version, first_ns, last_ns):
+            reference = profile.columns.get(column)
+            if column in captured or reference is None or reference.role != "feature":
+                continue
+            sketch: NumericSketch | CategoricalSketch
+            if data.get("type") == "numeric":
+                sketch = NumericSketch.from_dict(data)
+                if not isinstance(reference.sketch, NumericSketch) or not sketch.same_bucketing(reference.sketch):
+                    continue  # another bucketing cannot be compared exactly: instrument with reference=
+            else:
+                sketch = CategoricalSketch.from_dict(data)
+            if column in sketches:
+                sketches[column].merge(sketch)  # type: ignore[arg-type]
+            else:
+                sketches[column] = sketch
+
+    # --- HTTP ----------------------------------------------------------------------------------------------
+    def app(self, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
+        receiver = Receiver(self, max_body, self.clock)
+        application = web.Application(client_max_size=max_body)
+        application.add_routes(receiver.routes())
+        application.add_routes([web.get("/v1/results", self.get_results),
+                                web.post("/v1/references", self.post_reference),
+                                web.get("/healthz", self.health), web.get("/readyz", self.health)])
+        return application
+
+    async def get_results(self, request: web.Request) -> web.Response:
+        query = request.query
+        window = query.get("window")
+        if window is not None and not window.lstrip("-").isdigit():
+            return web.json_response({"error": f"window {window!r} is not a number"}, status=400)
+        rows = self.store.results(model=query.get("model"), version=query.get("version"), kind=query.get("kind"),
+                                  period=query.get("period"), window=int(window) if window is not None else None)
+        return web.json_response({"results": rows})
+
+    async def post_reference(self, request: web.Request) -> web.Response:
+        try:
+            profile = ReferenceProfile.from_dict(json.loads(await request.read()), "posted reference profile")
+            self.register(profile)
+        except (ValueError, json.JSONDecodeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"model": profile.model, "version": profile.version,
+                                  "window_rows": self.monitored[(profile.model, profile.version)].window_rows})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "models": len(self.monitored), **self.store.counters()})
+
+
+_ABSENT = object()
+
+
+def _iso(ns: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+async def serve(processor: Processor, host: str, port: int, tick_s: float = 1.0,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set; windows are ticked every ``tick_s``."""
+    # auto_decompress=False: the receiver inflates bodies itself, under its cap (aiohttp would inflate first).
+    runner = web.AppRunner(processor.app(), auto_decompress=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = stop or asyncio.Event()
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), tick_s)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.get_running_loop().run_in_executor(None, processor.tick)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,216 @@
+"""The processor on loopback, fed by the real OTel SDK's OTLP/HTTP exporters: streaming equals batch."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+
+import otel_mlmon
+from otel_mlmon import cli
+from otel_mlmon.instrumentation import force_flush
+from otel_mlmon.processor.service import Processor, serve
+from otel_mlmon.processor.store import Store
+
+pytestmark = pytest.mark.integration
+FEATURES = ["age", "income", "plan"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    processor = Processor(Store(str(tmp_path / "processor.db")))
+    port = _port()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(processor, "127.0.0.1", port, 0.1, stop),),
+                              daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield processor, url
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(10)
+
+
+def _frame(n: int, seed: int, shift: float) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"age": rng.normal(40 + 10 * shift, 10, n), "income": rng.lognormal(10, 0.5, n),
+                          "plan": rng.choice(["basic", "gold", "platinum"], n, p=[0.6, 0.3, 0.1])})
+    frame.loc[rng.random(n) < 0.03, "income"] = np.nan
+    score = 1 / (1 + np.exp(-(frame["age"] - 40) / 10))
+    frame["score"] = score
+    frame["prediction"] = (score > 0.5).astype(int)
+    frame["target"] = (rng.random(n) < score).astype(int)
+    frame["id"] = [f"{seed}-{i}" for i in range(n)]
+    return frame
+
+
+def _post(url: str, body: bytes, content_type: str, encoding: str | None = None) -> tuple[int, bytes, dict]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+    if encoding:
+        request.add_header("Content-Encoding", encoding)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read(), dict(answer.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), dict(error.headers)
+
+
+def _results(url: str, **query: str) -> list[dict]:
+    text = urllib.request.urlopen(f"{url}/v1/results?{'&'.join(f'{k}={v}' for k, v in query.items())}",
+                                  timeout=10).read()
+    return json.loads(text)["results"]
+
+
+def test_streaming_equals_batch(server, tmp_path: Path, monkeypatch) -> None:
+    _, url = server
+    reference, analysis = _frame(2000, 0, 0.0), pd.concat([_frame(800, 1, 0.0), _frame(800, 2, 1.0)],
+                                                           ignore_index=True)
+    analysis["id"] = [f"a-{i}" for i in range(len(analysis))]
+    reference.to_parquet(tmp_path / "reference.parquet")
+    analysis.drop(columns="target").to_parquet(tmp_path / "analysis.parquet")
+    labels = analysis[["id", "target"]].sample(frac=0.7, random_state=1)  # late, shuffled, partial
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    flags = ["--id-column", "id", "--target-column", "target", "--prediction-column", "prediction",
+             "--score-column", "score", "--chunk-size", "400"]
+    profile = tmp_path / "profile.json"
+    assert cli.main(["reference", "build", "--data", str(tmp_path / "reference.parquet"), "--model", "churn",
+                     "--version", "3", *flags, "--output", str(profile)]) == 0
+    status, body, _ = _post(f"{url}/v1/references", profile.read_bytes(), "application/json")
+    assert status == 200 and json.loads(body)["window_rows"] == 400
+
+    # The application: a model whose scores are the dataset's, served through the public API.
+    monkeypatch.setenv("OTEL_PYTHON_MLMON_CAPTURE_FEATURES", "true")
+    logger_provider = LoggerProvider(shutdown_on_exit=False)
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{url}/v1/logs")))
+    meter_provider = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{url}/v1/metrics"))],
+                                   shutdown_on_exit=False)
+
+    class Replay:
+        classes_ = np.array([0, 1])
+
+        def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+            scores = analysis.loc[X.index, "score"].to_numpy()
+            return np.column_stack([1 - scores, scores])
+
+    model = otel_mlmon.instrument_model(Replay(), name="churn", version="3", task="classification",
+                                        tracer_provider=TracerProvider(), meter_provider=meter_provider,
+                                        logger_provider=logger_provider)
+    for start in range(0, len(analysis), 100):
+        rows = analysis.iloc[start: start + 100]
+        with otel_mlmon.prediction_ids(ids=rows["id"].tolist()):
+            model.predict_proba(rows[FEATURES])
+    force_flush()
+    assert logger_provider.force_flush()
+    for start in range(0, len(labels), 250):  # labels arrive later, in another order
+        part = labels.iloc[start: start + 250]
+        otel_mlmon.record_labels("churn", ids=part["id"].tolist(), labels=part["target"].tolist(), version="3",
+                                 logger_provider=logger_provider)
+    assert logger_provider.force_flush()
+
+    expected = tmp_path / "batch.csv"
+    assert cli.main(["evaluate", "--reference", str(profile), "--analysis", str(tmp_path / "analysis.parquet"),
+                     "--labels", str(tmp_path / "labels.csv"), "--output", str(expected)]) == 0
+    batch = pd.read_csv(expected, keep_default_na=False)
+    batch = batch[batch.period == "analysis"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        streamed = pd.DataFrame(_results(url, model="churn", period="analysis"))
+        if len(streamed) == len(batch) and (streamed.groupby("window")["labeled_rows"].first().sum()
+                                            == len(labels)):
+            break
+        time.sleep(0.2)
+    key = ["window", "column", "kind", "metric"]
+    merged = batch.merge(streamed, on=key, suffixes=("_batch", "_stream"))
+    assert len(merged) == len(batch) == len(streamed)
+    assert (merged["rows_batch"] == merged["rows_stream"]).all()
+    assert (merged["labeled_rows_batch"] == merged["labeled_rows_stream"]).all()
+    np.testing.assert_allclose(merged["value_batch"].astype(float), merged["value_stream"].astype(float),
+                               rtol=1e-9, atol=1e-12)
+    assert (merged["alert_batch"].astype(str).str.lower() == merged["alert_stream"].astype(str).str.lower()).all()
+    drifted = set(merged[merged.alert_stream.astype(str) == "True"]["column"])
+    assert "age" in drifted and "plan" not in drifted
+    reference_rows = _results(url, model="churn", period="reference")
+    assert reference_rows and {r["period"] for r in reference_rows} == {"reference"}
+
+
+def test_status_codes_per_the_otlp_specification(server) -> None:
+    _, url = server
+    assert _post(f"{url}/v1/logs", b"{}", "text/plain")[0] == 415
+    assert _post(f"{url}/v1/logs", b"{}", "application/json", "br")[0] == 415
+    status, body, _ = _post(f"{url}/v1/logs", b"\xff\xff\xff", "application/x-protobuf")
+    from google.rpc import status_pb2
+
+    assert status == 400 and status_pb2.Status.FromString(body).code == 3
+    status, body, _ = _post(f"{url}/v1/logs", b"{oops", "application/json")
+    assert status == 400 and json.loads(body)["code"] == 3
+    bomb = gzip.compress(b"\x00" * (64 * 1024 * 1024))  # 64 KiB on the wire, 64 MiB inflated
+    assert len(bomb) < 100_000
+    assert _post(f"{url}/v1/logs", bomb, "application/x-protobuf", "gzip")[0] == 413
+    assert _post(f"{url}/v1/traces", b"", "application/x-protobuf")[0] == 200
+    status, body, _ = _post(f"{url}/v1/logs", json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"eventName": "ml.predictions", "attributes": [{"key": "ml.model.name", "value": {"stringValue": "m"}}]},
+    ]}]}]}).encode(), "application/json")
+    assert status == 200 and json.loads(body)["partialSuccess"]["rejectedLogRecords"] == "1"
+    assert _post(f"{url}/v1/references", b"{}", "application/json")[0] == 400
+    health = json.loads(urllib.request.urlopen(f"{url}/healthz", timeout=5).read())
+    assert health["status"] == "ok"
+
+
+def test_mlmon_processor_serve_starts_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    _frame(600, 0, 0.0).to_parquet(tmp_path / "reference.parquet")
+    profile = tmp_path / "profile.json"
+    assert cli.main(["reference", "build", "--data", str(tmp_path / "reference.parquet"), "--model", "m",
+                     "--prediction-column", "prediction", "--chunk-size", "200", "--output", str(profile)]) == 0
+    port = _port()
+    process = subprocess.Popen([sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", "--http-endpoint",
+                                f"127.0.0.1:{port}", "--store", str(tmp_path / "p.db"), "--reference", str(profile)],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, health = time.monotonic() + 20, None
+        while time.monotonic() < deadline and health is None:
+            try:
+                health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read())
+            except OSError:
+                time.sleep(0.1)
+        assert health is not None and health["models"] == 1
+        assert {r["period"] for r in _results(f"http://127.0.0.1:{port}", model="m")} == {"reference"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    bad = subprocess.run([sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", "--http-endpoint", "nowhere",
+                          "--store", str(tmp_path / "q.db")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "is not HOST:PORT" in bad.stderr
