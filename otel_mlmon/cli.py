@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     processor = commands.add_parser("processor", help="the streaming processor service")
     processor_commands = processor.add_subparsers(dest="processor_command", metavar="SUBCOMMAND")
     serve = processor_commands.add_parser("serve", help="receive OTLP, join late labels, evaluate windows")
+    serve.add_argument("--grpc-endpoint", default="127.0.0.1:4317", help="HOST:PORT of OTLP/gRPC")
     serve.add_argument("--http-endpoint", default="127.0.0.1:4318", help="HOST:PORT of OTLP/HTTP and the API")
     serve.add_argument("--store", required=True, help="SQLite file of the processor's state")
     serve.add_argument("--reference", action="append", default=[], help="a reference profile (repeatable)")
@@ -236,17 +237,22 @@ def _serve(args: argparse.Namespace) -> int:
     processor = Processor(Store(args.store))
     for path in args.reference:
         processor.register(ReferenceProfile.load(path))
+    from otel_mlmon.processor import grpc_receiver
+
+    grpc_server, _ = grpc_receiver.start(processor, args.grpc_endpoint)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        print(f"mlmon processor: OTLP/HTTP and the API on http://{host}:{port}", file=sys.stderr, flush=True)
+        print(f"mlmon processor: OTLP/HTTP and the API on http://{host}:{port}, OTLP/gRPC on {args.grpc_endpoint}",
+              file=sys.stderr, flush=True)
         await serve(processor, host, int(port), stop=stop)
         processor.tick()
 
     asyncio.run(main())
+    grpc_server.stop(grace=5).wait()
     processor.store.close()
     return 0
 

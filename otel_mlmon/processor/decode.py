@@ -228,7 +228,11 @@ def _labels(attributes: dict[str, Any], time_unix_nano: int, decoded: Decoded) -
 
 
 def decode_logs(body: bytes, content_type: str) -> Decoded:
-    request = parse(body, ExportLogsServiceRequest, content_type)
+    return logs_records(parse(body, ExportLogsServiceRequest, content_type))
+
+
+def logs_records(request: ExportLogsServiceRequest) -> Decoded:
+    """The records of a parsed logs request (the gRPC receiver's entry)."""
     decoded = Decoded()
     for resource_logs in request.resource_logs:
         for scope_logs in resource_logs.scope_logs:
@@ -252,7 +256,11 @@ def _numeric_sketch(point: Any, attributes: dict[str, Any], m2: float) -> Numeri
 
 
 def decode_metrics(body: bytes, content_type: str) -> Decoded:
-    request = parse(body, ExportMetricsServiceRequest, content_type)
+    return metrics_records(parse(body, ExportMetricsServiceRequest, content_type))
+
+
+def metrics_records(request: ExportMetricsServiceRequest) -> Decoded:
+    """The records of a parsed metrics request (the gRPC receiver's entry)."""
     decoded = Decoded()
     metrics = [metric for resource_metrics in request.resource_metrics
                for scope_metrics in resource_metrics.scope_metrics for metric in scope_metrics.metrics]

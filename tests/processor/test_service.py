@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,11 @@ def _port() -> int:
 
 @pytest.fixture
 def server(tmp_path: Path):
+    from otel_mlmon.processor import grpc_receiver
+
     processor = Processor(Store(str(tmp_path / "processor.db")))
+    grpc_server, grpc_port = grpc_receiver.start(processor, "127.0.0.1:0")
+    processor.grpc_endpoint = f"127.0.0.1:{grpc_port}"  # type: ignore[attr-defined]
     port = _port()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -59,6 +64,7 @@ def server(tmp_path: Path):
     yield processor, url
     loop.call_soon_threadsafe(stop.set)
     thread.join(10)
+    grpc_server.stop(grace=None)
 
 
 def _frame(n: int, seed: int, shift: float) -> pd.DataFrame:
@@ -91,8 +97,9 @@ def _results(url: str, **query: str) -> list[dict]:
     return json.loads(text)["results"]
 
 
-def test_streaming_equals_batch(server, tmp_path: Path, monkeypatch) -> None:
-    _, url = server
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_streaming_equals_batch(server, tmp_path: Path, monkeypatch, protocol) -> None:
+    processor, url = server
     reference, analysis = _frame(2000, 0, 0.0), pd.concat([_frame(800, 1, 0.0), _frame(800, 2, 1.0)],
                                                            ignore_index=True)
     analysis["id"] = [f"a-{i}" for i in range(len(analysis))]
@@ -110,10 +117,18 @@ def test_streaming_equals_batch(server, tmp_path: Path, monkeypatch) -> None:
 
     # The application: a model whose scores are the dataset's, served through the public API.
     monkeypatch.setenv("OTEL_PYTHON_MLMON_CAPTURE_FEATURES", "true")
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
+
+        logs_exporter: Any = GrpcLogs(endpoint=processor.grpc_endpoint, insecure=True)
+        metrics_exporter: Any = GrpcMetrics(endpoint=processor.grpc_endpoint, insecure=True)
+    else:
+        logs_exporter, metrics_exporter = OTLPLogExporter(endpoint=f"{url}/v1/logs"), OTLPMetricExporter(
+            endpoint=f"{url}/v1/metrics")
     logger_provider = LoggerProvider(shutdown_on_exit=False)
-    logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{url}/v1/logs")))
-    meter_provider = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{url}/v1/metrics"))],
-                                   shutdown_on_exit=False)
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(logs_exporter))
+    meter_provider = MeterProvider([PeriodicExportingMetricReader(metrics_exporter)], shutdown_on_exit=False)
 
     class Replay:
         classes_ = np.array([0, 1])
@@ -197,8 +212,8 @@ def test_mlmon_processor_serve_starts_answers_and_stops_on_sigterm(tmp_path: Pat
                      "--prediction-column", "prediction", "--chunk-size", "200", "--output", str(profile)]) == 0
     port = _port()
     process = subprocess.Popen([sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", "--http-endpoint",
-                                f"127.0.0.1:{port}", "--store", str(tmp_path / "p.db"), "--reference", str(profile)],
-                               stderr=subprocess.PIPE, text=True)
+                                f"127.0.0.1:{port}", "--grpc-endpoint", f"127.0.0.1:{_port()}", "--store",
+                                str(tmp_path / "p.db"), "--reference", str(profile)], stderr=subprocess.PIPE, text=True)
     try:
         deadline, health = time.monotonic() + 20, None
         while time.monotonic() < deadline and health is None:
