@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-endpoint", default="127.0.0.1:4318", help="HOST:PORT of OTLP/HTTP and the API")
     serve.add_argument("--store", required=True, help="SQLite file of the processor's state")
     serve.add_argument("--reference", action="append", default=[], help="a reference profile (repeatable)")
+    serve.add_argument("--alertmanager", help="Alertmanager base URL (alerts go to its /api/v2/alerts)")
 
     reference = commands.add_parser("reference", help="reference profiles")
     reference_commands = reference.add_subparsers(dest="reference_command", metavar="SUBCOMMAND")
@@ -223,18 +224,51 @@ def _reference_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _otlp_export() -> Any:
+    """Results and alerts over OTLP when an OTLP endpoint is configured (the standard OTEL_EXPORTER_OTLP_*)."""
+    import os
+
+    if not any(os.environ.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                                                 "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")):
+        return None
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_mlmon.processor.export import OtlpExport
+
+    grpc = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc"
+    if grpc:
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+            OTLPMetricExporter,
+        )
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "mlmon-processor")})
+    logger_provider = LoggerProvider(resource=resource)
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+    meter_provider = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter())], resource=resource)
+    return OtlpExport(meter_provider, logger_provider)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
     from otel_mlmon.engine.profile import ReferenceProfile
+    from otel_mlmon.processor.export import AlertmanagerSink
     from otel_mlmon.processor.service import Processor, serve
     from otel_mlmon.processor.store import Store
 
     host, _, port = args.http_endpoint.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"--http-endpoint {args.http_endpoint!r} is not HOST:PORT")
-    processor = Processor(Store(args.store))
+    processor = Processor(Store(args.store), otlp=_otlp_export(),
+                          alertmanager=AlertmanagerSink(args.alertmanager) if args.alertmanager else None)
     for path in args.reference:
         processor.register(ReferenceProfile.load(path))
     from otel_mlmon.processor import grpc_receiver

@@ -25,7 +25,9 @@ from aiohttp import web
 from otel_mlmon.engine.drift import NUMERIC
 from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate_window, reference_results
 from otel_mlmon.engine.profile import ReferenceProfile
+from otel_mlmon.processor.alerts import AlertBook
 from otel_mlmon.processor.decode import Decoded
+from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport
 from otel_mlmon.processor.receiver import DEFAULT_MAX_BODY, Receiver
 from otel_mlmon.processor.store import Joined, Store
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key
@@ -50,11 +52,15 @@ def window_rows(profile: ReferenceProfile) -> int:
 class Processor:
     """The receiver's sink, the windows and the results of every monitored model."""
 
-    def __init__(self, store: Store, policy: Policy | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(self, store: Store, policy: Policy | None = None, clock: Callable[[], int] = time.time_ns,
+                 otlp: OtlpExport | None = None, alertmanager: AlertmanagerSink | None = None) -> None:
         self.store = store
         self.policy = policy or Policy()
         self.clock = clock
         self.monitored: dict[tuple[str, str], Monitored] = {}
+        self.alerts = AlertBook(store.path)
+        self.otlp = otlp
+        self.alertmanager = alertmanager
 
     # --- the sink ------------------------------------------------------------------------------------------
     def accept_logs(self, decoded: Decoded, received_ns: int) -> None:
@@ -92,6 +98,8 @@ class Processor:
             for window in sorted(due):
                 self.evaluate(monitored, window, now)
                 done += 1
+        if self.alertmanager is not None:  # firing alerts are resent so that Alertmanager keeps them
+            self.alertmanager.send([], self.alerts.firing(), now)
         return done
 
     def evaluate(self, monitored: Monitored, window: int, now: int) -> None:
@@ -101,6 +109,13 @@ class Processor:
         data = self.window_data(profile, window, rows)
         results = [r.as_json() for r in evaluate_window(profile, data, self.policy)]
         self.store.put_results(profile.model, profile.version, window, results, now)
+        transitions = self.alerts.update(results, now)
+        if self.otlp is not None:
+            latencies = [(r.labeled_ns - r.time_ns) / 1e9 for r in rows if r.labeled_ns is not None]
+            self.otlp.results(results, sum(latencies) / len(latencies) if latencies else None)
+            self.otlp.transitions(transitions)
+        if self.alertmanager is not None and transitions:
+            self.alertmanager.send(transitions, self.alerts.firing(), now)
 
     def window_data(self, profile: ReferenceProfile, window: int, rows: list[Joined]) -> WindowData:
         columns: dict[str, list[Any]] = {}

@@ -1,0 +1,88 @@
+"""Alert state: one firing per alert until it resolves, persisted, so a restart re-fires nothing.
+
+An alert is identified by (model, version, kind, column, metric). Its state follows the newest window evaluated
+for it: a window result with ``alert`` true fires it (if it was not firing), one with ``alert`` false resolves it
+(if it was firing); revisions of older windows do not move it; ``alert`` empty (not enough data) leaves it as is.
+Transitions go to the sinks (OTLP ``ml.alert`` events and ``ml.alerts``, Alertmanager, a webhook).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+FIRING, RESOLVED = "firing", "resolved"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (key TEXT PRIMARY KEY, state TEXT NOT NULL, window INTEGER NOT NULL,
+    since_ns INTEGER NOT NULL, result TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: str
+    since_ns: int
+    result: dict[str, Any]  # the window result that moved the alert
+
+    @property
+    def labels(self) -> dict[str, str]:
+        r = self.result
+        return {"model": r["model"], "version": r["model_version"], "kind": r["kind"], "column": r["column"],
+                "metric": r["metric"]}
+
+
+class AlertBook:
+    """Alert states in the processor's SQLite file (its own connection)."""
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @staticmethod
+    def key(result: dict[str, Any]) -> str:
+        return json.dumps([result["model"], result["model_version"], result["kind"], result["column"],
+                           result["metric"]])
+
+    def update(self, results: Iterable[dict[str, Any]], now_ns: int) -> list[Transition]:
+        """Apply a window's results; the transitions they cause, recorded before they are returned."""
+        transitions = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for result in results:
+                    if result.get("period") != "analysis" or result.get("alert") is None:
+                        continue
+                    key = self.key(result)
+                    found = self._db.execute("SELECT state, window FROM alerts WHERE key = ?", (key,)).fetchone()
+                    if found is not None and result["window"] < found[1]:
+                        continue  # a revision of an older window
+                    state = FIRING if result["alert"] else RESOLVED
+                    previous = found[0] if found else RESOLVED
+                    self._db.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                                     "state = excluded.state, window = excluded.window, since_ns = CASE WHEN "
+                                     "alerts.state = excluded.state THEN alerts.since_ns ELSE excluded.since_ns END, "
+                                     "result = excluded.result",
+                                     (key, state, result["window"], now_ns, json.dumps(result)))
+                    if state != previous:
+                        transitions.append(Transition(state, now_ns, result))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return transitions
+
+    def firing(self) -> list[Transition]:
+        with self._lock:
+            found = self._db.execute("SELECT since_ns, result FROM alerts WHERE state = ?", (FIRING,)).fetchall()
+        return [Transition(FIRING, since, json.loads(result)) for since, result in found]

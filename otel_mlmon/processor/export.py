@@ -1,0 +1,150 @@
+"""What the processor sends out: results and alerts as OTLP metrics and events, to Alertmanager, to a webhook.
+
+OTLP goes through the OTel SDK configured from the standard ``OTEL_EXPORTER_OTLP_*`` variables (or the providers
+given): gauges of the newest window per series (``ml.drift.score``, ``ml.drift.threshold``,
+``ml.evaluation.score``, ``ml.label.coverage``, ``ml.label.latency``), the ``ml.alerts`` counter, and an
+``ml.alert`` event per transition (WARN for drift and data quality, ERROR for performance). Alertmanager gets
+``POST /api/v2/alerts`` with every firing alert, resent each ``resend_s`` while it fires, and an ``endsAt`` when it
+resolves. Export failures are counted and never stop the processor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from opentelemetry._logs import SeverityNumber, get_logger
+from opentelemetry.metrics import Observation, get_meter
+
+from otel_mlmon import semconv
+from otel_mlmon._version import __version__
+from otel_mlmon.processor.alerts import FIRING, Transition
+
+_logger = logging.getLogger("otel_mlmon.processor")
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class OtlpExport:
+    """Gauges of the newest results, the alert counter and alert events, through the OTel SDK."""
+
+    def __init__(self, meter_provider: Any = None, logger_provider: Any = None) -> None:
+        meter = get_meter(semconv.INSTRUMENTATION_SCOPE, __version__, meter_provider)
+        self.logger = get_logger(semconv.INSTRUMENTATION_SCOPE, __version__, logger_provider=logger_provider)
+        self._lock = threading.Lock()
+        self._latest: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, float]] = {}
+        for name, description in ((semconv.ML_DRIFT_SCORE, "Drift of a column in the newest window"),
+                                  (semconv.ML_DRIFT_THRESHOLD, "Upper threshold of that drift value"),
+                                  (semconv.ML_EVALUATION_SCORE, "Realized performance in the newest window"),
+                                  (semconv.ML_LABEL_COVERAGE, "Share of the newest window's rows with a label")):
+            meter.create_observable_gauge(name, callbacks=[self._observer(name)], unit="1", description=description)
+        meter.create_observable_gauge(semconv.ML_LABEL_LATENCY, callbacks=[self._observer(semconv.ML_LABEL_LATENCY)],
+                                      unit="s", description="Mean time from prediction to label, newest window")
+        self.alerts = meter.create_counter(semconv.ML_ALERTS, unit="{alert}", description="Alerts that fired")
+
+    def _observer(self, name: str) -> Any:
+        def observe(options: Any) -> Iterable[Observation]:
+            with self._lock:
+                items = [(attributes, value) for (metric, attributes), (_, value) in self._latest.items()
+                         if metric == name]
+            return [Observation(value, dict(attributes)) for attributes, value in items]
+
+        return observe
+
+    def _set(self, name: str, attributes: dict[str, Any], window: int, value: float | None) -> None:
+        if value is None:
+            return
+        key = (name, tuple(sorted(attributes.items())))
+        with self._lock:
+            if window >= self._latest.get(key, (-1, 0.0))[0]:
+                self._latest[key] = (window, float(value))
+
+    def results(self, rows: Sequence[dict[str, Any]], label_latency_s: float | None) -> None:
+        for r in rows:
+            if r.get("period") != "analysis" or r.get("value") is None:
+                continue
+            base = {semconv.ML_MODEL_NAME: r["model"], semconv.ML_MODEL_VERSION: r["model_version"]}
+            if r["kind"] == "drift":
+                attributes = {**base, semconv.ML_FEATURE_NAME: r["column"], semconv.ML_DRIFT_METHOD: r["metric"]}
+                self._set(semconv.ML_DRIFT_SCORE, attributes, r["window"], r["value"])
+                self._set(semconv.ML_DRIFT_THRESHOLD, attributes, r["window"], r["upper_threshold"])
+            elif r["kind"] == "performance":
+                self._set(semconv.ML_EVALUATION_SCORE, {**base, semconv.ML_EVALUATION_NAME: r["metric"]}, r["window"],
+                          r["value"])
+        if rows:
+            first = rows[0]
+            base = {semconv.ML_MODEL_NAME: first["model"], semconv.ML_MODEL_VERSION: first["model_version"]}
+            if first.get("rows"):
+                self._set(semconv.ML_LABEL_COVERAGE, base, first["window"], first["labeled_rows"] / first["rows"])
+            self._set(semconv.ML_LABEL_LATENCY, base, first["window"], label_latency_s)
+
+    def transitions(self, transitions: Sequence[Transition]) -> None:
+        for t in transitions:
+            r = t.result
+            attributes = {semconv.ML_MODEL_NAME: r["model"], semconv.ML_MODEL_VERSION: r["model_version"],
+                          semconv.ML_ALERT_KIND: r["kind"], semconv.ML_ALERT_STATE: t.state,
+                          semconv.ML_FEATURE_NAME: r["column"], semconv.ML_ALERT_METRIC: r["metric"],
+                          semconv.ML_ALERT_VALUE: float(r["value"]), semconv.ML_ALERT_WINDOW: int(r["window"])}
+            threshold = r.get("upper_threshold") if r.get("upper_threshold") is not None else r.get("lower_threshold")
+            if threshold is not None:
+                attributes[semconv.ML_ALERT_THRESHOLD] = float(threshold)
+            severity = SeverityNumber.ERROR if r["kind"] == "performance" else SeverityNumber.WARN
+            self.logger.emit(timestamp=t.since_ns, observed_timestamp=time.time_ns(), severity_number=severity,
+                             severity_text=severity.name, attributes=attributes, event_name=semconv.EVENT_ALERT)
+            if t.state == FIRING:
+                self.alerts.add(1, {semconv.ML_MODEL_NAME: r["model"], semconv.ML_MODEL_VERSION: r["model_version"],
+                                    semconv.ML_ALERT_KIND: r["kind"]})
+
+
+class AlertmanagerSink:
+    """Posts alerts to Alertmanager's v2 API; firing alerts are resent so that Alertmanager keeps them."""
+
+    def __init__(self, url: str, resend_s: float = 60.0, timeout_s: float = 5.0) -> None:
+        self.url = url.rstrip("/") + "/api/v2/alerts"
+        self.resend_s = resend_s
+        self.timeout_s = timeout_s
+        self.failures = 0
+        self._last_sent = 0.0
+
+    @staticmethod
+    def payload(t: Transition, now_ns: int) -> dict[str, Any]:
+        r = t.result
+        alert = {"labels": {"alertname": f"ml_{r['kind']}", **t.labels,
+                            "severity": "critical" if r["kind"] == "performance" else "warning"},
+                 "annotations": {"summary": f"{r['kind']} {r['metric']} of {r['column']} is {r['value']:.6g} in "
+                                            f"window {r['window']}",
+                                 "value": repr(r["value"]), "window": str(r["window"]),
+                                 "threshold": repr(r.get("upper_threshold"))},
+                 "startsAt": _iso(t.since_ns), "generatorURL": "https://github.com/otel-mlmon"}
+        if t.state != FIRING:
+            alert["endsAt"] = _iso(now_ns)
+        return alert
+
+    def send(self, transitions: Sequence[Transition], firing: Sequence[Transition], now_ns: int,
+             force: bool = False) -> bool:
+        """Post the transitions, plus every firing alert when a resend is due."""
+        due = force or time.monotonic() - self._last_sent >= self.resend_s
+        chosen = list(transitions) + ([t for t in firing if t not in transitions] if due else [])
+        if not chosen:
+            return True
+        body = json.dumps([self.payload(t, now_ns) for t in chosen]).encode()
+        request = urllib.request.Request(self.url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
+                ok = 200 <= answer.status < 300
+        except OSError as exc:
+            ok = False
+            _logger.warning("Alertmanager at %s did not take %d alert(s): %s", self.url, len(chosen), exc)
+        if ok and due:
+            self._last_sent = time.monotonic()
+        self.failures += not ok
+        return ok

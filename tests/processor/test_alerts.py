@@ -1,0 +1,153 @@
+"""Alerts: one firing per alert until it resolves, no re-fire after a restart, out over OTLP and to a real
+Alertmanager (Debian's prometheus-alertmanager, started on loopback)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from otel_mlmon import semconv
+from otel_mlmon.engine.columns import profile_from_columns
+from otel_mlmon.engine.windows import WindowSpec
+from otel_mlmon.processor.decode import Decoded, PredictionBatch
+from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport
+from otel_mlmon.processor.service import Processor
+from otel_mlmon.processor.store import Store
+
+ROWS = 300
+
+
+def _profile():
+    rng = np.random.default_rng(0)
+    profile, _ = profile_from_columns({"age": rng.normal(40, 10, 3000)}, WindowSpec(chunk_size=ROWS), model="m",
+                                      version="1")
+    return profile
+
+
+def _send(processor: Processor, window: int, shift: float) -> None:
+    rng = np.random.default_rng(window + 1)
+    ages = rng.normal(40 + shift, 10, ROWS).tolist()
+    batch = PredictionBatch("m", "1", 10**18 + window, [f"{window}-{i}" for i in range(ROWS)],
+                            features={"age": ages})
+    processor.accept_logs(Decoded(predictions=[batch]), 0)
+
+
+def _otlp():
+    reader = InMemoryMetricReader()
+    logs = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider(shutdown_on_exit=False)
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    return OtlpExport(MeterProvider([reader], shutdown_on_exit=False), logger_provider), reader, logs
+
+
+def _alert_events(logs) -> list[dict]:
+    return [dict(r.log_record.attributes) for r in logs.get_finished_logs()
+            if r.log_record.event_name == semconv.EVENT_ALERT]
+
+
+def test_one_firing_until_resolved_and_no_refire_after_restart(tmp_path: Path) -> None:
+    otlp, reader, logs = _otlp()
+    processor = Processor(Store(str(tmp_path / "p.db")), otlp=otlp)
+    processor.register(_profile())
+    for window, shift in enumerate([0, 15, 15, 15]):
+        _send(processor, window, shift)
+    assert processor.tick() == 4
+    events = _alert_events(logs)
+    fired = [e for e in events if e[semconv.ML_ALERT_STATE] == "firing"]
+    assert {(e[semconv.ML_FEATURE_NAME], e[semconv.ML_ALERT_KIND]) for e in fired} == {
+        ("age", "drift"), ("age", "data_quality")}  # a 1.5 sd shift also leaves the reference range
+    assert len(fired) == len({e[semconv.ML_ALERT_METRIC] for e in fired})  # once per metric, not per window
+    assert all(e[semconv.ML_ALERT_WINDOW] == 1 for e in fired)
+    data = reader.get_metrics_data()
+    metrics = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert sum(p.value for p in metrics[semconv.ML_ALERTS].data.data_points) == len(fired)
+    drift = {p.attributes[semconv.ML_DRIFT_METHOD]: p.value for p in metrics[semconv.ML_DRIFT_SCORE].data.data_points}
+    assert drift["kolmogorov_smirnov"] > 0.3  # the newest window's value
+    processor.store.close()
+
+    otlp, _, logs = _otlp()  # a restart on the same state: the alerts are still firing, nothing re-fires
+    restarted = Processor(Store(str(tmp_path / "p.db")), otlp=otlp)
+    restarted.register(_profile())
+    _send(restarted, 4, 15)
+    assert restarted.tick() == 1
+    assert _alert_events(logs) == []
+    _send(restarted, 5, 0)  # back to normal: resolved, once
+    restarted.tick()
+    resolved = _alert_events(logs)
+    assert resolved and {e[semconv.ML_ALERT_STATE] for e in resolved} == {"resolved"}
+    assert {e[semconv.ML_ALERT_WINDOW] for e in resolved} == {5}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path):
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        import os
+
+        if os.environ.get("CI"):
+            pytest.fail("Alertmanager is not installed: .ci/run installs Debian's prometheus-alertmanager")
+        pytest.skip("Alertmanager is not installed (apt-get install prometheus-alertmanager)")
+    config = tmp_path / "alertmanager.yml"
+    config.write_text("route:\n  receiver: quiet\n  group_wait: 1s\nreceivers:\n  - name: quiet\n")
+    port = _port()
+    process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.path={tmp_path / 'am'}",
+                                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/-/ready", timeout=1).read()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail("Alertmanager did not start: " + process.stderr.read().decode()[-2000:])
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.mark.integration
+def test_drift_alerts_reach_a_real_alertmanager_and_resolve(tmp_path: Path, alertmanager: str) -> None:
+    sink = AlertmanagerSink(alertmanager, resend_s=3600)
+    processor = Processor(Store(str(tmp_path / "p.db")), alertmanager=sink)
+    processor.register(_profile())
+    for window, shift in enumerate([0, 15]):
+        _send(processor, window, shift)
+    processor.tick()
+
+    def active() -> list[dict]:
+        alerts = json.loads(urllib.request.urlopen(f"{alertmanager}/api/v2/alerts", timeout=5).read())
+        return [a for a in alerts if a["status"]["state"] == "active"]
+
+    firing = active()
+    drift = [a for a in firing if a["labels"]["alertname"] == "ml_drift"]
+    assert drift and {a["labels"]["column"] for a in drift} == {"age"}
+    assert all(a["labels"]["model"] == "m" and a["labels"]["severity"] == "warning" for a in drift)
+    assert sink.failures == 0
+    _send(processor, 2, 0)
+    processor.tick()
+    deadline = time.monotonic() + 10
+    while active() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert active() == []  # resolved with endsAt
