@@ -99,6 +99,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reference", action="append", default=[], help="a reference profile (repeatable)")
     serve.add_argument("--alertmanager", help="Alertmanager base URL (alerts go to its /api/v2/alerts)")
 
+    replay = commands.add_parser("replay", help="send a dataset's predictions and labels over OTLP")
+    replay.add_argument("--analysis", required=True, help="data file with the model's outputs")
+    replay.add_argument("--labels", help="labels file: id and target columns (default: the target column)")
+    replay.add_argument("--model", required=True, help="model name")
+    replay.add_argument("--version", dest="model_version", default="", help="model version")
+    replay.add_argument("--endpoint", required=True, help="OTLP/HTTP base URL, or host:port with --protocol grpc")
+    replay.add_argument("--protocol", default="http/protobuf", choices=("http/protobuf", "grpc"))
+    replay.add_argument("--label-delay", type=float, default=0.0, help="seconds between predictions and labels")
+    replay.add_argument("--label-shuffle", action="store_true", help="send the labels in random order")
+    replay.add_argument("--label-fraction", type=float, default=1.0, help="share of rows that get a label")
+    replay.add_argument("--rate", type=float, help="rows per second at most")
+    replay.add_argument("--batch-rows", type=int, default=100, help="rows per predict call")
+    _add_column_flags(replay)
+
     reference = commands.add_parser("reference", help="reference profiles")
     reference_commands = reference.add_subparsers(dest="reference_command", metavar="SUBCOMMAND")
     build = reference_commands.add_parser("build", help="build a reference profile from a data file")
@@ -291,6 +305,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from otel_mlmon.replay import ReplayOptions, replay
+
+    options = ReplayOptions(endpoint=args.endpoint, protocol=args.protocol, batch_rows=args.batch_rows,
+                            rate=args.rate, label_delay=args.label_delay, label_shuffle=args.label_shuffle,
+                            label_fraction=args.label_fraction)
+    progress = Progress("replaying")
+    sent = replay(args.analysis, _columns(args), args.model, args.model_version, options, args.labels, progress)
+    progress.done()
+    print(f"replayed {sent['rows']} predictions and {sent['labels']} labels to {args.endpoint}", file=sys.stderr)
+    return 0
+
+
 def _run(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     from otel_mlmon.batch.reader import DataError
 
@@ -320,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(_reference_build, args)
     if args.command == "processor" and args.processor_command == "serve":
         return _run(_serve, args)
+    if args.command == "replay":
+        return _run(_replay, args)
     parser.print_help(sys.stderr)
     return 2
 

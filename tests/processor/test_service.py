@@ -229,3 +229,35 @@ def test_mlmon_processor_serve_starts_answers_and_stops_on_sigterm(tmp_path: Pat
     bad = subprocess.run([sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", "--http-endpoint", "nowhere",
                           "--store", str(tmp_path / "q.db")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "is not HOST:PORT" in bad.stderr
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_mlmon_replay_feeds_the_processor_like_evaluate(server, tmp_path: Path, protocol) -> None:
+    processor, url = server
+    reference = _frame(1200, 0, 0.0)
+    analysis = pd.concat([_frame(400, 3, 0.0), _frame(800, 4, 1.0)], ignore_index=True)
+    analysis["id"] = [f"r-{i}" for i in range(len(analysis))]
+    reference.to_parquet(tmp_path / "reference.parquet")
+    analysis.to_parquet(tmp_path / "analysis.parquet")
+    flags = ["--id-column", "id", "--target-column", "target", "--prediction-column", "prediction",
+             "--score-column", "score", "--chunk-size", "300"]
+    profile = tmp_path / "profile.json"
+    assert cli.main(["reference", "build", "--data", str(tmp_path / "reference.parquet"), "--model", "churn",
+                     *flags, "--output", str(profile)]) == 0
+    processor.register(__import__("otel_mlmon.engine.profile", fromlist=["x"]).ReferenceProfile.load(profile))
+    endpoint = processor.grpc_endpoint if protocol == "grpc" else url
+    assert cli.main(["replay", "--analysis", str(tmp_path / "analysis.parquet"), "--model", "churn", *flags,
+                     "--endpoint", endpoint, "--protocol", protocol, "--label-shuffle", "--label-fraction", "0.6",
+                     "--batch-rows", "50"]) == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        streamed = pd.DataFrame(_results(url, model="churn", period="analysis"))
+        if len(streamed) and streamed.groupby("window")["labeled_rows"].first().sum() == 720:
+            break
+        time.sleep(0.2)
+    assert sorted(set(streamed["window"])) == [0, 1, 2, 3]
+    assert streamed.groupby("window")["labeled_rows"].first().sum() == 720  # 60 % of 1200 rows
+    drifted = set(streamed[(streamed.kind == "drift") & (streamed.alert.astype(str) == "True")]["column"])
+    assert "age" in drifted and "score" in drifted and "plan" not in drifted
+    accuracy = streamed[(streamed.metric == "accuracy")]
+    assert len(accuracy) == 4 and accuracy["value"].between(0.5, 1.0).all()

@@ -1,0 +1,174 @@
+"""``mlmon replay``: a dataset's predictions and labels sent through the public instrumentation API over OTLP.
+
+The analysis file carries the model's outputs (prediction, scores or value); a stand-in model returns them, so
+the telemetry is exactly what an instrumented service sends: ``ml.predictions`` events (with the feature values:
+replay captures features, so the processor's windows equal ``mlmon evaluate`` on the same file), sketches,
+spans. Labels (``--labels`` or the file's target column) follow after ``--label-delay`` seconds, optionally
+shuffled and thinned to ``--label-fraction``. ``--rate`` caps rows per second: the demo's driver and the load
+generator.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class ReplayOptions:
+    endpoint: str
+    protocol: str = "http/protobuf"
+    batch_rows: int = 100
+    rate: float | None = None
+    label_delay: float = 0.0
+    label_shuffle: bool = False
+    label_fraction: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("http/protobuf", "grpc"):
+            raise ValueError(f"--protocol must be http/protobuf or grpc, got {self.protocol!r}")
+        if not 0 < self.label_fraction <= 1:
+            raise ValueError(f"--label-fraction must be in (0, 1], got {self.label_fraction}")
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError(f"--rate must be positive, got {self.rate}")
+        if self.label_delay < 0 or self.batch_rows < 1:
+            raise ValueError("--label-delay must be >= 0 and the batch size positive")
+
+
+def _providers(options: ReplayOptions) -> tuple[Any, Any, Any]:
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if options.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        logs: Any = OTLPLogExporter(endpoint=options.endpoint, insecure=True)
+        metrics: Any = OTLPMetricExporter(endpoint=options.endpoint, insecure=True)
+        spans: Any = OTLPSpanExporter(endpoint=options.endpoint, insecure=True)
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
+
+        base = options.endpoint.rstrip("/")
+        logs, metrics, spans = HttpLogs(f"{base}/v1/logs"), HttpMetrics(f"{base}/v1/metrics"), HttpSpans(
+            f"{base}/v1/traces")
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(spans))
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(logs, max_queue_size=65536))
+    meter_provider = MeterProvider([PeriodicExportingMetricReader(metrics, export_interval_millis=5000)])
+    return tracer_provider, meter_provider, logger_provider
+
+
+class _Outputs:
+    """A stand-in model: returns the outputs the file holds for the rows it is asked about."""
+
+    def __init__(self) -> None:
+        self.current: np.ndarray | None = None
+        self.classes_: np.ndarray | None = None
+
+    def predict(self, X: Any) -> np.ndarray:
+        assert self.current is not None
+        return self.current
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        assert self.current is not None
+        return self.current
+
+
+def replay(path: str, columns: Any, model_name: str, version: str, options: ReplayOptions,
+           labels_path: str | None = None, progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Send a file's predictions, then its labels; returns the rows and labels sent."""
+    import pandas as pd
+
+    import otel_mlmon
+    from otel_mlmon.batch.reader import DataError, DataFile
+    from otel_mlmon.batch.runner import _check_columns, _classes, _infer_task, load_labels
+    from otel_mlmon.instrumentation import force_flush
+    from otel_mlmon.sketch import category_key
+
+    data = DataFile(path)
+    types = _check_columns(data, columns, need_target=False)
+    if not columns.id_column:
+        raise DataError("replay needs --id-column: labels join predictions by id")
+    task = _infer_task(columns, types)
+    classes = _classes(data, columns, task)
+    features = columns.features if columns.features is not None else [
+        n for n in types if n not in columns.not_features()]
+    os.environ["OTEL_PYTHON_MLMON_CAPTURE_FEATURES"] = "true"  # before the telemetry is made
+    tracer_provider, meter_provider, logger_provider = _providers(options)
+    stand_in = _Outputs()
+    classification = task == "classification"
+    order = sorted(columns.score_columns) if columns.score_columns else classes
+    if classification and (columns.score_column or columns.score_columns):
+        stand_in.classes_ = np.array(order, dtype=object)
+    model = otel_mlmon.instrument_model(stand_in, name=model_name, version=version, task=task,
+                                        feature_names=features, tracer_provider=tracer_provider,
+                                        meter_provider=meter_provider, logger_provider=logger_provider)
+    sent = 0
+    started = time.monotonic()
+    truth: dict[str, Any] = {}
+    for batch in data.batches():
+        n = len(batch[columns.id_column])
+        for begin in range(0, n, options.batch_rows):
+            part = {k: v[begin: begin + options.batch_rows] for k, v in batch.items()}
+            frame = pd.DataFrame({name: part[name] for name in features})
+            ids = [str(v) for v in part[columns.id_column].tolist()]
+            with otel_mlmon.prediction_ids(ids=ids):
+                if columns.score_columns:
+                    stand_in.current = np.column_stack([part[columns.score_columns[c]] for c in order])
+                    model.predict_proba(frame)
+                elif columns.score_column and classification:
+                    score = part[columns.score_column]
+                    stand_in.current = np.column_stack([1 - score, score])
+                    model.predict_proba(frame)
+                else:
+                    stand_in.current = part[columns.prediction_column]
+                    model.predict(frame)
+            if columns.target_column and columns.target_column in part:
+                for pid, value in zip(ids, part[columns.target_column].tolist()):
+                    if value is not None and category_key(value) is not None:
+                        truth[pid] = value
+            sent += len(ids)
+            if progress is not None:
+                progress(len(ids))
+            if options.rate:
+                ahead = sent / options.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+    force_flush()
+    logger_provider.force_flush()
+    if labels_path:
+        truth = load_labels(labels_path, columns)
+    chosen = list(truth.items())
+    rng = random.Random(options.seed)
+    if options.label_fraction < 1:
+        chosen = rng.sample(chosen, round(len(chosen) * options.label_fraction))
+    if options.label_shuffle:
+        rng.shuffle(chosen)
+    time.sleep(options.label_delay)
+    for begin in range(0, len(chosen), 1000):
+        part_labels = chosen[begin: begin + 1000]
+        otel_mlmon.record_labels(model_name, ids=[k for k, _ in part_labels],
+                                 labels=[v.item() if hasattr(v, "item") else v for _, v in part_labels],
+                                 version=version, logger_provider=logger_provider)
+    from otel_mlmon.instrumentation._api import telemetry_for
+
+    telemetry_for(tracer_provider, meter_provider, logger_provider).close()  # flushes the sketches, then retires
+    for provider in (logger_provider, meter_provider, tracer_provider):
+        provider.shutdown()  # flushes; nothing is left to send at exit
+    return {"rows": sent, "labels": len(chosen)}
