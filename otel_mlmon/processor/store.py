@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_mlmon.processor.decode import LabelBatch, PredictionBatch, SketchPoint
+from otel_mlmon.sketch import category_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS predictions (
     model TEXT NOT NULL, version TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,
-    time_ns INTEGER NOT NULL, received_ns INTEGER NOT NULL, outputs TEXT NOT NULL,
+    time_ns INTEGER NOT NULL, received_ns INTEGER NOT NULL, label TEXT, score REAL, value REAL, extra TEXT,
     truth TEXT, labeled_ns INTEGER, expired INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (model, version, id));
 CREATE INDEX IF NOT EXISTS predictions_seq ON predictions (model, version, seq);
@@ -48,7 +49,7 @@ CREATE TABLE IF NOT EXISTS results (model TEXT NOT NULL, version TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS windows (model TEXT NOT NULL, version TEXT NOT NULL, window INTEGER NOT NULL,
     evaluated_ns INTEGER NOT NULL, PRIMARY KEY (model, version, window));
 """
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 _CHUNK = 8000  # ids per IN (...) query (SQLite allows 32766 variables since 3.32)
 
 
@@ -136,10 +137,10 @@ class Store:
                     fresh = self._fresh(batch)  # sequence numbers go to new rows only: windows count real rows
                     start = self._reserve(batch.model, batch.version, len(fresh))
                     self._db.executemany(
-                        "INSERT INTO predictions (model, version, id, seq, time_ns, received_ns, outputs) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO predictions (model, version, id, seq, time_ns, received_ns, label, score, value, "
+                        "extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [(batch.model, batch.version, batch.ids[i], start + n, batch.time_unix_nano, received_ns,
-                          json.dumps(_outputs(batch, i))) for n, i in enumerate(fresh)])
+                          *_columns(batch, i)) for n, i in enumerate(fresh)])
                     accepted += len(fresh)
                     joined += self._join_orphans(batch, received_ns)
                 duplicate = rows - accepted
@@ -261,10 +262,12 @@ class Store:
         """Predictions of a model with ``first_seq <= seq < end_seq``, in sequence order."""
         with self._lock:
             found = self._db.execute(
-                "SELECT id, seq, time_ns, outputs, truth, labeled_ns FROM predictions WHERE model = ? AND "
-                "version = ? AND seq >= ? AND seq < ? ORDER BY seq", (model, version, first_seq, end_seq)).fetchall()
-        return [Joined(pid, seq, time_ns, json.loads(outputs), None if truth is None else json.loads(truth), labeled_ns)
-                for pid, seq, time_ns, outputs, truth, labeled_ns in found]
+                "SELECT id, seq, time_ns, label, score, value, extra, truth, labeled_ns FROM predictions "
+                "WHERE model = ? AND version = ? AND seq >= ? AND seq < ? ORDER BY seq",
+                (model, version, first_seq, end_seq)).fetchall()
+        return [Joined(pid, seq, time_ns, _outputs(label, score, value, extra),
+                       None if truth is None else json.loads(truth), labeled_ns)
+                for pid, seq, time_ns, label, score, value, extra, truth, labeled_ns in found]
 
     # --- sketches from metrics, window bookkeeping, results --------------------------------------------------
     def add_sketches(self, points: Iterable[SketchPoint]) -> int:
@@ -334,14 +337,26 @@ class Store:
         return [json.loads(row[0]) for row in found]
 
 
-def _outputs(batch: PredictionBatch, i: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if batch.labels is not None:
-        out["label"] = batch.labels[i]
-    if batch.scores:
-        out["scores"] = {c: s[i] for c, s in batch.scores.items()}
-    if batch.values is not None:
-        out["value"] = batch.values[i]
+def _columns(batch: PredictionBatch, i: int) -> tuple[Any, Any, Any, Any]:
+    """(label, binary score, value, extra JSON) of one row: typed columns, JSON only for what needs it (multiclass
+    scores, captured features), which a default binary or regression stream never does."""
+    label = category_key(batch.labels[i]) if batch.labels is not None else None
+    score = batch.scores[""][i] if "" in batch.scores else None
+    value = batch.values[i] if batch.values is not None else None
+    extra: dict[str, Any] = {}
+    if batch.scores and "" not in batch.scores:
+        extra["scores"] = {c: s[i] for c, s in batch.scores.items()}
     if batch.features:
-        out["features"] = {name: values[i] for name, values in batch.features.items()}
+        extra["features"] = {name: values[i] for name, values in batch.features.items()}
+    return label, score, value, json.dumps(extra) if extra else None
+
+
+def _outputs(label: str | None, score: float | None, value: float | None, extra: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(extra) if extra else {}
+    if label is not None:
+        out["label"] = label
+    if score is not None:
+        out["scores"] = {"": score}
+    if value is not None:
+        out["value"] = value
     return out
