@@ -93,11 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     processor = commands.add_parser("processor", help="the streaming processor service")
     processor_commands = processor.add_subparsers(dest="processor_command", metavar="SUBCOMMAND")
     serve = processor_commands.add_parser("serve", help="receive OTLP, join late labels, evaluate windows")
-    serve.add_argument("--grpc-endpoint", default="127.0.0.1:4317", help="HOST:PORT of OTLP/gRPC")
-    serve.add_argument("--http-endpoint", default="127.0.0.1:4318", help="HOST:PORT of OTLP/HTTP and the API")
-    serve.add_argument("--store", required=True, help="SQLite file of the processor's state")
+    serve.add_argument("--grpc-endpoint", help="HOST:PORT of OTLP/gRPC (default 127.0.0.1:4317)")
+    serve.add_argument("--http-endpoint", help="HOST:PORT of OTLP/HTTP and the API (default 127.0.0.1:4318)")
+    serve.add_argument("--store", help="SQLite file of the processor's state (default mlmon-processor.db)")
     serve.add_argument("--reference", action="append", default=[], help="a reference profile (repeatable)")
     serve.add_argument("--alertmanager", help="Alertmanager base URL (alerts go to its /api/v2/alerts)")
+    serve.add_argument("--config", help="YAML file of settings (flags > OTEL_PYTHON_MLMON_PROCESSOR_* > file)")
 
     replay = commands.add_parser("replay", help="send a dataset's predictions and labels over OTLP")
     replay.add_argument("--analysis", required=True, help="data file with the model's outputs")
@@ -274,29 +275,32 @@ def _serve(args: argparse.Namespace) -> int:
     import signal
 
     from otel_mlmon.engine.profile import ReferenceProfile
+    from otel_mlmon.processor import grpc_receiver
+    from otel_mlmon.processor.config import load
     from otel_mlmon.processor.export import AlertmanagerSink
     from otel_mlmon.processor.service import Processor, serve
     from otel_mlmon.processor.store import Store
 
-    host, _, port = args.http_endpoint.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--http-endpoint {args.http_endpoint!r} is not HOST:PORT")
-    processor = Processor(Store(args.store), otlp=_otlp_export(),
-                          alertmanager=AlertmanagerSink(args.alertmanager) if args.alertmanager else None)
-    for path in args.reference:
-        processor.register(ReferenceProfile.load(path))
-    from otel_mlmon.processor import grpc_receiver
-
-    grpc_server, _ = grpc_receiver.start(processor, args.grpc_endpoint)
+    config = load({"grpc_endpoint": args.grpc_endpoint, "http_endpoint": args.http_endpoint, "store": args.store,
+                   "references": tuple(args.reference), "alertmanager": args.alertmanager}, yaml_path=args.config)
+    host, _, port = config.http_endpoint.rpartition(":")
+    profiles = [ReferenceProfile.load(path) for path in config.references]  # bad profiles stop startup
+    store = Store(config.store, label_ttl_s=config.label_ttl_s, orphan_ttl_s=config.orphan_ttl_s,
+                  max_pending=config.max_pending, max_orphans=config.max_orphans)
+    processor = Processor(store, otlp=_otlp_export(),
+                          alertmanager=AlertmanagerSink(config.alertmanager) if config.alertmanager else None)
+    for profile in profiles:
+        processor.register(profile)
+    grpc_server, _ = grpc_receiver.start(processor, config.grpc_endpoint, config.max_grpc_message_bytes)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        print(f"mlmon processor: OTLP/HTTP and the API on http://{host}:{port}, OTLP/gRPC on {args.grpc_endpoint}",
-              file=sys.stderr, flush=True)
-        await serve(processor, host, int(port), stop=stop)
+        print(f"mlmon processor: OTLP/HTTP and the API on http://{host}:{port}, OTLP/gRPC on "
+              f"{config.grpc_endpoint}", file=sys.stderr, flush=True)
+        await serve(processor, host, int(port), config.tick_s, stop, config.max_body_bytes)
         processor.tick()
 
     asyncio.run(main())

@@ -1,4 +1,4 @@
-"""Every ``OTEL_PYTHON_MLMON_*`` setting of the instrumentation, with its type, values and default.
+"""Every ``OTEL_PYTHON_MLMON_*`` setting, of the instrumentation and of the processor, with type and default.
 
 Precedence everywhere: an explicit argument > the environment variable > the default. A malformed value logs a
 warning naming the variable and falls back to the default (it never stops the application).
@@ -57,6 +57,44 @@ OTEL_PYTHON_MLMON_MAX_FEATURES: Final = "OTEL_PYTHON_MLMON_MAX_FEATURES"
 """int > 0, default 1000. Input columns sketched per model; wider inputs have only their first columns
 sketched (counted in ``ml.instrumentation.errors`` with ``error.type=too_many_features``)."""
 
+# --- The processor (``mlmon processor serve``): flags > these > the YAML file > defaults --------------------
+
+OTEL_PYTHON_MLMON_PROCESSOR_GRPC_ENDPOINT: Final = "OTEL_PYTHON_MLMON_PROCESSOR_GRPC_ENDPOINT"
+"""str HOST:PORT, default ``127.0.0.1:4317``. Where the processor takes OTLP/gRPC."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_HTTP_ENDPOINT: Final = "OTEL_PYTHON_MLMON_PROCESSOR_HTTP_ENDPOINT"
+"""str HOST:PORT, default ``127.0.0.1:4318``. Where the processor takes OTLP/HTTP and serves its API."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_STORE: Final = "OTEL_PYTHON_MLMON_PROCESSOR_STORE"
+"""str path, default ``mlmon-processor.db``. The processor's SQLite state file."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_REFERENCES: Final = "OTEL_PYTHON_MLMON_PROCESSOR_REFERENCES"
+"""str, comma-separated profile paths, default none. Reference profiles loaded at start."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_ALERTMANAGER: Final = "OTEL_PYTHON_MLMON_PROCESSOR_ALERTMANAGER"
+"""str URL, default none. Alertmanager that receives the alerts (``/api/v2/alerts``)."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_MAX_BODY_BYTES: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MAX_BODY_BYTES"
+"""int > 0, default 16777216. Largest OTLP/HTTP body, after decompression."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_MAX_GRPC_MESSAGE_BYTES: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MAX_GRPC_MESSAGE_BYTES"
+"""int > 0, default 4194304. Largest OTLP/gRPC message."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_LABEL_TTL_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_LABEL_TTL_S"
+"""float seconds > 0, default 604800 (7 days). How long a prediction takes labels."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_ORPHAN_TTL_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_ORPHAN_TTL_S"
+"""float seconds > 0, default 86400. How long a label waits for its prediction."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_MAX_PENDING: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MAX_PENDING"
+"""int > 0, default 10000000. Unlabeled predictions held before requests get 503."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_MAX_ORPHANS: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MAX_ORPHANS"
+"""int > 0, default 1000000. Orphan labels held before requests get 503."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_TICK_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_TICK_S"
+"""float seconds > 0, default 1. How often windows are evaluated and TTLs applied."""
+
 ALL: Final = (
     OTEL_PYTHON_MLMON_CAPTURE_FEATURES,
     OTEL_PYTHON_MLMON_FEATURE_SKETCHES,
@@ -70,4 +108,16 @@ ALL: Final = (
     OTEL_PYTHON_MLMON_MAX_CATEGORIES,
     OTEL_PYTHON_MLMON_MAX_MODELS,
     OTEL_PYTHON_MLMON_MAX_FEATURES,
+    OTEL_PYTHON_MLMON_PROCESSOR_GRPC_ENDPOINT,
+    OTEL_PYTHON_MLMON_PROCESSOR_HTTP_ENDPOINT,
+    OTEL_PYTHON_MLMON_PROCESSOR_STORE,
+    OTEL_PYTHON_MLMON_PROCESSOR_REFERENCES,
+    OTEL_PYTHON_MLMON_PROCESSOR_ALERTMANAGER,
+    OTEL_PYTHON_MLMON_PROCESSOR_MAX_BODY_BYTES,
+    OTEL_PYTHON_MLMON_PROCESSOR_MAX_GRPC_MESSAGE_BYTES,
+    OTEL_PYTHON_MLMON_PROCESSOR_LABEL_TTL_S,
+    OTEL_PYTHON_MLMON_PROCESSOR_ORPHAN_TTL_S,
+    OTEL_PYTHON_MLMON_PROCESSOR_MAX_PENDING,
+    OTEL_PYTHON_MLMON_PROCESSOR_MAX_ORPHANS,
+    OTEL_PYTHON_MLMON_PROCESSOR_TICK_S,
 )

@@ -235,10 +235,10 @@ def _iso(ns: int) -> str:
 
 
 async def serve(processor: Processor, host: str, port: int, tick_s: float = 1.0,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, max_body: int = DEFAULT_MAX_BODY) -> None:
     """Serve until ``stop`` is set; windows are ticked every ``tick_s``."""
     # auto_decompress=False: the receiver inflates bodies itself, under its cap (aiohttp would inflate first).
-    runner = web.AppRunner(processor.app(), auto_decompress=False)
+    runner = web.AppRunner(processor.app(max_body), auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -1,0 +1,100 @@
+"""The processor's settings: command-line flags > ``OTEL_PYTHON_MLMON_PROCESSOR_*`` > YAML file > defaults.
+
+A plain frozen object with ``validate()``; the defaults live here only. An invalid setting — from any source —
+refuses startup with a message that names the setting and its source.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+ENV_PREFIX = "OTEL_PYTHON_MLMON_PROCESSOR_"
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    grpc_endpoint: str = "127.0.0.1:4317"
+    http_endpoint: str = "127.0.0.1:4318"
+    store: str = "mlmon-processor.db"
+    references: tuple[str, ...] = field(default_factory=tuple)
+    alertmanager: str | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_grpc_message_bytes: int = 4 * 1024 * 1024
+    label_ttl_s: float = 7 * 86400.0
+    orphan_ttl_s: float = 86400.0
+    max_pending: int = 10_000_000
+    max_orphans: int = 1_000_000
+    tick_s: float = 1.0
+
+    def validate(self) -> ProcessorConfig:
+        for name in ("grpc_endpoint", "http_endpoint"):
+            host, _, port = getattr(self, name).rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError(f"setting {name}: {getattr(self, name)!r} is not HOST:PORT")
+        if not self.store:
+            raise ValueError("setting store: a file path is needed")
+        for name in ("max_body_bytes", "max_grpc_message_bytes", "max_pending", "max_orphans"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"setting {name}: must be a positive number, got {getattr(self, name)}")
+        for name in ("label_ttl_s", "orphan_ttl_s", "tick_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"setting {name}: must be positive seconds, got {getattr(self, name)}")
+        if self.alertmanager is not None and not self.alertmanager.startswith(("http://", "https://")):
+            raise ValueError(f"setting alertmanager: {self.alertmanager!r} is not an http(s) URL")
+        return self
+
+
+def _convert(name: str, raw: Any, source: str) -> Any:
+    kind = {f.name: f.type for f in fields(ProcessorConfig)}[name]
+    try:
+        if name == "references":
+            if isinstance(raw, str):
+                return tuple(p for p in raw.split(",") if p)
+            if isinstance(raw, (list, tuple)) and all(isinstance(p, str) for p in raw):
+                return tuple(raw)
+            raise ValueError("a list of profile paths")
+        if kind in ("int",):
+            if isinstance(raw, bool):
+                raise ValueError("a whole number")
+            return int(raw)
+        if kind in ("float",):
+            return float(raw)
+        return None if raw is None else str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"setting {name} from {source}: {raw!r} is not {kind} ({exc})") from None
+
+
+def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+         yaml_path: str | None = None) -> ProcessorConfig:
+    """The configuration, each setting from the first source that has it; validated."""
+    environ = os.environ if environ is None else environ
+    names = [f.name for f in fields(ProcessorConfig)]
+    values: dict[str, Any] = {}
+    if yaml_path:
+        import yaml
+
+        try:
+            with open(yaml_path, encoding="utf-8") as handle:
+                document = yaml.safe_load(handle) or {}
+        except FileNotFoundError:
+            raise ValueError(f"config file {yaml_path!r} does not exist") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"config file {yaml_path!r} is not readable YAML: {exc}") from None
+        if not isinstance(document, dict):
+            raise ValueError(f"config file {yaml_path!r} must be a mapping of settings")
+        unknown = sorted(set(document) - set(names))
+        if unknown:
+            raise ValueError(f"config file {yaml_path!r}: unknown setting(s) {', '.join(unknown)} "
+                             f"(settings: {', '.join(names)})")
+        values.update({k: _convert(k, v, yaml_path) for k, v in document.items()})
+    for name in names:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw.strip():
+            values[name] = _convert(name, raw.strip(), ENV_PREFIX + name.upper())
+    for name, raw in (flags or {}).items():
+        if raw is not None and raw != () and raw != []:
+            values[name] = _convert(name, raw, "the command line")
+    return replace(ProcessorConfig(), **values).validate()
