@@ -171,3 +171,34 @@ def test_kill_9_under_load_loses_nothing_counts_once_and_refires_no_alert(tmp_pa
     assert _comparable(faulty) == _comparable(clean)
     keys = [(a[semconv.ML_FEATURE_NAME], a[semconv.ML_ALERT_METRIC]) for a in fired]
     assert len(keys) == len(set(keys))  # no alert fired twice across restarts
+
+
+def test_a_gzip_bomb_never_inflates(tmp_path: Path) -> None:
+    import zlib
+
+    processor = Processor(tmp_path, _profile(tmp_path), "http://127.0.0.1:9")
+    processor.start()
+    try:
+        processor.send(_body(semconv.EVENT_LABELS, {  # up, warm and ready
+            semconv.ML_PREDICTION_ID: ["warm"], semconv.ML_LABEL_VALUE: ["1"]}))
+        assert processor.process is not None
+        status = Path(f"/proc/{processor.process.pid}/status")
+
+        def rss_kib(field: str) -> int:
+            return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith(field))
+
+        before = rss_kib("VmHWM:")
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+        bomb = b"".join(compressor.compress(b"\x00" * (1 << 20)) for _ in range(1024)) + compressor.flush()
+        assert len(bomb) < 2 * 1024 * 1024  # 1 GiB once inflated
+        request = urllib.request.Request(f"http://127.0.0.1:{processor.port}/v1/logs", data=bomb, method="POST",
+                                         headers={"Content-Type": "application/x-protobuf",
+                                                  "Content-Encoding": "gzip"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 413
+        grown_mib = (rss_kib("VmHWM:") - before) / 1024
+        assert grown_mib < 50, f"peak RSS grew {grown_mib:.0f} MiB"
+        assert processor.get("/healthz")["status"] == "ok"  # and it keeps serving
+    finally:
+        processor.stop()
