@@ -1,12 +1,13 @@
-"""The processor: OTLP in, the store, streaming row windows evaluated by the engine, window results out.
+"""The processor: OTLP in, the store, streaming windows evaluated by the engine, window results out.
 
 A model is monitored when a reference profile for its (name, version) is registered (at start or by
-``POST /v1/references``). Its stream is windowed by rows in arrival order: ``chunk_size`` from the profile, or the
-reference's rows per window for a ``chunks`` profile. A window is evaluated as soon as it is complete, and again
-whenever labels for its rows arrive (until the label TTL), so its performance results are revised. Features come
-from the events when the application captures them (exact, like the batch path), else from the feature sketches
-sent as metrics in the window's time span, when they use the profile's bucketing (instrument with
-``reference=``). Not yet: time windows, gRPC, the exports and alerts.
+``POST /v1/references``). Its stream is windowed as the profile says: by rows in arrival order (``chunk_size``,
+or the reference's rows per window for a ``chunks`` profile), or by event time (``window``; a window closes when
+the newest event time, or the clock, is ``GRACE_S`` past its end). A window is evaluated as soon as it is
+complete, and again whenever labels for its rows arrive (until the label TTL), so its performance results are
+revised. Features come from the events when the application captures them (exact, like the batch path), else
+from the feature sketches sent as metrics in the window's time span, when they use the profile's bucketing
+(instrument with ``reference=``).
 """
 
 from __future__ import annotations
@@ -32,21 +33,28 @@ from otel_mlmon.processor.receiver import DEFAULT_MAX_BODY, Receiver
 from otel_mlmon.processor.store import Joined, Store
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key
 
+GRACE_S = 2.0  # a time window closes this long after its end (event time of the newest row, or the clock)
+
 
 @dataclass
 class Monitored:
+    """A monitored model and how its stream is windowed: by rows (``window_rows``) or by event time."""
+
     profile: ReferenceProfile
-    window_rows: int
+    window_rows: int | None
+    window_ns: int | None
+
+    def bucketing(self) -> tuple[str, int]:
+        return ("seq", self.window_rows) if self.window_rows else ("time_ns", int(self.window_ns or 0))
 
 
-def window_rows(profile: ReferenceProfile) -> int:
+def windowing(profile: ReferenceProfile) -> Monitored:
     spec = profile.window
     if spec.chunk_size is not None:
-        return spec.chunk_size
-    if spec.chunks is not None:
-        return max(1, math.ceil(profile.rows / spec.chunks))
-    raise ValueError(f"profile of {profile.model!r} windows by time ({spec.window}); the processor windows by rows "
-                     "for now: build the profile with --chunk-size")
+        return Monitored(profile, spec.chunk_size, None)
+    if spec.chunks is not None:  # a count of windows means nothing for a stream: the reference's rows per window
+        return Monitored(profile, max(1, math.ceil(profile.rows / spec.chunks)), None)
+    return Monitored(profile, None, int((spec.seconds or 0) * 1e9))
 
 
 class Processor:
@@ -76,7 +84,7 @@ class Processor:
     # --- references ----------------------------------------------------------------------------------------
     def register(self, profile: ReferenceProfile) -> None:
         key = (profile.model, profile.version)
-        self.monitored[key] = Monitored(profile, window_rows(profile))
+        self.monitored[key] = windowing(profile)
         rows = [r.as_json() for r in reference_results(profile, self.policy)]
         self.store.put_results(profile.model, profile.version, None, rows, self.clock())
 
@@ -87,28 +95,34 @@ class Processor:
         self.store.expire(now)
         done = 0
         for (model, version), monitored in self.monitored.items():
-            size = monitored.window_rows
-            complete = self.store.next_seq(model, version) // size
+            by, width = monitored.bucketing()
+            buckets = self.store.buckets(model, version, by, width)
             evaluated = self.store.evaluated(model, version)
-            due = {w for w in range(complete) if w not in evaluated}
-            if evaluated:
-                oldest = min(evaluated.values())
-                due |= {w for w in self.store.labeled_since(model, version, oldest, size)
-                        if w < complete and evaluated.get(w, -1) < now}
-            for window in sorted(due):
-                self.evaluate(monitored, window, now)
-                done += 1
+            if by == "seq":
+                complete = [b for b, (rows, _) in sorted(buckets.items()) if rows == width]
+            else:  # a time window closes when the stream's event time, or the clock, is past its end
+                horizon = max(self.store.latest_time(model, version) or 0, now) - int(GRACE_S * 1e9)
+                complete = [b for b in sorted(buckets) if (b + 1) * width <= horizon]
+            order = {bucket: index for index, bucket in enumerate(sorted(buckets))}  # time windows count from 0
+            for bucket in complete:
+                index = bucket if by == "seq" else order[bucket]
+                last = evaluated.get(index)
+                if last is None or buckets[bucket][1] > last:  # new, or labels arrived since
+                    self.evaluate(monitored, bucket, index, now)
+                    done += 1
         if self.alertmanager is not None:  # firing alerts are resent so that Alertmanager keeps them
             self.alertmanager.send([], self.alerts.firing(), now)
         return done
 
-    def evaluate(self, monitored: Monitored, window: int, now: int) -> None:
+    def evaluate(self, monitored: Monitored, bucket: int, index: int, now: int) -> None:
         profile = monitored.profile
-        size = monitored.window_rows
-        rows = self.store.rows(profile.model, profile.version, window * size, (window + 1) * size)
-        data = self.window_data(profile, window, rows)
+        by, width = monitored.bucketing()
+        rows = self.store.rows(profile.model, profile.version, bucket * width, (bucket + 1) * width, by)
+        data = self.window_data(profile, index, rows)
+        if by == "time_ns":
+            data.start, data.end = _iso(bucket * width), _iso((bucket + 1) * width)
         results = [r.as_json() for r in evaluate_window(profile, data, self.policy)]
-        self.store.put_results(profile.model, profile.version, window, results, now)
+        self.store.put_results(profile.model, profile.version, index, results, now)
         transitions = self.alerts.update(results, now)
         if self.otlp is not None:
             latencies = [(r.labeled_ns - r.time_ns) / 1e9 for r in rows if r.labeled_ns is not None]
@@ -218,8 +232,10 @@ class Processor:
             self.register(profile)
         except (ValueError, json.JSONDecodeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        monitored = self.monitored[(profile.model, profile.version)]
         return web.json_response({"model": profile.model, "version": profile.version,
-                                  "window_rows": self.monitored[(profile.model, profile.version)].window_rows})
+                                  "window_rows": monitored.window_rows,
+                                  "window_seconds": monitored.window_ns / 1e9 if monitored.window_ns else None})
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "models": len(self.monitored), **self.store.counters()})

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     truth TEXT, labeled_ns INTEGER, expired INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (model, version, id));
 CREATE INDEX IF NOT EXISTS predictions_seq ON predictions (model, version, seq);
+CREATE INDEX IF NOT EXISTS predictions_time ON predictions (model, version, time_ns);
 CREATE INDEX IF NOT EXISTS predictions_pending ON predictions (time_ns) WHERE truth IS NULL AND expired = 0;
 CREATE TABLE IF NOT EXISTS orphans (
     model TEXT NOT NULL, version TEXT NOT NULL, id TEXT NOT NULL, truth TEXT NOT NULL, received_ns INTEGER NOT NULL,
@@ -258,13 +259,15 @@ class Store:
             self._orphans -= dropped
             return expired, dropped
 
-    def rows(self, model: str, version: str, first_seq: int, end_seq: int) -> list[Joined]:
-        """Predictions of a model with ``first_seq <= seq < end_seq``, in sequence order."""
+    def rows(self, model: str, version: str, first: int, end: int, by: str = "seq") -> list[Joined]:
+        """Predictions of a model with ``first <= seq < end`` (or ``time_ns``, with ``by``), in sequence order."""
+        if by not in ("seq", "time_ns"):
+            raise ValueError(f"select rows by seq or time_ns, not {by!r}")
         with self._lock:
             found = self._db.execute(
                 "SELECT id, seq, time_ns, label, score, value, extra, truth, labeled_ns FROM predictions "
-                "WHERE model = ? AND version = ? AND seq >= ? AND seq < ? ORDER BY seq",
-                (model, version, first_seq, end_seq)).fetchall()
+                f"WHERE model = ? AND version = ? AND {by} >= ? AND {by} < ? ORDER BY seq",
+                (model, version, first, end)).fetchall()
         return [Joined(pid, seq, time_ns, _outputs(label, score, value, extra),
                        None if truth is None else json.loads(truth), labeled_ns)
                 for pid, seq, time_ns, label, score, value, extra, truth, labeled_ns in found]
@@ -302,12 +305,22 @@ class Store:
             return dict(self._db.execute("SELECT window, evaluated_ns FROM windows WHERE model = ? AND version = ?",
                                          (model, version)).fetchall())
 
-    def labeled_since(self, model: str, version: str, since_ns: int, window_rows: int) -> set[int]:
-        """Row windows that received a label after ``since_ns``."""
+    def buckets(self, model: str, version: str, by: str, width: int) -> dict[int, tuple[int, int]]:
+        """Windows of a model's predictions: bucket -> (rows, latest label time); ``by`` is ``seq`` (row windows
+        of ``width`` rows) or ``time_ns`` (time windows of ``width`` nanoseconds)."""
+        if by not in ("seq", "time_ns"):
+            raise ValueError(f"bucket by seq or time_ns, not {by!r}")
         with self._lock:
-            found = self._db.execute("SELECT DISTINCT seq / ? FROM predictions WHERE model = ? AND version = ? AND "
-                                     "labeled_ns > ?", (window_rows, model, version, since_ns)).fetchall()
-        return {int(row[0]) for row in found}
+            found = self._db.execute(f"SELECT {by} / ?, count(*), max(coalesce(labeled_ns, 0)) FROM predictions "
+                                     f"WHERE model = ? AND version = ? GROUP BY {by} / ?",
+                                     (width, model, version, width)).fetchall()
+        return {int(bucket): (int(rows), int(labeled)) for bucket, rows, labeled in found}
+
+    def latest_time(self, model: str, version: str) -> int | None:
+        with self._lock:
+            found = self._db.execute("SELECT max(time_ns) FROM predictions WHERE model = ? AND version = ?",
+                                     (model, version)).fetchone()
+        return None if found[0] is None else int(found[0])
 
     def put_results(self, model: str, version: str, window: int | None, rows: Sequence[dict[str, Any]],
                     evaluated_ns: int) -> None:

@@ -151,3 +151,27 @@ def test_drift_alerts_reach_a_real_alertmanager_and_resolve(tmp_path: Path, aler
     while active() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert active() == []  # resolved with endsAt
+
+
+def test_time_windows_close_after_their_end_and_count_from_zero(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    profile, _ = profile_from_columns({"age": rng.normal(40, 10, 3000)}, WindowSpec(chunk_size=ROWS), model="m",
+                                      version="1")
+    profile.window = WindowSpec(window="1min")
+    clock = [0]
+    processor = Processor(Store(str(tmp_path / "p.db")), clock=lambda: clock[0])
+    processor.register(profile)
+    minute = 60 * 10**9
+    start = 1_000 * minute
+    for n, offset in enumerate((0.2, 0.7, 1.5, 2.1)):  # minutes: windows 1000, 1000, 1001, 1002
+        batch = PredictionBatch("m", "1", start + int(offset * minute), [f"{n}-{i}" for i in range(50)],
+                                features={"age": rng.normal(40, 10, 50).tolist()})
+        processor.accept_logs(Decoded(predictions=[batch]), 0)
+    clock[0] = start + 2 * minute  # the newest event (2.1 min) is past window 1001's end, not past 1002's + grace
+    assert processor.tick() == 2
+    results = processor.store.results(model="m", period="analysis", kind="data_quality", metric="missing_rate")
+    assert [(r["window"], r["rows"], r["window_start"]) for r in results] == [
+        (0, 100, "1970-01-01T16:40:00Z"), (1, 50, "1970-01-01T16:41:00Z")]
+    clock[0] = start + 4 * minute
+    assert processor.tick() == 1  # the last window closes by the clock
+    assert processor.tick() == 0  # and nothing is evaluated twice without new labels
