@@ -109,3 +109,11 @@ ML_ALERT_METRIC: Final = "ml.alert.metric"
 ML_ALERT_VALUE: Final = "ml.alert.value"
 ML_ALERT_THRESHOLD: Final = "ml.alert.threshold"
 ML_ALERT_WINDOW: Final = "ml.alert.window"
+
+# The processor's own telemetry
+ML_PROCESSOR_RECORDS: Final = "ml.processor.records"  # counter of records by ml.processor.outcome
+ML_PROCESSOR_OUTCOME: Final = "ml.processor.outcome"
+ML_PROCESSOR_PENDING: Final = "ml.processor.pending"  # gauge by ml.processor.state: predictions | orphan_labels
+ML_PROCESSOR_STATE: Final = "ml.processor.state"
+ML_PROCESSOR_STORE_SIZE: Final = "ml.processor.store.size"
+ML_PROCESSOR_EXPORT_FAILURES: Final = "ml.processor.export.failures"

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,7 +38,7 @@ class OtlpExport:
     """Gauges of the newest results, the alert counter and alert events, through the OTel SDK."""
 
     def __init__(self, meter_provider: Any = None, logger_provider: Any = None) -> None:
-        meter = get_meter(semconv.INSTRUMENTATION_SCOPE, __version__, meter_provider)
+        meter = self._meter = get_meter(semconv.INSTRUMENTATION_SCOPE, __version__, meter_provider)
         self.logger = get_logger(semconv.INSTRUMENTATION_SCOPE, __version__, logger_provider=logger_provider)
         self._lock = threading.Lock()
         self._latest: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[int, float]] = {}
@@ -49,6 +50,41 @@ class OtlpExport:
         meter.create_observable_gauge(semconv.ML_LABEL_LATENCY, callbacks=[self._observer(semconv.ML_LABEL_LATENCY)],
                                       unit="s", description="Mean time from prediction to label, newest window")
         self.alerts = meter.create_counter(semconv.ML_ALERTS, unit="{alert}", description="Alerts that fired")
+
+    def watch(self, counters: Callable[[], dict[str, int]], store_path: str) -> None:
+        """The processor's own telemetry: records by outcome, what waits, the store's size, export failures."""
+        meter = self._meter
+
+        def records(options: Any) -> Iterable[Observation]:
+            found = counters()
+            return [Observation(found.get(key, 0), {semconv.ML_PROCESSOR_OUTCOME: outcome}) for key, outcome in (
+                ("predictions", "prediction_stored"), ("duplicate_predictions", "prediction_duplicate"),
+                ("labels_joined", "label_joined"), ("labels_orphaned", "label_orphaned"),
+                ("duplicate_labels", "label_duplicate"), ("expired_predictions", "prediction_expired"),
+                ("expired_orphans", "label_expired"), ("rejected_records", "rejected"),
+                ("backpressure_predictions", "backpressure"), ("backpressure_labels", "backpressure_labels"))]
+
+        def pending(options: Any) -> Iterable[Observation]:
+            found = counters()
+            return [Observation(found.get("pending_predictions", 0), {semconv.ML_PROCESSOR_STATE: "predictions"}),
+                    Observation(found.get("orphan_labels", 0), {semconv.ML_PROCESSOR_STATE: "orphan_labels"})]
+
+        def size(options: Any) -> Iterable[Observation]:
+            total = sum(os.path.getsize(store_path + suffix) for suffix in ("", "-wal")
+                        if os.path.exists(store_path + suffix))
+            return [Observation(total)]
+
+        def failures(options: Any) -> Iterable[Observation]:
+            return [Observation(counters().get("export_failures", 0))]
+
+        meter.create_observable_counter(semconv.ML_PROCESSOR_RECORDS, [records], unit="{record}",
+                                        description="Records the processor received, by outcome")
+        meter.create_observable_gauge(semconv.ML_PROCESSOR_PENDING, [pending], unit="{record}",
+                                      description="Predictions waiting for labels, and labels for predictions")
+        meter.create_observable_gauge(semconv.ML_PROCESSOR_STORE_SIZE, [size], unit="By",
+                                      description="Size of the processor's SQLite state on disk")
+        meter.create_observable_counter(semconv.ML_PROCESSOR_EXPORT_FAILURES, [failures], unit="{failure}",
+                                        description="Alert deliveries that failed")
 
     def _observer(self, name: str) -> Any:
         def observe(options: Any) -> Iterable[Observation]:

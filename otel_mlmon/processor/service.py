@@ -69,6 +69,15 @@ class Processor:
         self.alerts = AlertBook(store.path)
         self.otlp = otlp
         self.alertmanager = alertmanager
+        self.receiver_counters: dict[str, int] = {}  # the HTTP receiver's, once app() made it
+        if otlp is not None:
+            otlp.watch(self.counters, store.path)
+
+    def counters(self) -> dict[str, int]:
+        """Everything counted: the store's, the receiver's, and failed alert deliveries."""
+        found = {**self.store.counters(), **self.receiver_counters}
+        found["export_failures"] = self.alertmanager.failures if self.alertmanager is not None else 0
+        return found
 
     # --- the sink ------------------------------------------------------------------------------------------
     def accept_logs(self, decoded: Decoded, received_ns: int) -> None:
@@ -210,6 +219,7 @@ class Processor:
     # --- HTTP ----------------------------------------------------------------------------------------------
     def app(self, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
         receiver = Receiver(self, max_body, self.clock)
+        self.receiver_counters = receiver.counters
         application = web.Application(client_max_size=max_body)
         application.add_routes(receiver.routes())
         application.add_routes([web.get("/v1/results", self.get_results),
@@ -238,7 +248,7 @@ class Processor:
                                   "window_seconds": monitored.window_ns / 1e9 if monitored.window_ns else None})
 
     async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "models": len(self.monitored), **self.store.counters()})
+        return web.json_response({"status": "ok", "models": len(self.monitored), **self.counters()})
 
 
 _ABSENT = object()

@@ -75,6 +75,14 @@ def test_one_firing_until_resolved_and_no_refire_after_restart(tmp_path: Path) -
     assert sum(p.value for p in metrics[semconv.ML_ALERTS].data.data_points) == len(fired)
     drift = {p.attributes[semconv.ML_DRIFT_METHOD]: p.value for p in metrics[semconv.ML_DRIFT_SCORE].data.data_points}
     assert drift["kolmogorov_smirnov"] > 0.3  # the newest window's value
+    # The processor's own telemetry.
+    records = {p.attributes[semconv.ML_PROCESSOR_OUTCOME]: p.value
+               for p in metrics[semconv.ML_PROCESSOR_RECORDS].data.data_points}
+    assert records["prediction_stored"] == 4 * ROWS and records["prediction_duplicate"] == 0
+    pending = {p.attributes[semconv.ML_PROCESSOR_STATE]: p.value
+               for p in metrics[semconv.ML_PROCESSOR_PENDING].data.data_points}
+    assert pending == {"predictions": 4 * ROWS, "orphan_labels": 0}
+    assert metrics[semconv.ML_PROCESSOR_STORE_SIZE].data.data_points[0].value > 0
     processor.store.close()
 
     otlp, _, logs = _otlp()  # a restart on the same state: the alerts are still firing, nothing re-fires
