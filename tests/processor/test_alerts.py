@@ -81,7 +81,8 @@ def test_one_firing_until_resolved_and_no_refire_after_restart(tmp_path: Path) -
     assert records["prediction_stored"] == 4 * ROWS and records["prediction_duplicate"] == 0
     pending = {p.attributes[semconv.ML_PROCESSOR_STATE]: p.value
                for p in metrics[semconv.ML_PROCESSOR_PENDING].data.data_points}
-    assert pending == {"predictions": 4 * ROWS, "orphan_labels": 0}
+    assert pending == {"predictions": 0, "orphan_labels": 0}  # event times of 2001: past the label TTL already
+    assert records["prediction_expired"] == 4 * ROWS
     assert metrics[semconv.ML_PROCESSOR_STORE_SIZE].data.data_points[0].value > 0
     processor.store.close()
 
