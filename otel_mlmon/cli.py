@@ -288,7 +288,9 @@ def _serve(args: argparse.Namespace) -> int:
     store = Store(config.store, label_ttl_s=config.label_ttl_s, orphan_ttl_s=config.orphan_ttl_s,
                   max_pending=config.max_pending, max_orphans=config.max_orphans)
     processor = Processor(store, otlp=_otlp_export(),
-                          alertmanager=AlertmanagerSink(config.alertmanager) if config.alertmanager else None)
+                          alertmanager=AlertmanagerSink(config.alertmanager) if config.alertmanager else None,
+                          bootstrap_windows=config.bootstrap_windows,
+                          bootstrap_window_rows=config.bootstrap_window_rows)
     for profile in profiles:
         processor.register(profile)
     grpc_server, _ = grpc_receiver.start(processor, config.grpc_endpoint, config.max_grpc_message_bytes)

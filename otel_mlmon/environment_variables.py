@@ -95,6 +95,13 @@ OTEL_PYTHON_MLMON_PROCESSOR_MAX_ORPHANS: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MA
 OTEL_PYTHON_MLMON_PROCESSOR_TICK_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_TICK_S"
 """float seconds > 0, default 1. How often windows are evaluated and TTLs applied."""
 
+OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOWS: Final = "OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOWS"
+"""int >= 0, default 10. A model streaming without a reference profile gets one from its first this many windows
+(0: never; such a model is then not monitored)."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOW_ROWS: Final = "OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOW_ROWS"
+"""int > 0, default 1000. Rows per window of a model whose reference was built from its first windows."""
+
 ALL: Final = (
     OTEL_PYTHON_MLMON_CAPTURE_FEATURES,
     OTEL_PYTHON_MLMON_FEATURE_SKETCHES,
@@ -120,4 +127,6 @@ ALL: Final = (
     OTEL_PYTHON_MLMON_PROCESSOR_MAX_PENDING,
     OTEL_PYTHON_MLMON_PROCESSOR_MAX_ORPHANS,
     OTEL_PYTHON_MLMON_PROCESSOR_TICK_S,
+    OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOWS,
+    OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOW_ROWS,
 )

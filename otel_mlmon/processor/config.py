@@ -28,6 +28,8 @@ class ProcessorConfig:
     max_pending: int = 10_000_000
     max_orphans: int = 1_000_000
     tick_s: float = 1.0
+    bootstrap_windows: int = 10
+    bootstrap_window_rows: int = 1000
 
     def validate(self) -> ProcessorConfig:
         for name in ("grpc_endpoint", "http_endpoint"):
@@ -36,7 +38,10 @@ class ProcessorConfig:
                 raise ValueError(f"setting {name}: {getattr(self, name)!r} is not HOST:PORT")
         if not self.store:
             raise ValueError("setting store: a file path is needed")
-        for name in ("max_body_bytes", "max_grpc_message_bytes", "max_pending", "max_orphans"):
+        if self.bootstrap_windows < 0:
+            raise ValueError(f"setting bootstrap_windows: must be 0 (off) or more, got {self.bootstrap_windows}")
+        for name in ("max_body_bytes", "max_grpc_message_bytes", "max_pending", "max_orphans",
+                     "bootstrap_window_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"setting {name}: must be a positive number, got {getattr(self, name)}")
         for name in ("label_ttl_s", "orphan_ttl_s", "tick_s"):

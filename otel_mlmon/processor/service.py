@@ -61,8 +61,11 @@ class Processor:
     """The receiver's sink, the windows and the results of every monitored model."""
 
     def __init__(self, store: Store, policy: Policy | None = None, clock: Callable[[], int] = time.time_ns,
-                 otlp: OtlpExport | None = None, alertmanager: AlertmanagerSink | None = None) -> None:
+                 otlp: OtlpExport | None = None, alertmanager: AlertmanagerSink | None = None,
+                 bootstrap_windows: int = 10, bootstrap_window_rows: int = 1000) -> None:
         self.store = store
+        self.bootstrap_windows = bootstrap_windows
+        self.bootstrap_window_rows = bootstrap_window_rows
         self.policy = policy or Policy()
         self.clock = clock
         self.monitored: dict[tuple[str, str], Monitored] = {}
@@ -97,11 +100,29 @@ class Processor:
         rows = [r.as_json() for r in reference_results(profile, self.policy)]
         self.store.put_results(profile.model, profile.version, None, rows, self.clock())
 
+    def bootstrap(self) -> list[tuple[str, str]]:
+        """Models that stream without a reference get one from their first ``bootstrap_windows`` windows of
+        ``bootstrap_window_rows`` rows (0 windows: never); those windows are then the reference period's."""
+        if self.bootstrap_windows <= 0:
+            return []
+        made = []
+        needed = self.bootstrap_windows * self.bootstrap_window_rows
+        for model, version in self.store.models():
+            if (model, version) in self.monitored or self.store.next_seq(model, version) < needed:
+                continue
+            rows = self.store.rows(model, version, 0, needed)
+            profile = bootstrap_profile(model, version, rows, self.bootstrap_window_rows, self.policy)
+            if profile is not None:
+                self.register(profile)
+                made.append((model, version))
+        return made
+
     # --- windows -------------------------------------------------------------------------------------------
     def tick(self) -> int:
         """Expire TTLs, evaluate complete windows and re-evaluate windows with new labels; windows evaluated."""
         now = self.clock()
         self.store.expire(now)
+        self.bootstrap()
         done = 0
         for (model, version), monitored in self.monitored.items():
             by, width = monitored.bucketing()
@@ -252,6 +273,53 @@ class Processor:
 
 
 _ABSENT = object()
+
+
+def bootstrap_profile(model: str, version: str, rows: list[Joined], window_rows: int,
+                      policy: Policy | None = None) -> ReferenceProfile | None:
+    """A reference profile from a model's first rows: its outputs, and its features when captured."""
+    from otel_mlmon.engine.columns import profile_from_columns
+    from otel_mlmon.engine.windows import WindowSpec
+
+    if not rows:
+        return None
+    first = rows[0].outputs
+    columns: dict[str, np.ndarray] = {}
+    scores = first.get("scores", {})
+    if first.get("value") is not None:
+        task = "regression"
+        columns["prediction"] = np.asarray([r.outputs.get("value", np.nan) for r in rows], dtype=np.float64)
+    else:
+        task = "classification"
+        if first.get("label") is not None:
+            columns["prediction"] = np.asarray([r.outputs.get("label") for r in rows], dtype=object)
+    for key in scores:
+        columns[f"score_{key}" if key else "score"] = np.asarray(
+            [r.outputs.get("scores", {}).get(key, np.nan) for r in rows], dtype=np.float64)
+    for name in first.get("features", {}):
+        values = [r.outputs.get("features", {}).get(name) for r in rows]
+        numeric = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
+        columns[name] = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64) if numeric \
+            else np.asarray(values, dtype=object)
+    if not columns:
+        return None
+    profile, _ = profile_from_columns(columns, WindowSpec(chunk_size=window_rows), model=model, version=version,
+                                      task=task, policy=policy)
+    seen = {category_key(r.outputs.get("label")) for r in rows} if task == "classification" else set()
+    classes = sorted(c for c in seen if c is not None)
+    if "" in scores and len(classes) != 2:
+        classes = ["0", "1"]
+    profile.classes = classes
+    for name, column in profile.columns.items():
+        if name == "prediction":
+            column.role = "prediction"
+        elif name == "score" or name.startswith("score_"):
+            column.role = "score"
+    profile.prediction_column = "prediction" if "prediction" in profile.columns else None
+    profile.score_columns = ({profile.classes[-1]: "score"} if "score" in profile.columns and profile.classes else
+                             {name[len("score_"):]: name for name in profile.columns if name.startswith("score_")})
+    profile.target_column = "target"
+    return profile
 
 
 def _iso(ns: int) -> str:

@@ -184,3 +184,25 @@ def test_time_windows_close_after_their_end_and_count_from_zero(tmp_path: Path) 
     clock[0] = start + 4 * minute
     assert processor.tick() == 1  # the last window closes by the clock
     assert processor.tick() == 0  # and nothing is evaluated twice without new labels
+
+
+def test_a_model_without_a_reference_gets_one_from_its_first_windows(tmp_path: Path) -> None:
+    processor = Processor(Store(str(tmp_path / "p.db")), bootstrap_windows=3, bootstrap_window_rows=200)
+    rng = np.random.default_rng(3)
+    for n in range(6):
+        shift = 3.0 if n >= 4 else 0.0
+        scores = rng.beta(2 + 3 * shift, 2, 200).tolist()
+        batch = PredictionBatch("auto", "", 10**18, [f"{n}-{i}" for i in range(200)],
+                                labels=[int(s > 0.5) for s in scores], scores={"": scores},
+                                features={"x": rng.normal(shift, 1, 200).tolist()})
+        processor.accept_logs(Decoded(predictions=[batch]), 0)
+        if n == 1:
+            assert processor.tick() == 0  # not enough rows yet: nothing monitored
+    assert processor.tick() == 6
+    profile = processor.monitored[("auto", "")].profile
+    assert profile.rows == 600 and profile.task == "classification" and profile.classes == ["0", "1"]
+    assert {c.name: c.role for c in profile.columns.values()} == {"prediction": "prediction", "score": "score",
+                                                                  "x": "feature"}
+    drift = processor.store.results(model="auto", period="analysis", kind="drift")
+    alerted = {(r["window"], r["column"]) for r in drift if r["alert"]}
+    assert {w for w, _ in alerted} == {4, 5} and ("x" in {c for _, c in alerted})
