@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", help="SQLite file of the processor's state (default mlmon-processor.db)")
     serve.add_argument("--reference", action="append", default=[], help="a reference profile (repeatable)")
     serve.add_argument("--alertmanager", help="Alertmanager base URL (alerts go to its /api/v2/alerts)")
+    serve.add_argument("--webhook", help="URL that receives every alert transition as JSON")
     serve.add_argument("--config", help="YAML file of settings (flags > OTEL_PYTHON_MLMON_PROCESSOR_* > file)")
 
     replay = commands.add_parser("replay", help="send a dataset's predictions and labels over OTLP")
@@ -112,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--label-fraction", type=float, default=1.0, help="share of rows that get a label")
     replay.add_argument("--rate", type=float, help="rows per second at most")
     replay.add_argument("--batch-rows", type=int, default=100, help="rows per predict call")
+    replay.add_argument("--model-file", help="a pickled model to predict with, instead of the file's outputs")
     _add_column_flags(replay)
 
     reference = commands.add_parser("reference", help="reference profiles")
@@ -270,19 +272,41 @@ def _otlp_export() -> Any:
     return OtlpExport(meter_provider, logger_provider)
 
 
+def _json_logs() -> None:
+    """The service logs one JSON object a line on stderr (time, level, logger, message)."""
+    import json
+    import logging
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                     "message": record.getMessage()}
+            if record.exc_info:
+                entry["exception"] = self.formatException(record.exc_info)
+            return json.dumps(entry)
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
     import signal
 
     from otel_mlmon.engine.profile import ReferenceProfile
     from otel_mlmon.processor import grpc_receiver
     from otel_mlmon.processor.config import load
-    from otel_mlmon.processor.export import AlertmanagerSink
+    from otel_mlmon.processor.export import AlertmanagerSink, WebhookSink
     from otel_mlmon.processor.service import Processor, serve
     from otel_mlmon.processor.store import Store
 
+    _json_logs()
     config = load({"grpc_endpoint": args.grpc_endpoint, "http_endpoint": args.http_endpoint, "store": args.store,
-                   "references": tuple(args.reference), "alertmanager": args.alertmanager}, yaml_path=args.config)
+                   "references": tuple(args.reference), "alertmanager": args.alertmanager, "webhook": args.webhook},
+                  yaml_path=args.config)
     host, _, port = config.http_endpoint.rpartition(":")
     profiles = [ReferenceProfile.load(path) for path in config.references]  # bad profiles stop startup
     store = Store(config.store, label_ttl_s=config.label_ttl_s, orphan_ttl_s=config.orphan_ttl_s,
@@ -290,7 +314,9 @@ def _serve(args: argparse.Namespace) -> int:
     processor = Processor(store, otlp=_otlp_export(),
                           alertmanager=AlertmanagerSink(config.alertmanager) if config.alertmanager else None,
                           bootstrap_windows=config.bootstrap_windows,
-                          bootstrap_window_rows=config.bootstrap_window_rows)
+                          bootstrap_window_rows=config.bootstrap_window_rows,
+                          require_reference=config.require_reference,
+                          webhook=WebhookSink(config.webhook) if config.webhook else None)
     for profile in profiles:
         processor.register(profile)
     grpc_server, _ = grpc_receiver.start(processor, config.grpc_endpoint, config.max_grpc_message_bytes)
@@ -300,8 +326,9 @@ def _serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        print(f"mlmon processor: OTLP/HTTP and the API on http://{host}:{port}, OTLP/gRPC on "
-              f"{config.grpc_endpoint}", file=sys.stderr, flush=True)
+        logging.getLogger("otel_mlmon.processor").info(
+            "serving OTLP/HTTP and the API on http://%s:%s, OTLP/gRPC on %s; %d model(s) monitored", host, port,
+            config.grpc_endpoint, len(processor.monitored))
         await serve(processor, host, int(port), config.tick_s, stop, config.max_body_bytes)
         processor.tick()
 
@@ -318,7 +345,8 @@ def _replay(args: argparse.Namespace) -> int:
                             rate=args.rate, label_delay=args.label_delay, label_shuffle=args.label_shuffle,
                             label_fraction=args.label_fraction)
     progress = Progress("replaying")
-    sent = replay(args.analysis, _columns(args), args.model, args.model_version, options, args.labels, progress)
+    sent = replay(args.analysis, _columns(args), args.model, args.model_version, options, args.labels, progress,
+                  args.model_file)
     progress.done()
     print(f"replayed {sent['rows']} predictions and {sent['labels']} labels to {args.endpoint}", file=sys.stderr)
     return 0

@@ -95,6 +95,12 @@ OTEL_PYTHON_MLMON_PROCESSOR_MAX_ORPHANS: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MA
 OTEL_PYTHON_MLMON_PROCESSOR_TICK_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_TICK_S"
 """float seconds > 0, default 1. How often windows are evaluated and TTLs applied."""
 
+OTEL_PYTHON_MLMON_PROCESSOR_WEBHOOK: Final = "OTEL_PYTHON_MLMON_PROCESSOR_WEBHOOK"
+"""str URL, default none. Receives every alert transition as a JSON POST (e.g. to start retraining)."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_REQUIRE_REFERENCE: Final = "OTEL_PYTHON_MLMON_PROCESSOR_REQUIRE_REFERENCE"
+"""bool, default ``false``. Refuse (as partial success) predictions of models without a reference profile."""
+
 OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOWS: Final = "OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOWS"
 """int >= 0, default 10. A model streaming without a reference profile gets one from its first this many windows
 (0: never; such a model is then not monitored)."""
@@ -129,4 +135,6 @@ ALL: Final = (
     OTEL_PYTHON_MLMON_PROCESSOR_TICK_S,
     OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOWS,
     OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOW_ROWS,
+    OTEL_PYTHON_MLMON_PROCESSOR_WEBHOOK,
+    OTEL_PYTHON_MLMON_PROCESSOR_REQUIRE_REFERENCE,
 )

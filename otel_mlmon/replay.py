@@ -91,8 +91,12 @@ class _Outputs:
 
 
 def replay(path: str, columns: Any, model_name: str, version: str, options: ReplayOptions,
-           labels_path: str | None = None, progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Send a file's predictions, then its labels; returns the rows and labels sent."""
+           labels_path: str | None = None, progress: Callable[[int], None] | None = None,
+           model_file: str | None = None) -> dict[str, int]:
+    """Send a file's predictions, then its labels; returns the rows and labels sent.
+
+    With ``model_file`` (a pickled model, trusted input) the model itself predicts on the file's features
+    (``predict_proba`` when it has it, else ``predict``); without it, the file's outputs are replayed."""
     import pandas as pd
 
     import otel_mlmon
@@ -116,9 +120,19 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
     order = sorted(columns.score_columns) if columns.score_columns else classes
     if classification and (columns.score_column or columns.score_columns):
         stand_in.classes_ = np.array(order, dtype=object)
-    model = otel_mlmon.instrument_model(stand_in, name=model_name, version=version, task=task,
-                                        feature_names=features, tracer_provider=tracer_provider,
-                                        meter_provider=meter_provider, logger_provider=logger_provider)
+    real: Any = None
+    if model_file is not None:
+        import pickle
+
+        try:
+            with open(model_file, "rb") as handle:
+                real = pickle.load(handle)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+            raise DataError(f"{model_file}: cannot load a pickled model: {exc}") from None
+    model = otel_mlmon.instrument_model(real if real is not None else stand_in, name=model_name, version=version,
+                                        task=task if real is None else None, feature_names=features,
+                                        tracer_provider=tracer_provider, meter_provider=meter_provider,
+                                        logger_provider=logger_provider)
     sent = 0
     started = time.monotonic()
     truth: dict[str, Any] = {}
@@ -129,7 +143,9 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
             frame = pd.DataFrame({name: part[name] for name in features})
             ids = [str(v) for v in part[columns.id_column].tolist()]
             with otel_mlmon.prediction_ids(ids=ids):
-                if columns.score_columns:
+                if real is not None:
+                    (model.predict_proba if hasattr(model, "predict_proba") else model.predict)(frame)
+                elif columns.score_columns:
                     stand_in.current = np.column_stack([part[columns.score_columns[c]] for c in order])
                     model.predict_proba(frame)
                 elif columns.score_column and classification:

@@ -21,6 +21,8 @@ class ProcessorConfig:
     store: str = "mlmon-processor.db"
     references: tuple[str, ...] = field(default_factory=tuple)
     alertmanager: str | None = None
+    webhook: str | None = None
+    require_reference: bool = False
     max_body_bytes: int = 16 * 1024 * 1024
     max_grpc_message_bytes: int = 4 * 1024 * 1024
     label_ttl_s: float = 7 * 86400.0
@@ -47,8 +49,10 @@ class ProcessorConfig:
         for name in ("label_ttl_s", "orphan_ttl_s", "tick_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"setting {name}: must be positive seconds, got {getattr(self, name)}")
-        if self.alertmanager is not None and not self.alertmanager.startswith(("http://", "https://")):
-            raise ValueError(f"setting alertmanager: {self.alertmanager!r} is not an http(s) URL")
+        for name in ("alertmanager", "webhook"):
+            url = getattr(self, name)
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise ValueError(f"setting {name}: {url!r} is not an http(s) URL")
         return self
 
 
@@ -61,6 +65,12 @@ def _convert(name: str, raw: Any, source: str) -> Any:
             if isinstance(raw, (list, tuple)) and all(isinstance(p, str) for p in raw):
                 return tuple(raw)
             raise ValueError("a list of profile paths")
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+                return str(raw).lower() in ("true", "1", "yes", "on")
+            raise ValueError("true or false")
         if kind in ("int",):
             if isinstance(raw, bool):
                 raise ValueError("a whole number")

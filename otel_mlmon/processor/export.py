@@ -184,3 +184,29 @@ class AlertmanagerSink:
             self._last_sent = time.monotonic()
         self.failures += not ok
         return ok
+
+
+class WebhookSink:
+    """POSTs each alert transition as JSON to a URL (for example to start a retraining job)."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.failures = 0
+
+    def send(self, transitions: Sequence[Transition], now_ns: int) -> bool:
+        body = json.dumps({"alerts": [{"state": t.state, "since": _iso(t.since_ns), **t.labels,
+                                       "value": t.result["value"], "window": t.result["window"],
+                                       "upper_threshold": t.result.get("upper_threshold"),
+                                       "lower_threshold": t.result.get("lower_threshold")} for t in transitions],
+                           "sent": _iso(now_ns)}).encode()
+        request = urllib.request.Request(self.url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
+                ok = 200 <= answer.status < 300
+        except OSError as exc:
+            ok = False
+            _logger.warning("webhook %s did not take %d alert(s): %s", self.url, len(transitions), exc)
+        self.failures += not ok
+        return ok

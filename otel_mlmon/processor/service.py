@@ -28,7 +28,7 @@ from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate
 from otel_mlmon.engine.profile import ReferenceProfile
 from otel_mlmon.processor.alerts import AlertBook
 from otel_mlmon.processor.decode import Decoded
-from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport
+from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, WebhookSink
 from otel_mlmon.processor.receiver import DEFAULT_MAX_BODY, Receiver
 from otel_mlmon.processor.store import Joined, Store
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key
@@ -62,7 +62,8 @@ class Processor:
 
     def __init__(self, store: Store, policy: Policy | None = None, clock: Callable[[], int] = time.time_ns,
                  otlp: OtlpExport | None = None, alertmanager: AlertmanagerSink | None = None,
-                 bootstrap_windows: int = 10, bootstrap_window_rows: int = 1000) -> None:
+                 bootstrap_windows: int = 10, bootstrap_window_rows: int = 1000,
+                 require_reference: bool = False, webhook: WebhookSink | None = None) -> None:
         self.store = store
         self.bootstrap_windows = bootstrap_windows
         self.bootstrap_window_rows = bootstrap_window_rows
@@ -72,18 +73,29 @@ class Processor:
         self.alerts = AlertBook(store.path)
         self.otlp = otlp
         self.alertmanager = alertmanager
+        self.webhook = webhook
         self.receiver_counters: dict[str, int] = {}  # the HTTP receiver's, once app() made it
+        self.require_reference = require_reference
         if otlp is not None:
             otlp.watch(self.counters, store.path)
+        for data in store.profiles():  # references registered before a restart
+            self.register(ReferenceProfile.from_dict(data, "stored reference profile"), persist=False)
 
     def counters(self) -> dict[str, int]:
         """Everything counted: the store's, the receiver's, and failed alert deliveries."""
         found = {**self.store.counters(), **self.receiver_counters}
-        found["export_failures"] = self.alertmanager.failures if self.alertmanager is not None else 0
+        found["export_failures"] = sum(sink.failures for sink in (self.alertmanager, self.webhook) if sink is not None)
         return found
 
     # --- the sink ------------------------------------------------------------------------------------------
     def accept_logs(self, decoded: Decoded, received_ns: int) -> None:
+        if self.require_reference:  # predictions of models nobody registered a profile for: partial success
+            known = [b for b in decoded.predictions if (b.model, b.version) in self.monitored]
+            unknown = len(decoded.predictions) - len(known)
+            if unknown:
+                decoded.rejected["prediction event of a model without a reference profile"] += unknown
+                decoded.accepted -= unknown
+                decoded.predictions = known
         if decoded.predictions:
             self.store.add_predictions(decoded.predictions, received_ns)
         if decoded.labels:
@@ -94,9 +106,11 @@ class Processor:
             self.store.add_sketches(decoded.sketches)
 
     # --- references ----------------------------------------------------------------------------------------
-    def register(self, profile: ReferenceProfile) -> None:
+    def register(self, profile: ReferenceProfile, persist: bool = True) -> None:
         key = (profile.model, profile.version)
         self.monitored[key] = windowing(profile)
+        if persist:
+            self.store.put_profile(profile.model, profile.version, profile.to_dict())
         rows = [r.as_json() for r in reference_results(profile, self.policy)]
         self.store.put_results(profile.model, profile.version, None, rows, self.clock())
 
@@ -160,6 +174,8 @@ class Processor:
             self.otlp.transitions(transitions)
         if self.alertmanager is not None and transitions:
             self.alertmanager.send(transitions, self.alerts.firing(), now)
+        if self.webhook is not None and transitions:
+            self.webhook.send(transitions, now)
 
     def window_data(self, profile: ReferenceProfile, window: int, rows: list[Joined]) -> WindowData:
         columns: dict[str, list[Any]] = {}

@@ -47,6 +47,8 @@ CREATE INDEX IF NOT EXISTS sketches_time ON sketches (model, version, time_ns);
 CREATE TABLE IF NOT EXISTS results (model TEXT NOT NULL, version TEXT NOT NULL, period TEXT NOT NULL,
     window INTEGER NOT NULL, column_name TEXT NOT NULL, kind TEXT NOT NULL, metric TEXT NOT NULL, row TEXT NOT NULL,
     PRIMARY KEY (model, version, period, window, column_name, kind, metric));
+CREATE TABLE IF NOT EXISTS profiles (model TEXT NOT NULL, version TEXT NOT NULL, profile TEXT NOT NULL,
+    PRIMARY KEY (model, version));
 CREATE TABLE IF NOT EXISTS windows (model TEXT NOT NULL, version TEXT NOT NULL, window INTEGER NOT NULL,
     evaluated_ns INTEGER NOT NULL, PRIMARY KEY (model, version, window));
 """
@@ -298,6 +300,15 @@ class Store:
     def models(self) -> list[tuple[str, str]]:
         with self._lock:
             return [(m, v) for m, v in self._db.execute("SELECT model, version FROM sequences").fetchall()]
+
+    def put_profile(self, model: str, version: str, profile: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO profiles VALUES (?, ?, ?) ON CONFLICT(model, version) DO UPDATE SET "
+                             "profile = excluded.profile", (model, version, json.dumps(profile)))
+
+    def profiles(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(row[0]) for row in self._db.execute("SELECT profile FROM profiles").fetchall()]
 
     def evaluated(self, model: str, version: str) -> dict[int, int]:
         """Window -> when it was last evaluated."""

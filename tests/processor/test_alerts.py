@@ -206,3 +206,49 @@ def test_a_model_without_a_reference_gets_one_from_its_first_windows(tmp_path: P
     drift = processor.store.results(model="auto", period="analysis", kind="drift")
     alerted = {(r["window"], r["column"]) for r in drift if r["alert"]}
     assert {w for w, _ in alerted} == {4, 5} and ("x" in {c for _, c in alerted})
+
+
+def test_registered_references_survive_a_restart_and_unknown_models_can_be_refused(tmp_path: Path) -> None:
+    processor = Processor(Store(str(tmp_path / "p.db")))
+    processor.register(_profile())
+    processor.store.close()
+    restarted = Processor(Store(str(tmp_path / "p.db")), require_reference=True)
+    assert ("m", "1") in restarted.monitored
+    decoded = Decoded(predictions=[PredictionBatch("m", "1", 1, ["a"], values=[1.0]),
+                                   PredictionBatch("other", "", 1, ["b"], values=[2.0])], accepted=2)
+    restarted.accept_logs(decoded, 0)
+    assert decoded.rejected_count == 1 and decoded.accepted == 1
+    assert restarted.store.counters()["predictions"] == 1
+
+
+def test_alert_transitions_reach_a_webhook(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from otel_mlmon.processor.export import WebhookSink
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        processor = Processor(Store(str(tmp_path / "p.db")),
+                              webhook=WebhookSink(f"http://127.0.0.1:{server.server_address[1]}/retrain"))
+        processor.register(_profile())
+        for window, shift in enumerate([0, 15]):
+            _send(processor, window, shift)
+        processor.tick()
+    finally:
+        server.shutdown()
+    alerts = [a for message in received for a in message["alerts"]]
+    assert alerts and {a["state"] for a in alerts} == {"firing"} and {a["column"] for a in alerts} == {"age"}
+    assert processor.counters()["export_failures"] == 0

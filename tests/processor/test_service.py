@@ -192,6 +192,14 @@ def test_status_codes_per_the_otlp_specification(server) -> None:
     assert len(bomb) < 100_000
     assert _post(f"{url}/v1/logs", bomb, "application/x-protobuf", "gzip")[0] == 413
     assert _post(f"{url}/v1/traces", b"", "application/x-protobuf")[0] == 200
+    import zlib
+
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    valid = ExportLogsServiceRequest().SerializeToString() + b""
+    assert _post(f"{url}/v1/logs", gzip.compress(valid), "application/x-protobuf", "gzip")[0] == 200
+    assert _post(f"{url}/v1/logs", zlib.compress(valid), "application/x-protobuf", "deflate")[0] == 200
+    assert _post(f"{url}/v1/logs", gzip.compress(valid)[:-4], "application/x-protobuf", "gzip")[0] == 400
     status, body, _ = _post(f"{url}/v1/logs", json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
         {"eventName": "ml.predictions", "attributes": [{"key": "ml.model.name", "value": {"stringValue": "m"}}]},
     ]}]}]}).encode(), "application/json")
@@ -261,3 +269,23 @@ def test_mlmon_replay_feeds_the_processor_like_evaluate(server, tmp_path: Path, 
     assert "age" in drifted and "score" in drifted and "plan" not in drifted
     accuracy = streamed[(streamed.metric == "accuracy")]
     assert len(accuracy) == 4 and accuracy["value"].between(0.5, 1.0).all()
+
+
+def test_replay_with_a_pickled_model(server, tmp_path: Path) -> None:
+    import pickle
+
+    from sklearn.linear_model import LogisticRegression
+
+    _, url = server
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"x1": rng.normal(size=500), "x2": rng.normal(size=500)})
+    frame["target"] = (frame.x1 + rng.normal(0, 0.5, 500) > 0).astype(int)
+    frame["id"] = [f"k-{i}" for i in range(500)]
+    model = LogisticRegression().fit(frame[["x1", "x2"]], frame["target"])
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(model))
+    frame.to_parquet(tmp_path / "data.parquet")
+    assert cli.main(["replay", "--analysis", str(tmp_path / "data.parquet"), "--model", "pickled", "--id-column",
+                     "id", "--target-column", "target", "--features", "x1,x2", "--model-file",
+                     str(tmp_path / "model.pkl"), "--endpoint", url]) == 0
+    health = json.loads(urllib.request.urlopen(f"{url}/healthz", timeout=5).read())
+    assert health["predictions"] == 500 and health["labels_joined"] == 500
