@@ -289,3 +289,26 @@ def test_replay_with_a_pickled_model(server, tmp_path: Path) -> None:
                      str(tmp_path / "model.pkl"), "--endpoint", url]) == 0
     health = json.loads(urllib.request.urlopen(f"{url}/healthz", timeout=5).read())
     assert health["predictions"] == 500 and health["labels_joined"] == 500
+
+
+def test_grpc_limits_and_partial_success(server) -> None:
+    import grpc
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    processor, _ = server
+    options = [("grpc.max_send_message_length", 64 << 20)]
+    with grpc.insecure_channel(processor.grpc_endpoint, options=options) as channel:
+        stub = logs_service_pb2_grpc.LogsServiceStub(channel)
+        big = logs_service_pb2.ExportLogsServiceRequest()
+        big.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "x" * (5 << 20)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Export(big, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        unusable = logs_service_pb2.ExportLogsServiceRequest()
+        record = unusable.resource_logs.add().scope_logs.add().log_records.add()
+        record.event_name = "ml.labels"
+        record.attributes.append(KeyValue(key="ml.model.name", value=AnyValue(string_value="m")))
+        answer = stub.Export(unusable, timeout=10)
+        assert answer.partial_success.rejected_log_records == 1
+        assert "do not pair up" in answer.partial_success.error_message
