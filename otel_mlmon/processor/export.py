@@ -140,6 +140,18 @@ class OtlpExport:
                                     semconv.ML_ALERT_KIND: r["kind"]})
 
 
+def post_json(url: str, document: Any, timeout_s: float, what: str) -> bool:
+    """POST a JSON document; True on a 2xx answer. Failures are logged, never raised."""
+    request = urllib.request.Request(url, data=json.dumps(document).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+            return 200 <= answer.status < 300
+    except OSError as exc:
+        _logger.warning("%s at %s failed: %s", what, url, exc)
+        return False
+
+
 class AlertmanagerSink:
     """Posts alerts to Alertmanager's v2 API; firing alerts are resent so that Alertmanager keeps them."""
 
@@ -171,15 +183,8 @@ class AlertmanagerSink:
         chosen = list(transitions) + ([t for t in firing if t not in transitions] if due else [])
         if not chosen:
             return True
-        body = json.dumps([self.payload(t, now_ns) for t in chosen]).encode()
-        request = urllib.request.Request(self.url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
-                ok = 200 <= answer.status < 300
-        except OSError as exc:
-            ok = False
-            _logger.warning("Alertmanager at %s did not take %d alert(s): %s", self.url, len(chosen), exc)
+        ok = post_json(self.url, [self.payload(t, now_ns) for t in chosen], self.timeout_s,
+                       f"sending {len(chosen)} alert(s) to Alertmanager")
         if ok and due:
             self._last_sent = time.monotonic()
         self.failures += not ok
@@ -195,18 +200,10 @@ class WebhookSink:
         self.failures = 0
 
     def send(self, transitions: Sequence[Transition], now_ns: int) -> bool:
-        body = json.dumps({"alerts": [{"state": t.state, "since": _iso(t.since_ns), **t.labels,
-                                       "value": t.result["value"], "window": t.result["window"],
-                                       "upper_threshold": t.result.get("upper_threshold"),
-                                       "lower_threshold": t.result.get("lower_threshold")} for t in transitions],
-                           "sent": _iso(now_ns)}).encode()
-        request = urllib.request.Request(self.url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
-                ok = 200 <= answer.status < 300
-        except OSError as exc:
-            ok = False
-            _logger.warning("webhook %s did not take %d alert(s): %s", self.url, len(transitions), exc)
+        document = {"alerts": [{"state": t.state, "since": _iso(t.since_ns), **t.labels, "value": t.result["value"],
+                                "window": t.result["window"], "upper_threshold": t.result.get("upper_threshold"),
+                                "lower_threshold": t.result.get("lower_threshold")} for t in transitions],
+                    "sent": _iso(now_ns)}
+        ok = post_json(self.url, document, self.timeout_s, f"sending {len(transitions)} alert(s) to the webhook")
         self.failures += not ok
         return ok
