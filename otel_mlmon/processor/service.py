@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, WebhookSin
 from otel_mlmon.processor.receiver import DEFAULT_MAX_BODY, Receiver
 from otel_mlmon.processor.store import Joined, Store
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key
+
+_logger = logging.getLogger("otel_mlmon.processor")
 
 GRACE_S = 2.0  # a time window closes this long after its end (event time of the newest row, or the clock)
 
@@ -75,6 +78,7 @@ class Processor:
         self.alertmanager = alertmanager
         self.webhook = webhook
         self.receiver_counters: dict[str, int] = {}  # the HTTP receiver's, once app() made it
+        self.failures: dict[str, int] = {}
         self.require_reference = require_reference
         if otlp is not None:
             otlp.watch(self.counters, store.path)
@@ -85,6 +89,7 @@ class Processor:
         """Everything counted: the store's, the receiver's, and failed alert deliveries."""
         found = {**self.store.counters(), **self.receiver_counters}
         found["export_failures"] = sum(sink.failures for sink in (self.alertmanager, self.webhook) if sink is not None)
+        found["evaluation_failures"] = self.failures.get("evaluation", 0)
         return found
 
     # --- the sink ------------------------------------------------------------------------------------------
@@ -138,7 +143,7 @@ class Processor:
         self.store.expire(now)
         self.bootstrap()
         done = 0
-        for (model, version), monitored in self.monitored.items():
+        for (model, version), monitored in list(self.monitored.items()):  # POST /v1/references may add one
             by, width = monitored.bucketing()
             buckets = self.store.buckets(model, version, by, width)
             evaluated = self.store.evaluated(model, version)
@@ -152,8 +157,12 @@ class Processor:
                 index = bucket if by == "seq" else order[bucket]
                 last = evaluated.get(index)
                 if last is None or buckets[bucket][1] > last:  # new, or labels arrived since
-                    self.evaluate(monitored, bucket, index, now)
-                    done += 1
+                    try:
+                        self.evaluate(monitored, bucket, index, now)
+                        done += 1
+                    except Exception:  # the service never dies on data: log, count, go on
+                        _logger.exception("evaluating window %s of %s %r failed", index, model, version)
+                        self.failures["evaluation"] = self.failures.get("evaluation", 0) + 1
         if self.alertmanager is not None:  # firing alerts are resent so that Alertmanager keeps them
             self.alertmanager.send([], self.alerts.firing(), now)
         return done
@@ -359,6 +368,9 @@ async def serve(processor: Processor, host: str, port: int, tick_s: float = 1.0,
                 await asyncio.wait_for(stop.wait(), tick_s)
             except asyncio.TimeoutError:
                 pass
-            await asyncio.get_running_loop().run_in_executor(None, processor.tick)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, processor.tick)
+            except Exception:  # a failing tick (the store's disk, say) is logged; the service keeps serving
+                _logger.exception("the periodic evaluation failed")
     finally:
         await runner.cleanup()

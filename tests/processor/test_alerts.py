@@ -252,3 +252,25 @@ def test_alert_transitions_reach_a_webhook(tmp_path: Path) -> None:
     alerts = [a for message in received for a in message["alerts"]]
     assert alerts and {a["state"] for a in alerts} == {"firing"} and {a["column"] for a in alerts} == {"age"}
     assert processor.counters()["export_failures"] == 0
+
+
+def test_a_window_that_fails_to_evaluate_is_counted_and_the_others_go_on(tmp_path: Path, monkeypatch) -> None:
+    from otel_mlmon.processor import service
+
+    processor = Processor(Store(str(tmp_path / "p.db")))
+    processor.register(_profile())
+    for window in range(3):
+        _send(processor, window, 0)
+    real = service.evaluate_window
+    calls = []
+
+    def flaky(profile, data, policy=None):
+        calls.append(data.index)
+        if data.index == 1:
+            raise FloatingPointError("a window the engine cannot take")
+        return real(profile, data, policy)
+
+    monkeypatch.setattr(service, "evaluate_window", flaky)
+    assert processor.tick() == 2
+    assert processor.counters()["evaluation_failures"] == 1
+    assert {r["window"] for r in processor.store.results(model="m", period="analysis")} == {0, 2}
