@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 .PHONY: demo test lint install-dev bench
 
 demo:
-	$(PIP) -e ".[sklearn]"
+	$(PIP) -e ".[sklearn,processor,report]"
 	$(PYTHON) -m otel_mlmon.cli demo
 
 install-dev:

@@ -1,139 +1,213 @@
-"""``mlmon demo``: a model served with otel-mlmon, and the telemetry it produced, with no server needed.
+"""``mlmon demo``: the whole product on one machine, with no external server.
 
-It trains a scikit-learn classifier on a dataset that ships with scikit-learn, instruments it, serves batches and
-single rows (with a mid-stream shift of one feature), reports late labels, and prints what reached the in-memory
-OTel exporters: spans, metrics, feature sketches and events.
+A generated churn dataset (drift injected part-way), a scikit-learn model instrumented with otel-mlmon and
+exporting over real OTLP/HTTP to an embedded processor on loopback, labels arriving late, a live view of each
+window's drift, accuracy and alerts as the processor evaluates them, and an HTML report at the end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import sys
-from collections import Counter
+import tempfile
+import threading
+import time
 from typing import Any, TextIO
+
+WINDOW_ROWS = 500
+BATCH_ROWS = 50
 
 
 def _require_sklearn() -> Any:
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        raise SystemExit("mlmon demo needs scikit-learn: pip install 'otel-mlmon[sklearn]'") from None
+    import importlib.util
+
+    missing = [name for name in ("sklearn", "pandas", "aiohttp") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(f"mlmon demo needs {', '.join(missing)}: pip install 'otel-mlmon[sklearn,processor,report]'")
 
 
-def run(out: TextIO = sys.stdout) -> int:
+def churn(rows: int, seed: int, drift_from: int | None = None) -> Any:
+    """A churn dataset: tenure, monthly charges, support calls, plan; drift (older, pricier customers on a new
+    plan mix) from row ``drift_from`` on."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    drifted = np.zeros(rows, dtype=bool) if drift_from is None else np.arange(rows) >= drift_from
+    tenure = rng.gamma(2.0, 12.0, rows) + np.where(drifted, 18.0, 0.0)
+    charges = rng.normal(70, 20, rows) + np.where(drifted, 25.0, 0.0)
+    calls = rng.poisson(np.where(drifted, 3.0, 1.5))
+    plan = np.where(drifted, rng.choice(["basic", "plus", "premium"], rows, p=[0.2, 0.3, 0.5]),
+                    rng.choice(["basic", "plus", "premium"], rows, p=[0.5, 0.35, 0.15]))
+    logit = -1.0 - 0.04 * tenure + 0.03 * (charges - 70) + 0.5 * calls + 0.4 * (plan == "basic")
+    churned = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    return pd.DataFrame({"tenure": tenure, "monthly_charges": charges, "support_calls": calls.astype(float),
+                         "plan": plan, "churned": churned, "id": [f"{seed}-{i}" for i in range(rows)]})
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -> int:
     _require_sklearn()
+    import numpy as np
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from sklearn.datasets import load_breast_cancer
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     import otel_mlmon
-    from otel_mlmon import semconv
-    from otel_mlmon.instrumentation import force_flush
-    from otel_mlmon.sketch import NumericSketch
-
-    from ._demo_sink import MemoryMetricExporter
-
-    spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider([reader], shutdown_on_exit=False)
-    logs = InMemoryLogRecordExporter()
-    logger_provider = LoggerProvider(shutdown_on_exit=False)
-    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
-    sketches = MemoryMetricExporter()
-
-    data = load_breast_cancer(as_frame=True)
-    frame, target = data.frame.drop(columns="target"), data.frame["target"]
-    train, serve = frame.iloc[:300], frame.iloc[300:].copy()
-    model = HistGradientBoostingClassifier(max_iter=50, random_state=0).fit(train, target.iloc[:300])
-    otel_mlmon.instrument_model(model, name="cancer", version="1", tracer_provider=tracer_provider,
-                                meter_provider=meter_provider, logger_provider=logger_provider,
-                                sketch_exporter=sketches)
-    print("otel-mlmon demo: a HistGradientBoostingClassifier on scikit-learn's breast-cancer data", file=out)
-    print(f"  trained on 300 rows; serving {len(serve)} rows (a batch of 200, then single rows with "
-          "'mean radius' shifted by +5)", file=out)
-
-    with otel_mlmon.prediction_ids() as batch_ids:
-        model.predict_proba(serve.iloc[:200])
-    shifted = serve.iloc[200:].copy()
-    shifted["mean radius"] += 5.0
-    single_ids = []
-    for i in range(len(shifted)):
-        with otel_mlmon.prediction_ids() as one:
-            model.predict(shifted.iloc[[i]])
-        single_ids += one.ids
-    # Ground truth arrives later, for most rows only.
-    labelled = batch_ids.ids[:150]
-    otel_mlmon.record_labels("cancer", ids=labelled, labels=target.iloc[300:450].tolist(), version="1",
-                             logger_provider=logger_provider)
-    force_flush()
-
-    finished: Any = spans.get_finished_spans()
-    print(f"\nspans: {len(finished)}", file=out)
-    for name, n in Counter(s.name for s in finished).most_common():
-        print(f"  {n:4d} x {name!r}", file=out)
-    first = finished[0]
-    print(f"  attributes of the first: {dict(first.attributes)}", file=out)
-
-    print("\nmetrics (SDK):", file=out)
-    data_points: Any = reader.get_metrics_data()
-    for rm in data_points.resource_metrics if data_points else []:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                for point in metric.data.data_points:
-                    operation = point.attributes.get(semconv.ML_OPERATION_NAME)
-                    if hasattr(point, "bucket_counts"):
-                        print(f"  {metric.name} [{metric.unit}] {operation}: count={point.count} "
-                              f"sum={point.sum:.4f}s max={point.max * 1000:.2f}ms", file=out)
-                    else:
-                        print(f"  {metric.name} [{metric.unit}] {operation}: {point.value}", file=out)
-
-    print("\nfeature sketches (pre-aggregated, mergeable; 4 of 30 shown):", file=out)
-    for point in sketches.points(semconv.ML_FEATURE_VALUE)[:4]:
-        sketch = NumericSketch.from_explicit(point.explicit_bounds, point.bucket_counts, count=point.count,
-                                             total=point.sum, minimum=point.min, maximum=point.max)
-        print(f"  {point.attributes[semconv.ML_FEATURE_NAME]!r:26} n={sketch.count:3d} min={sketch.min:9.3f} "
-              f"max={sketch.max:9.3f} mean={sketch.mean:9.3f} buckets={len(sketch.buckets()[0])}", file=out)
-    radius = [p for p in sketches.points(semconv.ML_FEATURE_VALUE)
-              if p.attributes[semconv.ML_FEATURE_NAME] == "mean radius"]
-    if radius:
-        print(f"  'mean radius' over all served rows: mean {radius[0].sum / radius[0].count:.2f} "
-              f"(train mean {train['mean radius'].mean():.2f}; the shift is what drift detection will see)",
-              file=out)
-    for point in sketches.points(semconv.ML_PREDICTION_SCORE_METRIC):
-        print(f"  {semconv.ML_PREDICTION_SCORE_METRIC} class {point.attributes[semconv.ML_PREDICTION_CLASS]}: "
-              f"{point.count} scores, buckets {list(point.bucket_counts)}", file=out)
-
-    records: list[Any] = [r.log_record for r in logs.get_finished_logs()]
-    print("\nevents:", file=out)
-    for name in (semconv.EVENT_PREDICTIONS, semconv.EVENT_LABELS):
-        chosen = [r for r in records if r.event_name == name]
-        rows = sum(len(r.attributes[semconv.ML_PREDICTION_ID]) for r in chosen)
-        print(f"  {name}: {len(chosen)} event(s), {rows} rows", file=out)
-        if chosen:
-            sample = {k: ([*v[:2], "..."] if isinstance(v, tuple) and len(v) > 2 else v)
-                      for k, v in chosen[0].attributes.items()}
-            print(f"    first: {sample}", file=out)
-    print(f"\nprediction ids: {len(batch_ids.ids) + len(single_ids)} (UUID4 hex), labels joined later for "
-          f"{len(labelled)} of them", file=out)
-    # The engine on the same data: the served rows against the training rows, two windows.
-    from otel_mlmon.engine.columns import profile_from_columns, window_from_columns
-    from otel_mlmon.engine.evaluate import evaluate_window
+    from otel_mlmon.batch.report import write_report
+    from otel_mlmon.engine.columns import profile_from_columns
+    from otel_mlmon.engine.results import WindowResult
     from otel_mlmon.engine.windows import WindowSpec
+    from otel_mlmon.instrumentation import force_flush
+    from otel_mlmon.processor.service import Processor, serve
+    from otel_mlmon.processor.store import Store
 
-    profile, _ = profile_from_columns({c: train[c].to_numpy() for c in train.columns}, WindowSpec(chunks=3),
-                                      model="cancer", version="1")
-    print("\ndrift of the served rows against the training rows (mlmon's engine, default thresholds):", file=out)
-    for index, (label, rows) in enumerate((("batch of 200", serve.iloc[:200]), ("single rows", shifted))):
-        results = evaluate_window(profile, window_from_columns(profile, {c: rows[c].to_numpy() for c in rows.columns},
-                                                               index))
-        alerted = sorted({r.column for r in results if r.kind == "drift" and r.alert})
-        print(f"  window {index} ({label}, {len(rows)} rows): drift alerts on {alerted or 'no column'}", file=out)
-    print("\nNext: the same engine over files with `mlmon evaluate`; the streaming processor follows.", file=out)
+    features = ["tenure", "monthly_charges", "support_calls", "plan"]
+    train, serve_rows = churn(4000, 1), churn(3000, 2, drift_from=1500)
+    model = HistGradientBoostingClassifier(max_iter=60, categorical_features=[3], random_state=0)
+    encoded = train[features].assign(plan=train["plan"].map({"basic": 0, "plus": 1, "premium": 2}))
+    model.fit(encoded, train["churned"])
+
+    class Served:
+        """The service's model: takes the raw features (the plan as text), as an application would."""
+
+        classes_ = model.classes_
+
+        def predict_proba(self, frame: Any) -> Any:
+            return model.predict_proba(frame.assign(plan=frame["plan"].map({"basic": 0, "plus": 1, "premium": 2})))
+
+    # The reference: the training rows with the model's outputs, windowed like the stream.
+    scores = model.predict_proba(encoded)[:, 1]
+    reference = {name: train[name].to_numpy(dtype=object if name == "plan" else float) for name in features}
+    reference["prediction"] = np.where(scores > 0.5, "1", "0").astype(object)
+    reference["score"] = scores
+    profile, _ = profile_from_columns(reference, WindowSpec(chunk_size=WINDOW_ROWS), model="churn", version="1")
+    profile.columns["prediction"].role, profile.columns["score"].role = "prediction", "score"
+    profile.classes, profile.score_columns = ["0", "1"], {"1": "score"}
+    profile.prediction_column, profile.target_column = "prediction", "churned"
+
+    folder = tempfile.mkdtemp(prefix="mlmon-demo-")
+    processor = Processor(Store(os.path.join(folder, "state.db")), bootstrap_windows=0)
+    processor.register(profile)
+    port = _port()
+    loop, stop = asyncio.new_event_loop(), asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete,
+                              args=(serve(processor, "127.0.0.1", port, 0.2, stop),), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    print("otel-mlmon demo: a churn model served with otel-mlmon, an embedded processor on " + url, file=out)
+    print(f"  {len(train)} training rows; {len(serve_rows)} served in calls of {BATCH_ROWS} rows, windows of "
+          f"{WINDOW_ROWS}; drift from row 1500; labels arrive two windows late\n", file=out)
+
+    old = os.environ.get("OTEL_PYTHON_MLMON_CAPTURE_FEATURES")
+    os.environ["OTEL_PYTHON_MLMON_CAPTURE_FEATURES"] = "true"  # exact feature drift, like `mlmon evaluate`
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(f"{url}/v1/traces")))
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(f"{url}/v1/logs"),
+                                                                     schedule_delay_millis=200))
+    meter_provider = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter(f"{url}/v1/metrics"),
+                                                                  export_interval_millis=2000)])
+    served = otel_mlmon.instrument_model(Served(), name="churn", version="1", task="classification",
+                                         tracer_provider=tracer_provider, meter_provider=meter_provider,
+                                         logger_provider=logger_provider)
+    if old is None:
+        os.environ.pop("OTEL_PYTHON_MLMON_CAPTURE_FEATURES")
+    else:
+        os.environ["OTEL_PYTHON_MLMON_CAPTURE_FEATURES"] = old
+    print(f"{'window':>6} {'rows':>5} {'labels':>6} {'accuracy':>8}  drift alerts", file=out)
+    shown: dict[int, tuple[int, str]] = {}
+
+    def show() -> None:
+        rows = processor.store.results(model="churn", period="analysis")
+        by_window: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            by_window.setdefault(r["window"], []).append(r)
+        for window in sorted(by_window):
+            results = by_window[window]
+            accuracy = next((r["value"] for r in results if r["metric"] == "accuracy"), None)
+            drifted = sorted({r["column"] for r in results if r["kind"] == "drift" and r["alert"]})
+            line = (f"{window:>6} {results[0]['rows']:>5} {results[0]['labeled_rows']:>6} "
+                    f"{'' if accuracy is None else f'{accuracy:8.3f}':>8}  {', '.join(drifted) or '-'}")
+            if shown.get(window, (None, None))[1] != line:
+                shown[window] = (results[0]["labeled_rows"], line)
+                print(line, file=out, flush=True)
+
+    try:
+        started = time.monotonic()
+        for begin in range(0, len(serve_rows), BATCH_ROWS):
+            rows = serve_rows.iloc[begin: begin + BATCH_ROWS]
+            with otel_mlmon.prediction_ids(ids=rows["id"].tolist()):
+                served.predict_proba(rows[features])
+            late = begin - 2 * WINDOW_ROWS  # the truth of rows served two windows ago arrives now
+            if late >= 0 and late % WINDOW_ROWS == 0:
+                truth = serve_rows.iloc[late: late + WINDOW_ROWS]
+                otel_mlmon.record_labels("churn", ids=truth["id"].tolist(), labels=truth["churned"].tolist(),
+                                         version="1", logger_provider=logger_provider)
+            if begin % WINDOW_ROWS == WINDOW_ROWS - BATCH_ROWS:
+                force_flush()
+                logger_provider.force_flush()
+                time.sleep(0.3)
+                show()
+        for late in range(max(0, len(serve_rows) - 2 * WINDOW_ROWS), len(serve_rows), WINDOW_ROWS):
+            truth = serve_rows.iloc[late: late + WINDOW_ROWS]
+            otel_mlmon.record_labels("churn", ids=truth["id"].tolist(), labels=truth["churned"].tolist(),
+                                     version="1", logger_provider=logger_provider)
+        force_flush()
+        logger_provider.force_flush()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            show()
+            if len(shown) == len(serve_rows) // WINDOW_ROWS and all(
+                    labels == WINDOW_ROWS for labels, _ in shown.values()):
+                break
+        fired = processor.alerts.firing()
+        print(f"\nalerts firing: {len(fired)}", file=out)
+        for transition in sorted(fired, key=lambda t: (t.result["kind"], t.result["column"], t.result["metric"])):
+            r = transition.result
+            print(f"  {r['kind']:<12} {r['column']:<16} {r['metric']:<20} value {r['value']:.3f} in window "
+                  f"{r['window']} (threshold {r['upper_threshold']:.3f})", file=out)
+        results = [WindowResult(**r) for r in processor.store.results(model="churn")]
+        write_report(results, report_path, profile)
+        counters = processor.counters()
+        print(f"\nthe processor received {counters.get('predictions', 0)} predictions and joined "
+              f"{counters.get('labels_joined', 0)} labels in {time.monotonic() - started:.1f} s", file=out)
+        print(f"report: {os.path.abspath(report_path)}   results: GET {url}/v1/results (while running)", file=out)
+    finally:
+        for provider in (logger_provider, meter_provider, tracer_provider):
+            provider.shutdown()
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
     return 0
+
+
+def stack(out: TextIO = sys.stdout) -> int:
+    """``mlmon demo --stack``: the native full stack (Collector, Prometheus, Alertmanager, Grafana)."""
+    import shutil
+
+    missing = [name for name in ("otelcol-mlmon", "prometheus", "prometheus-alertmanager", "grafana-server")
+               if shutil.which(name) is None]
+    print("mlmon demo --stack runs the full pipeline natively: the model service, the Collector, the processor, "
+          "Prometheus, Alertmanager and Grafana.", file=out)
+    if missing:
+        print(f"Missing here: {', '.join(missing)}. Prometheus and Alertmanager: apt-get install prometheus "
+              "prometheus-alertmanager; the Collector is built from collector/builder-config.yaml with the "
+              "OpenTelemetry Collector builder (not in this version yet).", file=out)
+        return 1
+    print("The stack definition (collector/, docker-compose.yml) is not in this version yet.", file=out)
+    return 1

@@ -73,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlmon", description="ML model monitoring on OpenTelemetry.")
     parser.add_argument("--version", action="version", version=f"otel-mlmon {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("demo", help="serve a small scikit-learn model with otel-mlmon and show its telemetry")
+    demo = commands.add_parser("demo", help="the whole product on this machine, no server needed")
+    demo.add_argument("--stack", action="store_true", help="the native full stack (Collector, Prometheus, …)")
+    demo.add_argument("--report", default="mlmon-demo-report.html", help="where the HTML report goes")
 
     evaluate = commands.add_parser("evaluate", help="drift, data quality and realized performance over files")
     evaluate.add_argument("--reference", required=True, help="reference data file, or a profile (.json)")
@@ -372,9 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from otel_mlmon._demo import run
+        from otel_mlmon import _demo
 
-        return run()
+        return _demo.stack() if args.stack else _demo.run(report_path=args.report)
     if args.command == "evaluate":
         return _run(_evaluate, args)
     if args.command == "reference" and args.reference_command == "build":

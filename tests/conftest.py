@@ -11,12 +11,33 @@ import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_mlmon._demo_sink import MemoryMetricExporter
+
+class MemoryMetricExporter(MetricExporter):
+    """Keeps every MetricsData it is given (the sketches the instrumentation exports)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[MetricsData] = []
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        self.batches.append(metrics_data)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+    def points(self, name: str) -> list[Any]:
+        return [point for batch in self.batches for rm in batch.resource_metrics for sm in rm.scope_metrics
+                for metric in sm.metrics if metric.name == name for point in metric.data.data_points]
+
 
 # Applications the tests run as subprocesses: never imported by pytest (--doctest-modules would run them).
 collect_ignore = ["instrumentation/apps"]

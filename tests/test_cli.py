@@ -8,15 +8,30 @@ from otel_mlmon import cli
 from otel_mlmon._demo import run
 
 
-def test_demo_prints_the_telemetry_it_emitted() -> None:
+def test_demo_runs_the_whole_product_and_writes_a_report(tmp_path) -> None:
     out = io.StringIO()
-    assert run(out) == 0
+    report = tmp_path / "demo.html"
+    assert run(out, str(report)) == 0
     text = out.getvalue()
-    assert "69 x 'predict cancer'" in text and "1 x 'predict_proba cancer'" in text
-    assert "ml.predictions: 2 event(s), 269 rows" in text
-    assert "ml.labels: 1 event(s), 150 rows" in text
-    assert "ml.predictions [{prediction}] predict_proba: 200" in text
-    assert "window 1 (single rows, 69 rows): drift alerts on ['mean radius']" in text
+    final = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0].isdigit() and parts[1] == "500":
+            final[int(parts[0])] = line
+    assert sorted(final) == [0, 1, 2, 3, 4, 5]
+    for window in (0, 1, 2):  # before the drift: labeled, scored, silent
+        assert final[window].split()[2] == "500" and final[window].rstrip().endswith("-")
+    for window in (3, 4, 5):  # after it: the shifted inputs and the outputs they move
+        assert "tenure" in final[window] and "plan" in final[window] and "score" in final[window]
+    assert "joined 3000 labels" in text and "alerts firing: 0" not in text
+    assert report.exists() and report.read_text().count('<svg class="plot"') > 10
+
+
+def test_demo_stack_says_what_is_missing() -> None:
+    out = io.StringIO()
+    from otel_mlmon._demo import stack
+
+    assert (stack(out) == 1 and "Missing here" in out.getvalue()) or "not in this version" in out.getvalue()
 
 
 def test_cli_without_command_is_a_usage_error(capsys) -> None:
