@@ -113,7 +113,6 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
     classes = _classes(data, columns, task)
     features = columns.features if columns.features is not None else [
         n for n in types if n not in columns.not_features()]
-    os.environ["OTEL_PYTHON_MLMON_CAPTURE_FEATURES"] = "true"  # before the telemetry is made
     tracer_provider, meter_provider, logger_provider = _providers(options)
     stand_in = _Outputs()
     classification = task == "classification"
@@ -129,10 +128,18 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
                 real = pickle.load(handle)
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
             raise DataError(f"{model_file}: cannot load a pickled model: {exc}") from None
-    model = otel_mlmon.instrument_model(real if real is not None else stand_in, name=model_name, version=version,
-                                        task=task if real is None else None, feature_names=features,
-                                        tracer_provider=tracer_provider, meter_provider=meter_provider,
-                                        logger_provider=logger_provider)
+    previous = os.environ.get("OTEL_PYTHON_MLMON_CAPTURE_FEATURES")
+    os.environ["OTEL_PYTHON_MLMON_CAPTURE_FEATURES"] = "true"  # read when the telemetry is made, just below
+    try:
+        model = otel_mlmon.instrument_model(real if real is not None else stand_in, name=model_name,
+                                            version=version, task=task if real is None else None,
+                                            feature_names=features, tracer_provider=tracer_provider,
+                                            meter_provider=meter_provider, logger_provider=logger_provider)
+    finally:
+        if previous is None:
+            os.environ.pop("OTEL_PYTHON_MLMON_CAPTURE_FEATURES", None)
+        else:
+            os.environ["OTEL_PYTHON_MLMON_CAPTURE_FEATURES"] = previous
     sent = 0
     started = time.monotonic()
     truth: dict[str, Any] = {}
