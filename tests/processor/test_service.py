@@ -234,7 +234,7 @@ def test_mlmon_processor_serve_starts_answers_and_stops_on_sigterm(tmp_path: Pat
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    bad = subprocess.run([sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", "--http-endpoint", "nowhere",
+    bad = subprocess.run([sys.executable, "-m", "otel_mlmon.processor", "--http-endpoint", "nowhere",
                           "--store", str(tmp_path / "q.db")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "is not HOST:PORT" in bad.stderr
 
