@@ -24,31 +24,31 @@ def _names(text: str | None) -> list[str] | None:
     return names
 
 
-def _score_columns(text: str | None) -> dict[str, str]:
-    if not text:
-        return {}
-    out = {}
-    for part in text.split(","):
-        label, sep, column = part.partition("=")
-        if not sep or not label.strip() or not column.strip():
-            raise argparse.ArgumentTypeError(f"--score-columns takes label=column,… (got {part!r})")
-        out[label.strip()] = column.strip()
+def _pairs(text: str | None, flag: str, shape: str) -> list[tuple[str, str]]:
+    """``a=b,c=d`` as [(a, b), (c, d)]; a malformed part is a usage error naming the flag."""
+    out = []
+    for part in (text or "").split(",") if text else []:
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{flag} takes {shape},… (got {part!r})")
+        out.append((key.strip(), value.strip()))
     return out
 
 
+def _score_columns(text: str | None) -> dict[str, str]:
+    return dict(_pairs(text, "--score-columns", "label=column"))
+
+
 def _thresholds(text: str | None) -> tuple[tuple[str, float], ...]:
-    if not text:
-        return ()
     out = []
-    for part in text.split(","):
-        method, sep, value = part.partition("=")
+    for method, value in _pairs(text, "--thresholds", "method=number"):
         try:
             number = float(value)
         except ValueError:
             number = float("nan")
-        if not sep or not method.strip() or number != number:
-            raise ValueError(f"--thresholds takes method=number,… (got {part!r})")
-        out.append((method.strip(), number))
+        if number != number:
+            raise ValueError(f"--thresholds takes method=number,… (got {method}={value!r})")
+        out.append((method, number))
     return tuple(out)
 
 

@@ -39,6 +39,15 @@ class MemoryMetricExporter(MetricExporter):
                 for metric in sm.metrics if metric.name == name for point in metric.data.data_points]
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on, on loopback."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 # Applications the tests run as subprocesses: never imported by pytest (--doctest-modules would run them).
 collect_ignore = ["instrumentation/apps"]
 

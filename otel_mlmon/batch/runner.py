@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from otel_mlmon.engine.evaluate import (
     reference_values,
 )
 from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile, bin_keys, choose_bucketing
-from otel_mlmon.engine.results import WindowResult
+from otel_mlmon.engine.results import WindowResult, iso_utc
 from otel_mlmon.engine.windows import WindowSpec
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key, update_columns
 
@@ -125,12 +124,6 @@ class _Accumulator:
                 self.first, self.last = min(self.first, float(finite.min())), max(self.last, float(finite.max()))
 
 
-def _iso(seconds: float) -> str | None:
-    if not math.isfinite(seconds):
-        return None
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-
-
 @dataclass
 class _Plan:
     """Everything needed to turn a file into windows."""
@@ -201,8 +194,8 @@ def _windows(data: DataFile, plan: _Plan, period: str,
         accumulator = open_windows.pop(key)
         index = int(key) if spec.by_rows else len(closed)
         closed.append(key)
-        start = _iso(accumulator.first) if spec.by_rows else _iso(key)
-        end = _iso(accumulator.last) if spec.by_rows else _iso(key + (spec.seconds or 0))
+        start = iso_utc(accumulator.first) if spec.by_rows else iso_utc(key)
+        end = iso_utc(accumulator.last) if spec.by_rows else iso_utc(key + (spec.seconds or 0))
         on_window(WindowData(period, index, accumulator.rows, accumulator.sketches, accumulator.labeled, start, end))
 
     closed: list[float] = []

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import Any
+
+
+def iso_utc(seconds: float) -> str | None:
+    """An epoch time as ISO 8601 in UTC with a ``Z`` (the form of ``window_start``/``window_end``)."""
+    if not math.isfinite(seconds):
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
 
 COLUMNS = ("model", "model_version", "period", "window", "window_start", "window_end", "rows", "labeled_rows",
            "column", "kind", "metric", "value", "lower_threshold", "upper_threshold", "alert", "p_value")

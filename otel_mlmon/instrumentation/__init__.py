@@ -6,8 +6,6 @@ Instrumentors (entry-point group ``opentelemetry_instrumentor``): ``mlmon_sklear
 
 from __future__ import annotations
 
-from typing import Any
-
 __all__ = ["force_flush"]
 
 
@@ -17,6 +15,3 @@ def force_flush(timeout_millis: int = 10_000) -> bool:
 
     return flush(timeout_millis)
 
-
-def __getattr__(name: str) -> Any:
-    raise AttributeError(f"module 'otel_mlmon.instrumentation' has no attribute {name!r}")

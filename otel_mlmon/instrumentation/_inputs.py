@@ -119,12 +119,10 @@ def _from_numeric(block: np.ndarray, names: Sequence[str]) -> InputBatch:
 
 
 def _guess_kind(values: np.ndarray) -> str:
+    """Numeric when the first values are numbers or None (bools count as numbers), else categorical."""
     for item in values[:64]:
-        if item is None or isinstance(item, (int, float, np.number)):
-            continue
-        if isinstance(item, (bool, np.bool_, str, bytes)):
+        if item is not None and not isinstance(item, (int, float, np.number)):
             return CATEGORICAL
-        return CATEGORICAL
     return NUMERIC
 
 

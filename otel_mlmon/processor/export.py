@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from opentelemetry._logs import SeverityNumber, get_logger
@@ -25,13 +24,14 @@ from opentelemetry.metrics import Observation, get_meter
 
 from otel_mlmon import semconv
 from otel_mlmon._version import __version__
+from otel_mlmon.engine.results import iso_utc
 from otel_mlmon.processor.alerts import FIRING, Transition
 
 _logger = logging.getLogger("otel_mlmon.processor")
 
 
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+def _iso(ns: int) -> str | None:
+    return iso_utc(ns / 1e9)
 
 
 class OtlpExport:

@@ -24,13 +24,17 @@ from otel_mlmon.processor.store import Backpressure
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 
 
-def _accept(context: Any, accept: Callable[[Decoded, int], None], decoded: Decoded, clock: Callable[[], int]) -> bool:
+def _export(context: Any, decoded: Decoded, accept: Callable[[Decoded, int], None], clock: Callable[[], int],
+            response: Any, rejected_field: str) -> Any:
+    """Record the request (UNAVAILABLE under backpressure) and answer with its partial-success counts."""
     try:
         accept(decoded, clock())
-        return True
     except Backpressure as exc:
         context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        return False
+    if decoded.rejected_count:
+        setattr(response.partial_success, rejected_field, decoded.rejected_count)
+        response.partial_success.error_message = decoded.error_message()
+    return response
 
 
 class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
@@ -38,13 +42,8 @@ class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
         self.sink, self.clock = sink, clock
 
     def Export(self, request: Any, context: Any) -> Any:
-        decoded = logs_records(request)
-        _accept(context, self.sink.accept_logs, decoded, self.clock)
-        response = logs_service_pb2.ExportLogsServiceResponse()
-        if decoded.rejected_count:
-            response.partial_success.rejected_log_records = decoded.rejected_count
-            response.partial_success.error_message = decoded.error_message()
-        return response
+        return _export(context, logs_records(request), self.sink.accept_logs, self.clock,
+                       logs_service_pb2.ExportLogsServiceResponse(), "rejected_log_records")
 
 
 class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
@@ -52,13 +51,8 @@ class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
         self.sink, self.clock = sink, clock
 
     def Export(self, request: Any, context: Any) -> Any:
-        decoded = metrics_records(request)
-        _accept(context, self.sink.accept_metrics, decoded, self.clock)
-        response = metrics_service_pb2.ExportMetricsServiceResponse()
-        if decoded.rejected_count:
-            response.partial_success.rejected_data_points = decoded.rejected_count
-            response.partial_success.error_message = decoded.error_message()
-        return response
+        return _export(context, metrics_records(request), self.sink.accept_metrics, self.clock,
+                       metrics_service_pb2.ExportMetricsServiceResponse(), "rejected_data_points")
 
 
 class _Traces(trace_service_pb2_grpc.TraceServiceServicer):

@@ -27,6 +27,7 @@ from aiohttp import web
 from otel_mlmon.engine.drift import NUMERIC
 from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate_window, reference_results
 from otel_mlmon.engine.profile import ReferenceProfile
+from otel_mlmon.engine.results import iso_utc
 from otel_mlmon.processor.alerts import AlertBook
 from otel_mlmon.processor.decode import Decoded
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, WebhookSink
@@ -347,10 +348,8 @@ def bootstrap_profile(model: str, version: str, rows: list[Joined], window_rows:
     return profile
 
 
-def _iso(ns: int) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+def _iso(ns: int) -> str | None:
+    return iso_utc(ns / 1e9)
 
 
 async def serve(processor: Processor, host: str, port: int, tick_s: float = 1.0,

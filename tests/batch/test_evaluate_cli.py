@@ -161,6 +161,8 @@ def test_features_with_spaces_categorical_and_methods(files, tmp_path) -> None:
     (["--output-override", "x.txt"], 2, "must end in .csv, .json or .parquet"),
     (["--reference-override", "/nonexistent.parquet"], 1, "no such file"),
     (["--methods", "energy"], 2, "unknown drift method"),
+    (["--score-columns", "a"], 2, "--score-columns takes label=column"),
+    (["--thresholds", "psi=lots"], 2, "--thresholds takes method=number"),
 ])
 def test_errors_name_what_to_fix_with_their_exit_codes(files, tmp_path, capsys, args, code, message) -> None:
     output = str(tmp_path / "out.csv")

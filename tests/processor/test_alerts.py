@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -25,6 +24,7 @@ from otel_mlmon.processor.decode import Decoded, PredictionBatch
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport
 from otel_mlmon.processor.service import Processor
 from otel_mlmon.processor.store import Store
+from tests.conftest import free_port
 
 ROWS = 300
 
@@ -99,11 +99,6 @@ def test_one_firing_until_resolved_and_no_refire_after_restart(tmp_path: Path) -
     assert {e[semconv.ML_ALERT_WINDOW] for e in resolved} == {5}
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def alertmanager(tmp_path: Path):
@@ -116,7 +111,7 @@ def alertmanager(tmp_path: Path):
         pytest.skip("Alertmanager is not installed (apt-get install prometheus-alertmanager)")
     config = tmp_path / "alertmanager.yml"
     config.write_text("route:\n  receiver: quiet\n  group_wait: 1s\nreceivers:\n  - name: quiet\n")
-    port = _port()
+    port = free_port()
     process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.path={tmp_path / 'am'}",
                                 f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otel_mlmon import semconv
 from otel_mlmon.engine.columns import profile_from_columns
 from otel_mlmon.engine.windows import WindowSpec
+from tests.conftest import free_port
 from tests.otlp_receiver import OtlpReceiver, attributes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _array(values: list) -> AnyValue:
@@ -76,12 +71,12 @@ class Processor:
                      str(tmp_path / "state.db"), "--reference", str(profile)]
         self.env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "OTEL_BLRP_SCHEDULE_DELAY": "100",
                     "OTEL_PYTHON_MLMON_PROCESSOR_TICK_S": "0.2", "PYTHONPATH": str(ROOT)}
-        self.port = _port()
+        self.port = free_port()
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen([*self.args, "--http-endpoint", f"127.0.0.1:{self.port}", "--grpc-endpoint",
-                                         f"127.0.0.1:{_port()}"], env=self.env, stderr=subprocess.DEVNULL)
+                                         f"127.0.0.1:{free_port()}"], env=self.env, stderr=subprocess.DEVNULL)
 
     def kill(self) -> None:
         assert self.process is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -29,15 +28,11 @@ from otel_mlmon import cli
 from otel_mlmon.instrumentation import force_flush
 from otel_mlmon.processor.service import Processor, serve
 from otel_mlmon.processor.store import Store
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 FEATURES = ["age", "income", "plan"]
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -47,7 +42,7 @@ def server(tmp_path: Path):
     processor = Processor(Store(str(tmp_path / "processor.db")))
     grpc_server, grpc_port = grpc_receiver.start(processor, "127.0.0.1:0")
     processor.grpc_endpoint = f"127.0.0.1:{grpc_port}"  # type: ignore[attr-defined]
-    port = _port()
+    port = free_port()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(processor, "127.0.0.1", port, 0.1, stop),),
@@ -218,9 +213,9 @@ def test_mlmon_processor_serve_starts_answers_and_stops_on_sigterm(tmp_path: Pat
     profile = tmp_path / "profile.json"
     assert cli.main(["reference", "build", "--data", str(tmp_path / "reference.parquet"), "--model", "m",
                      "--prediction-column", "prediction", "--chunk-size", "200", "--output", str(profile)]) == 0
-    port = _port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", "--http-endpoint",
-                                f"127.0.0.1:{port}", "--grpc-endpoint", f"127.0.0.1:{_port()}", "--store",
+                                f"127.0.0.1:{port}", "--grpc-endpoint", f"127.0.0.1:{free_port()}", "--store",
                                 str(tmp_path / "p.db"), "--reference", str(profile)], stderr=subprocess.PIPE, text=True)
     try:
         deadline, health = time.monotonic() + 20, None
