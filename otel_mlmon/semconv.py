@@ -103,6 +103,10 @@ ML_EVALUATION_NAME: Final = "ml.evaluation.name"
 ML_LABEL_COVERAGE: Final = "ml.label.coverage"
 ML_LABEL_LATENCY: Final = "ml.label.latency"
 ML_ALERTS: Final = "ml.alerts"
+# gauge, 1 while an alert fires and 0 once it resolved, by model, version, kind, column (ml.feature.name) and
+# ml.alert.metric: the processor's verdict as a series, so that Prometheus rules alert on exactly what it decided
+ML_ALERT_FIRING: Final = "ml.alert.firing"
+ML_ALERT_FIRING_UNIT: Final = "{alert}"
 ML_ALERT_KIND: Final = "ml.alert.kind"
 ML_ALERT_STATE: Final = "ml.alert.state"
 ML_ALERT_METRIC: Final = "ml.alert.metric"

@@ -2,7 +2,8 @@
 
 OTLP goes through the OTel SDK configured from the standard ``OTEL_EXPORTER_OTLP_*`` variables (or the providers
 given): gauges of the newest window per series (``ml.drift.score``, ``ml.drift.threshold``,
-``ml.evaluation.score``, ``ml.label.coverage``, ``ml.label.latency``), the ``ml.alerts`` counter, and an
+``ml.evaluation.score``, ``ml.label.coverage``, ``ml.label.latency``), ``ml.alert.firing`` (1 while an alert
+fires, 0 once resolved), the ``ml.alerts`` counter, and an
 ``ml.alert`` event per transition (WARN for drift and data quality, ERROR for performance). Alertmanager gets
 ``POST /api/v2/alerts`` with every firing alert, resent each ``resend_s`` while it fires, and an ``endsAt`` when it
 resolves. Export failures are counted and never stop the processor.
@@ -50,6 +51,10 @@ class OtlpExport:
         meter.create_observable_gauge(semconv.ML_LABEL_LATENCY, callbacks=[self._observer(semconv.ML_LABEL_LATENCY)],
                                       unit="s", description="Mean time from prediction to label, newest window")
         self.alerts = meter.create_counter(semconv.ML_ALERTS, unit="{alert}", description="Alerts that fired")
+        self._firing: dict[tuple[tuple[str, Any], ...], int] = {}
+        meter.create_observable_gauge(semconv.ML_ALERT_FIRING, callbacks=[self._observe_firing],
+                                      unit=semconv.ML_ALERT_FIRING_UNIT,
+                                      description="1 while the alert fires, 0 once it resolved")
 
     def watch(self, counters: Callable[[], dict[str, int]], store_path: str) -> None:
         """The processor's own telemetry: records by outcome, what waits, the store's size, export failures."""
@@ -122,7 +127,22 @@ class OtlpExport:
                 self._set(semconv.ML_LABEL_COVERAGE, base, first["window"], first["labeled_rows"] / first["rows"])
             self._set(semconv.ML_LABEL_LATENCY, base, first["window"], label_latency_s)
 
+    def _observe_firing(self, options: Any) -> Iterable[Observation]:
+        with self._lock:
+            return [Observation(value, dict(attributes)) for attributes, value in self._firing.items()]
+
+    def firing_state(self, transitions: Sequence[Transition]) -> None:
+        """Sets ``ml.alert.firing`` for these alerts (at start: the alerts that fire in the persisted state)."""
+        with self._lock:
+            for t in transitions:
+                r = t.result
+                key = tuple(sorted({semconv.ML_MODEL_NAME: r["model"], semconv.ML_MODEL_VERSION: r["model_version"],
+                                    semconv.ML_ALERT_KIND: r["kind"], semconv.ML_FEATURE_NAME: r["column"],
+                                    semconv.ML_ALERT_METRIC: r["metric"]}.items()))
+                self._firing[key] = int(t.state == FIRING)
+
     def transitions(self, transitions: Sequence[Transition]) -> None:
+        self.firing_state(transitions)
         for t in transitions:
             r = t.result
             attributes = {semconv.ML_MODEL_NAME: r["model"], semconv.ML_MODEL_VERSION: r["model_version"],

@@ -83,6 +83,7 @@ class Processor:
         self.require_reference = require_reference
         if otlp is not None:
             otlp.watch(self.counters, store.path)
+            otlp.firing_state(self.alerts.firing())  # alerts that fired before a restart still fire
         for data in store.profiles():  # references registered before a restart
             self.register(ReferenceProfile.from_dict(data, "stored reference profile"), persist=False)
 

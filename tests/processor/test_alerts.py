@@ -73,6 +73,9 @@ def test_one_firing_until_resolved_and_no_refire_after_restart(tmp_path: Path) -
     data = reader.get_metrics_data()
     metrics = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     assert sum(p.value for p in metrics[semconv.ML_ALERTS].data.data_points) == len(fired)
+    firing = {(p.attributes[semconv.ML_ALERT_KIND], p.attributes[semconv.ML_ALERT_METRIC]): p.value
+              for p in metrics[semconv.ML_ALERT_FIRING].data.data_points}
+    assert firing == {(e[semconv.ML_ALERT_KIND], e[semconv.ML_ALERT_METRIC]): 1 for e in fired}
     drift = {p.attributes[semconv.ML_DRIFT_METHOD]: p.value for p in metrics[semconv.ML_DRIFT_SCORE].data.data_points}
     assert drift["kolmogorov_smirnov"] > 0.3  # the newest window's value
     # The processor's own telemetry.
@@ -86,9 +89,17 @@ def test_one_firing_until_resolved_and_no_refire_after_restart(tmp_path: Path) -
     assert metrics[semconv.ML_PROCESSOR_STORE_SIZE].data.data_points[0].value > 0
     processor.store.close()
 
-    otlp, _, logs = _otlp()  # a restart on the same state: the alerts are still firing, nothing re-fires
+    otlp, reader, logs = _otlp()  # a restart on the same state: the alerts are still firing, nothing re-fires
     restarted = Processor(Store(str(tmp_path / "p.db")), otlp=otlp)
     restarted.register(_profile())
+
+    def firing_gauge() -> dict:
+        data = reader.get_metrics_data()
+        found = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+                 if m.name == semconv.ML_ALERT_FIRING]
+        return {p.attributes[semconv.ML_ALERT_METRIC]: p.value for p in found[0].data.data_points}
+
+    assert firing_gauge() == {e[semconv.ML_ALERT_METRIC]: 1 for e in fired}  # restored from the state file
     _send(restarted, 4, 15)
     assert restarted.tick() == 1
     assert _alert_events(logs) == []
@@ -97,6 +108,7 @@ def test_one_firing_until_resolved_and_no_refire_after_restart(tmp_path: Path) -
     resolved = _alert_events(logs)
     assert resolved and {e[semconv.ML_ALERT_STATE] for e in resolved} == {"resolved"}
     assert {e[semconv.ML_ALERT_WINDOW] for e in resolved} == {5}
+    assert firing_gauge() == {e[semconv.ML_ALERT_METRIC]: 0 for e in fired}
 
 
 
