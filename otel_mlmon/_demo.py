@@ -18,6 +18,9 @@ from typing import Any, TextIO
 
 WINDOW_ROWS = 500
 BATCH_ROWS = 50
+DRIFT_FROM = 1500
+FEATURES = ["tenure", "monthly_charges", "support_calls", "plan"]
+PLANS = ["basic", "plus", "premium"]
 
 
 def _require_sklearn() -> Any:
@@ -47,6 +50,55 @@ def churn(rows: int, seed: int, drift_from: int | None = None) -> Any:
                          "plan": plan, "churned": churned, "id": [f"{seed}-{i}" for i in range(rows)]})
 
 
+def churn_model(train: Any) -> Any:
+    """The churn model: a scikit-learn Pipeline that takes the raw features (the plan as text), as a service would."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    encode = ColumnTransformer([("plan", OrdinalEncoder(categories=[PLANS]), ["plan"])], remainder="passthrough",
+                               verbose_feature_names_out=False)
+    model = Pipeline([("encode", encode), ("trees", HistGradientBoostingClassifier(
+        max_iter=60, categorical_features=[0], random_state=0))])
+    return model.fit(train[FEATURES], train["churned"])
+
+
+def churn_profile(model: Any, train: Any) -> Any:
+    """The reference profile: the training rows with the model's outputs, windowed like the stream."""
+    import numpy as np
+
+    from otel_mlmon.engine.columns import profile_from_columns
+    from otel_mlmon.engine.windows import WindowSpec
+
+    scores = model.predict_proba(train[FEATURES])[:, 1]
+    reference = {name: train[name].to_numpy(dtype=object if name == "plan" else float) for name in FEATURES}
+    reference["prediction"] = np.where(scores > 0.5, "1", "0").astype(object)
+    reference["score"] = scores
+    profile, _ = profile_from_columns(reference, WindowSpec(chunk_size=WINDOW_ROWS), model="churn", version="1")
+    profile.columns["prediction"].role, profile.columns["score"].role = "prediction", "score"
+    profile.classes, profile.score_columns = ["0", "1"], {"1": "score"}
+    profile.prediction_column, profile.target_column = "prediction", "churned"
+    return profile
+
+
+def prepare(folder: str, serve_rows: int = 3000, drift_from: int = DRIFT_FROM) -> dict[str, str]:
+    """The demo stack's inputs, written to ``folder``: the pickled model, the reference profile, and the serving
+    data (``id``, the features, the ``churned`` truth; drift from row ``drift_from``) that the load driver sends."""
+    import pickle
+
+    os.makedirs(folder, exist_ok=True)
+    train = churn(4000, 1)
+    model = churn_model(train)
+    paths = {"model": os.path.join(folder, "model.pkl"), "reference": os.path.join(folder, "reference.json"),
+             "serving": os.path.join(folder, "serving.csv")}
+    with open(paths["model"], "wb") as handle:
+        pickle.dump(model, handle)
+    churn_profile(model, train).save(paths["reference"])
+    churn(serve_rows, 2, drift_from=drift_from).to_csv(paths["serving"], index=False)
+    return paths
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,7 +107,6 @@ def _port() -> int:
 
 def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -> int:
     _require_sklearn()
-    import numpy as np
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -65,40 +116,17 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from sklearn.ensemble import HistGradientBoostingClassifier
 
     import otel_mlmon
     from otel_mlmon.batch.report import write_report
-    from otel_mlmon.engine.columns import profile_from_columns
     from otel_mlmon.engine.results import WindowResult
-    from otel_mlmon.engine.windows import WindowSpec
     from otel_mlmon.instrumentation import force_flush
     from otel_mlmon.processor.service import Processor, serve
     from otel_mlmon.processor.store import Store
 
-    features = ["tenure", "monthly_charges", "support_calls", "plan"]
-    train, serve_rows = churn(4000, 1), churn(3000, 2, drift_from=1500)
-    model = HistGradientBoostingClassifier(max_iter=60, categorical_features=[3], random_state=0)
-    encoded = train[features].assign(plan=train["plan"].map({"basic": 0, "plus": 1, "premium": 2}))
-    model.fit(encoded, train["churned"])
-
-    class Served:
-        """The service's model: takes the raw features (the plan as text), as an application would."""
-
-        classes_ = model.classes_
-
-        def predict_proba(self, frame: Any) -> Any:
-            return model.predict_proba(frame.assign(plan=frame["plan"].map({"basic": 0, "plus": 1, "premium": 2})))
-
-    # The reference: the training rows with the model's outputs, windowed like the stream.
-    scores = model.predict_proba(encoded)[:, 1]
-    reference = {name: train[name].to_numpy(dtype=object if name == "plan" else float) for name in features}
-    reference["prediction"] = np.where(scores > 0.5, "1", "0").astype(object)
-    reference["score"] = scores
-    profile, _ = profile_from_columns(reference, WindowSpec(chunk_size=WINDOW_ROWS), model="churn", version="1")
-    profile.columns["prediction"].role, profile.columns["score"].role = "prediction", "score"
-    profile.classes, profile.score_columns = ["0", "1"], {"1": "score"}
-    profile.prediction_column, profile.target_column = "prediction", "churned"
+    train, serve_rows = churn(4000, 1), churn(3000, 2, drift_from=DRIFT_FROM)
+    model = churn_model(train)
+    profile = churn_profile(model, train)
 
     folder = tempfile.mkdtemp(prefix="mlmon-demo-")
     processor = Processor(Store(os.path.join(folder, "state.db")), bootstrap_windows=0)
@@ -111,7 +139,7 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
     url = f"http://127.0.0.1:{port}"
     print("otel-mlmon demo: a churn model served with otel-mlmon, an embedded processor on " + url, file=out)
     print(f"  {len(train)} training rows; {len(serve_rows)} served in calls of {BATCH_ROWS} rows, windows of "
-          f"{WINDOW_ROWS}; drift from row 1500; labels arrive two windows late\n", file=out)
+          f"{WINDOW_ROWS}; drift from row {DRIFT_FROM}; labels arrive two windows late\n", file=out)
 
     old = os.environ.get("OTEL_PYTHON_MLMON_CAPTURE_FEATURES")
     os.environ["OTEL_PYTHON_MLMON_CAPTURE_FEATURES"] = "true"  # exact feature drift, like `mlmon evaluate`
@@ -122,7 +150,7 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
                                                                      schedule_delay_millis=200))
     meter_provider = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter(f"{url}/v1/metrics"),
                                                                   export_interval_millis=2000)])
-    served = otel_mlmon.instrument_model(Served(), name="churn", version="1", task="classification",
+    served = otel_mlmon.instrument_model(model, name="churn", version="1", task="classification",
                                          tracer_provider=tracer_provider, meter_provider=meter_provider,
                                          logger_provider=logger_provider)
     if old is None:
@@ -152,7 +180,7 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
         for begin in range(0, len(serve_rows), BATCH_ROWS):
             rows = serve_rows.iloc[begin: begin + BATCH_ROWS]
             with otel_mlmon.prediction_ids(ids=rows["id"].tolist()):
-                served.predict_proba(rows[features])
+                served.predict_proba(rows[FEATURES])
             late = begin - 2 * WINDOW_ROWS  # the truth of rows served two windows ago arrives now
             if late >= 0 and late % WINDOW_ROWS == 0:
                 truth = serve_rows.iloc[late: late + WINDOW_ROWS]

@@ -116,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--rate", type=float, help="rows per second at most")
     replay.add_argument("--batch-rows", type=int, default=100, help="rows per predict call")
     replay.add_argument("--model-file", help="a pickled model to predict with, instead of the file's outputs")
+    replay.add_argument("--service", help="a model service's URL: rows go to its POST /predict (the service is "
+                                          "instrumented itself; examples/model_service.py), labels over OTLP")
     _add_column_flags(replay)
 
     reference = commands.add_parser("reference", help="reference profiles")
@@ -336,6 +338,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     grpc_server.stop(grace=5).wait()
+    if processor.otlp is not None:
+        processor.otlp.close()  # before the store closes: the SDK's last collection reads the store's counters
     processor.store.close()
     return 0
 
@@ -345,7 +349,9 @@ def _replay(args: argparse.Namespace) -> int:
 
     options = ReplayOptions(endpoint=args.endpoint, protocol=args.protocol, batch_rows=args.batch_rows,
                             rate=args.rate, label_delay=args.label_delay, label_shuffle=args.label_shuffle,
-                            label_fraction=args.label_fraction)
+                            label_fraction=args.label_fraction, service=args.service)
+    if args.service and args.model_file:
+        raise ValueError("--service and --model-file exclude each other: the service holds the model")
     progress = Progress("replaying")
     sent = replay(args.analysis, _columns(args), args.model, args.model_version, options, args.labels, progress,
                   args.model_file)
@@ -362,7 +368,7 @@ def _run(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
     except DataError as exc:
         print(f"mlmon: error: {exc}", file=sys.stderr)
         return 1
-    except FileNotFoundError as exc:
+    except OSError as exc:  # a missing file, a model service that is down or refuses
         print(f"mlmon: error: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:

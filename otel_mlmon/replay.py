@@ -30,6 +30,7 @@ class ReplayOptions:
     label_shuffle: bool = False
     label_fraction: float = 1.0
     seed: int = 0
+    service: str | None = None  # a model service's base URL: rows go to its POST /predict instead
 
     def __post_init__(self) -> None:
         if self.protocol not in ("http/protobuf", "grpc"):
@@ -40,6 +41,32 @@ class ReplayOptions:
             raise ValueError(f"--rate must be positive, got {self.rate}")
         if self.label_delay < 0 or self.batch_rows < 1:
             raise ValueError("--label-delay must be >= 0 and the batch size positive")
+        if self.service is not None and not self.service.startswith(("http://", "https://")):
+            raise ValueError(f"--service must be an http(s) URL, got {self.service!r}")
+
+
+def _post_rows(url: str, ids: list[str], frame: Any) -> None:
+    """Sends rows to a model service (examples/model_service.py's protocol); a refused batch is an error."""
+    import json
+    import math
+    import urllib.error
+    import urllib.request
+
+    def plain(value: Any) -> Any:
+        value = value.item() if hasattr(value, "item") else value
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    columns = {name: [plain(v) for v in frame[name].tolist()] for name in frame.columns}
+    request = urllib.request.Request(url.rstrip("/") + "/predict", method="POST",
+                                     data=json.dumps({"ids": ids, "columns": columns}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
+    except urllib.error.HTTPError as exc:
+        raise ConnectionError(f"the model service at {url} answered {exc.code}: {exc.read()[:300]!r}") from None
+    except OSError as exc:
+        raise ConnectionError(f"the model service at {url} is not reachable: {exc}") from None
 
 
 def _providers(options: ReplayOptions) -> tuple[Any, Any, Any]:
@@ -96,7 +123,8 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
     """Send a file's predictions, then its labels; returns the rows and labels sent.
 
     With ``model_file`` (a pickled model, trusted input) the model itself predicts on the file's features
-    (``predict_proba`` when it has it, else ``predict``); without it, the file's outputs are replayed."""
+    (``predict_proba`` when it has it, else ``predict``); with ``options.service`` the rows go to a model service
+    that is instrumented itself (only the labels are sent from here); otherwise the file's outputs are replayed."""
     import pandas as pd
 
     import otel_mlmon
@@ -149,19 +177,22 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
             part = {k: v[begin: begin + options.batch_rows] for k, v in batch.items()}
             frame = pd.DataFrame({name: part[name] for name in features})
             ids = [str(v) for v in part[columns.id_column].tolist()]
-            with otel_mlmon.prediction_ids(ids=ids):
-                if real is not None:
-                    (model.predict_proba if hasattr(model, "predict_proba") else model.predict)(frame)
-                elif columns.score_columns:
-                    stand_in.current = np.column_stack([part[columns.score_columns[c]] for c in order])
-                    model.predict_proba(frame)
-                elif columns.score_column and classification:
-                    score = part[columns.score_column]
-                    stand_in.current = np.column_stack([1 - score, score])
-                    model.predict_proba(frame)
-                else:
-                    stand_in.current = part[columns.prediction_column]
-                    model.predict(frame)
+            if options.service is not None:
+                _post_rows(options.service, ids, frame)
+            else:
+                with otel_mlmon.prediction_ids(ids=ids):
+                    if real is not None:
+                        (model.predict_proba if hasattr(model, "predict_proba") else model.predict)(frame)
+                    elif columns.score_columns:
+                        stand_in.current = np.column_stack([part[columns.score_columns[c]] for c in order])
+                        model.predict_proba(frame)
+                    elif columns.score_column and classification:
+                        score = part[columns.score_column]
+                        stand_in.current = np.column_stack([1 - score, score])
+                        model.predict_proba(frame)
+                    else:
+                        stand_in.current = part[columns.prediction_column]
+                        model.predict(frame)
             if columns.target_column and columns.target_column in part:
                 for pid, value in zip(ids, part[columns.target_column].tolist()):
                     if value is not None and category_key(value) is not None:

@@ -39,6 +39,7 @@ class OtlpExport:
     """Gauges of the newest results, the alert counter and alert events, through the OTel SDK."""
 
     def __init__(self, meter_provider: Any = None, logger_provider: Any = None) -> None:
+        self._providers = (meter_provider, logger_provider)
         meter = self._meter = get_meter(semconv.INSTRUMENTATION_SCOPE, __version__, meter_provider)
         self.logger = get_logger(semconv.INSTRUMENTATION_SCOPE, __version__, logger_provider=logger_provider)
         self._lock = threading.Lock()
@@ -90,6 +91,12 @@ class OtlpExport:
                                       description="Size of the processor's SQLite state on disk")
         meter.create_observable_counter(semconv.ML_PROCESSOR_EXPORT_FAILURES, [failures], unit="{failure}",
                                         description="Alert deliveries that failed")
+
+    def close(self) -> None:
+        """Flushes and shuts down the providers given (the last results go out while the store is still open)."""
+        for provider in self._providers:
+            if provider is not None and hasattr(provider, "shutdown"):
+                provider.shutdown()
 
     def _observer(self, name: str) -> Any:
         def observe(options: Any) -> Iterable[Observation]:

@@ -1,0 +1,302 @@
+"""The demo stack of ``docker-compose.yml``, run natively: the same topology and the same config files, with
+loopback ports instead of container names.
+
+    model service (examples/model_service.py under opentelemetry-instrument)
+        --OTLP/HTTP--> Collector (collector/otelcol-config.yaml, built by collector/build.sh)
+            --OTLP/gRPC, gzip, persistent queue--> processor (mlmon processor serve)
+            --OTLP/gRPC--> Collector --> Prometheus exporter <-- Prometheus (collector/prometheus/) --> Alertmanager
+    load driver: mlmon replay --service (rows to the model service; labels, late, over OTLP to the Collector)
+
+Used by ``mlmon demo --stack`` and by the end-to-end test (tests/stack). Needs a source checkout (the Collector,
+Prometheus and Alertmanager configs live in ``collector/``) and the binaries: the Collector from
+``collector/build.sh``, Prometheus and Alertmanager from Debian's packages. Traces go to Jaeger in the compose
+stack; natively they go to a file (Jaeger is not built here).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "churn"
+
+
+@dataclass
+class Binaries:
+    collector: str
+    prometheus: str
+    alertmanager: str
+
+
+def find_binaries(repo: Path = REPO) -> tuple[Binaries | None, list[str]]:
+    """The stack's programs, or what is missing with how to get it."""
+    missing = []
+    collector = os.environ.get("MLMON_OTELCOL") or shutil.which("otelcol-mlmon")
+    if collector is None:
+        cache = os.environ.get("MLMON_CACHE_DIR") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "otel-mlmon")
+        built = sorted(glob.glob(os.path.join(cache, "collector", "otelcol-mlmon-*", "otelcol-mlmon")),
+                       key=os.path.getmtime)
+        collector = built[-1] if built else None
+    if collector is None:
+        missing.append(f"the otel-mlmon Collector: run {repo / 'collector' / 'build.sh'} (needs Go and its module "
+                       "proxy; a few minutes the first time), or set MLMON_OTELCOL to a Collector binary")
+    prometheus = shutil.which("prometheus")
+    alertmanager = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if prometheus is None or alertmanager is None:
+        missing.append("Prometheus and Alertmanager: apt-get install prometheus prometheus-alertmanager "
+                       "(Debian/Ubuntu), or put prometheus and alertmanager on PATH")
+    if not (repo / "collector" / "otelcol-config.yaml").is_file():
+        missing.append(f"the stack's configs: {repo / 'collector'} is not there; run from a clone of the "
+                       "otel-mlmon repository")
+    if missing:
+        return None, missing
+    assert collector is not None and prometheus is not None and alertmanager is not None
+    return Binaries(collector, prometheus, alertmanager), []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        return json.loads(answer.read() or b"null")
+
+
+@dataclass
+class NativeStack:
+    """Starts, drives and stops the stack; every process logs to ``folder/<name>.log``."""
+
+    folder: Path
+    binaries: Binaries
+    repo: Path = REPO
+    interval_s: float = 1.0  # Prometheus scrape/evaluation and OTLP metric export intervals
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name in ("otlp_grpc", "otlp_http", "results_grpc", "prometheus_exporter", "collector_telemetry",
+                     "health", "processor_grpc", "processor_http", "prometheus", "alertmanager",
+                     "alertmanager_cluster", "model"):
+            self.ports[name] = free_port()
+
+    # --- URLs --------------------------------------------------------------------------------------------
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        with open(self.folder / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
+            self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
+                                                    env={**os.environ, **(env or {})}, start_new_session=True)
+
+    def _wait(self, name: str, check: Callable[[], bool], timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            process = self.processes[name]
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}: {self.tail(name)}")
+            try:
+                if check():
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} was not ready after {timeout_s:.0f} s: {self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        path = self.folder / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def prepare(self, serve_rows: int = 3000) -> dict[str, str]:
+        """The model, its reference profile and the drifting serving data (otel_mlmon._demo.prepare)."""
+        from otel_mlmon._demo import prepare
+
+        self.inputs = prepare(str(self.folder / "inputs"), serve_rows=serve_rows)
+        return self.inputs
+
+    def start(self) -> None:
+        """Alertmanager, Prometheus, the processor, the Collector, the model service; each waited for."""
+        if not hasattr(self, "inputs"):
+            self.prepare()
+        self._start_alertmanager()
+        self._start_prometheus()
+        self._start_processor()
+        self._start_collector()
+        self._start_model()
+
+    def _start_alertmanager(self) -> None:
+        self._spawn("alertmanager", [
+            self.binaries.alertmanager, f"--config.file={self.repo / 'collector/alertmanager/alertmanager.yml'}",
+            f"--web.listen-address=127.0.0.1:{self.ports['alertmanager']}",
+            f"--cluster.listen-address=127.0.0.1:{self.ports['alertmanager_cluster']}",
+            f"--storage.path={self.folder / 'alertmanager-data'}"])
+        self._wait("alertmanager", lambda: _get(self.url("alertmanager") + "/api/v2/status") is not None)
+
+    def prometheus_config(self) -> Path:
+        """collector/prometheus/prometheus.yml with loopback targets, short intervals, absolute rule paths."""
+        import yaml
+
+        shipped = self.repo / "collector" / "prometheus" / "prometheus.yml"
+        config = yaml.safe_load(shipped.read_text())
+        interval = f"{max(1, round(self.interval_s))}s"
+        config["global"] = {**config.get("global", {}), "scrape_interval": interval, "evaluation_interval": interval}
+        config["rule_files"] = [str(shipped.parent / path) for path in config["rule_files"]]
+        config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [
+            f"127.0.0.1:{self.ports['alertmanager']}"]
+        targets = {"otel-collector": self.ports["prometheus_exporter"],
+                   "otel-collector-self": self.ports["collector_telemetry"]}
+        for job in config["scrape_configs"]:
+            job["static_configs"][0]["targets"] = [f"127.0.0.1:{targets[job['job_name']]}"]
+        path = self.folder / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def _start_prometheus(self) -> None:
+        self._spawn("prometheus", [
+            self.binaries.prometheus, f"--config.file={self.prometheus_config()}",
+            f"--web.listen-address=127.0.0.1:{self.ports['prometheus']}",
+            f"--storage.tsdb.path={self.folder / 'prometheus-data'}"])
+        self._wait("prometheus", lambda: urllib.request.urlopen(self.url("prometheus") + "/-/ready",
+                                                                timeout=2).status == 200)
+
+    def _start_processor(self) -> None:
+        self._spawn("processor", [
+            sys.executable, "-m", "otel_mlmon.cli", "processor", "serve",
+            "--grpc-endpoint", f"127.0.0.1:{self.ports['processor_grpc']}",
+            "--http-endpoint", f"127.0.0.1:{self.ports['processor_http']}",
+            "--store", str(self.folder / "processor.db"), "--reference", self.inputs["reference"],
+            "--alertmanager", self.url("alertmanager")], env={
+            "OTEL_SERVICE_NAME": "mlmon-processor", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.url("results_grpc"),
+            "OTEL_METRIC_EXPORT_INTERVAL": str(int(self.interval_s * 1000)), "OTEL_BLRP_SCHEDULE_DELAY": "500"})
+        self._wait("processor", lambda: urllib.request.urlopen(self.url("processor_http") + "/healthz",
+                                                               timeout=2).status == 200)
+
+    def collector_env(self) -> dict[str, str]:
+        return {"MLMON_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['otlp_grpc']}",
+                "MLMON_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['otlp_http']}",
+                "MLMON_RESULTS_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['results_grpc']}",
+                "MLMON_PROCESSOR_ENDPOINT": f"127.0.0.1:{self.ports['processor_grpc']}",
+                "MLMON_PROMETHEUS_EXPORTER_ENDPOINT": f"127.0.0.1:{self.ports['prometheus_exporter']}",
+                "MLMON_COLLECTOR_TELEMETRY_HOST": "127.0.0.1",
+                "MLMON_COLLECTOR_TELEMETRY_PORT": str(self.ports["collector_telemetry"]),
+                "MLMON_HEALTH_ENDPOINT": f"127.0.0.1:{self.ports['health']}",
+                "MLMON_QUEUE_DIR": str(self.folder / "collector-queue"),
+                "MLMON_JAEGER_ENDPOINT": "127.0.0.1:1"}  # unused: traces go to a file natively
+
+    def _start_collector(self) -> None:
+        # Natively, traces go to a file instead of Jaeger, and the processor's alert events to a file as well
+        # as to the debug exporter (in the compose stack: your logs backend).
+        overlay = self.folder / "collector-native.yaml"
+        overlay.write_text(json.dumps({
+            "exporters": {"file/traces": {"path": str(self.folder / "traces.jsonl")},
+                          "file/alerts": {"path": str(self.folder / "alert-events.jsonl")}},
+            "service": {"pipelines": {"traces": {"exporters": ["file/traces"]},
+                                      "logs/results": {"exporters": ["debug", "file/alerts"]}}}}))
+        self._spawn("collector", [self.binaries.collector,
+                                  f"--config={self.repo / 'collector' / 'otelcol-config.yaml'}",
+                                  f"--config={overlay}"], env=self.collector_env())
+        self._wait("collector", lambda: urllib.request.urlopen(self.url("health"), timeout=2).status == 200)
+
+    def _start_model(self) -> None:
+        instrument = Path(sys.executable).with_name("opentelemetry-instrument")
+        self._spawn("model", [
+            str(instrument), sys.executable, str(self.repo / "examples" / "model_service.py"),
+            "--model", self.inputs["model"], "--name", MODEL, "--version", "1", "--port", str(self.ports["model"])],
+            env={"OTEL_SERVICE_NAME": "churn-model", "OTEL_EXPORTER_OTLP_ENDPOINT": self.url("otlp_http"),
+                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_TRACES_EXPORTER": "otlp",
+                 "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp",
+                 "OTEL_METRIC_EXPORT_INTERVAL": str(int(self.interval_s * 1000)),
+                 "OTEL_PYTHON_MLMON_CAPTURE_FEATURES": "true", "OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL": "500",
+                 "OTEL_PYTHON_MLMON_SKETCH_EXPORT_INTERVAL": str(int(self.interval_s * 1000))})
+        self._wait("model", lambda: _get(self.url("model") + "/health")["status"] == "ok")
+
+    def drive(self, rate: float = 1000.0, label_delay_s: float = 3.0, batch_rows: int = 50,
+              timeout_s: float = 300.0) -> subprocess.CompletedProcess[bytes]:
+        """The load driver: ``mlmon replay --service`` sends the serving rows to the model service, then the
+        labels, ``label_delay_s`` later, over OTLP to the Collector."""
+        argv = [sys.executable, "-m", "otel_mlmon.cli", "replay", "--analysis", self.inputs["serving"],
+                "--model", MODEL, "--version", "1", "--id-column", "id", "--target-column", "churned",
+                "--service", self.url("model"), "--endpoint", self.url("otlp_http"), "--rate", str(rate),
+                "--batch-rows", str(batch_rows), "--label-delay", str(label_delay_s)]
+        with open(self.folder / "replay.log", "ab") as log:
+            return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, check=True,
+                                  env={**os.environ, "OTEL_SERVICE_NAME": "churn-labels"})
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (a crash, for the tests)."""
+        process = self.processes[name]
+        process.kill()
+        process.wait()
+
+    def restart(self, name: str) -> None:
+        """Start one process again, on the same ports and state."""
+        getattr(self, f"_start_{name}")()
+
+    def bad_request(self) -> int:
+        """A predict call the model raises on (a plan it never saw): the HTTP status the service answered."""
+        body = json.dumps({"ids": ["bad-1"], "columns": {"tenure": [1.0], "monthly_charges": [50.0],
+                                                         "support_calls": [0.0], "plan": ["platinum"]}}).encode()
+        request = urllib.request.Request(self.url("model") + "/predict", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def stop(self) -> None:
+        """SIGTERM in reverse start order (the model flushes, the Collector drains), then SIGKILL."""
+        for name in reversed(list(self.processes)):
+            process = self.processes[name]
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.processes.clear()
+
+    def __enter__(self) -> NativeStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what the backends hold ------------------------------------------------------------------------
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant PromQL query against the stack's Prometheus: the result vector."""
+        answer = _get(self.url("prometheus") + "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+        if answer.get("status") != "success":
+            raise ValueError(f"Prometheus refused {promql!r}: {answer}")
+        return list(answer["data"]["result"])
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts Alertmanager holds (active, from Prometheus rules and from the processor)."""
+        return list(_get(self.url("alertmanager") + "/api/v2/alerts"))
+
+    def results(self) -> list[dict[str, Any]]:
+        """The processor's window results (its GET /v1/results)."""
+        answer = _get(self.url("processor_http") + "/v1/results?" + urllib.parse.urlencode({"model": MODEL}))
+        return list(answer["results"])

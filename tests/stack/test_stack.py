@@ -1,0 +1,192 @@
+"""End to end, natively, the docker-compose topology: model service (zero-code instrumented) -> Collector ->
+processor -> Collector -> Prometheus -> Alertmanager, plus the processor's own alerts to Alertmanager. Drift is
+injected from row 1500 (window 3 of 6); the processor is killed and restarted while rows stream; labels arrive
+late through the same Collector. One stack run serves every test here (tests/stack/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from otel_mlmon import semconv
+from otel_mlmon._demo import DRIFT_FROM, FEATURES, WINDOW_ROWS
+from otel_mlmon._stack import _get
+
+from .conftest import REPO, StackRun
+
+ROWS = 3000
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], timeout_s: float = 90.0, what: str = "") -> T:
+    """The first truthy answer of ``check`` within the timeout (the pipeline has intervals of about 1 s)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout_s:.0f} s: {what} (last: {last!r})")
+
+
+def _counters(run: StackRun) -> dict[str, int]:
+    return dict(_get(run.stack.url("processor_http") + "/healthz"))
+
+
+def _final_results(run: StackRun) -> list[dict[str, Any]]:
+    """The processor's results once every window is evaluated with all of its labels."""
+    def done() -> list[dict[str, Any]] | None:
+        results = [r for r in run.stack.results() if r["period"] == "analysis"]
+        windows = {r["window"]: r["labeled_rows"] for r in results}
+        return results if len(windows) == ROWS // WINDOW_ROWS and set(windows.values()) == {WINDOW_ROWS} else None
+    return eventually(done, what="all 6 windows evaluated with their labels")
+
+
+def test_every_row_and_label_arrives_despite_a_processor_crash(stack_run: StackRun) -> None:
+    counters = eventually(lambda: (c := _counters(stack_run))["labels_joined"] == ROWS and c,
+                          what=f"{ROWS} labels joined")
+    assert counters["predictions"] == ROWS  # every row once (resent batches are dropped as duplicates)
+    # Rows held in the Collector's retry queue while the processor was down can arrive after their labels: those
+    # labels wait as orphans and join when the rows come. None is left waiting, none was refused.
+    assert counters["orphan_labels"] == 0 and counters["pending_predictions"] == 0
+    assert counters.get("rejected_records", 0) == 0
+    # The outage was real: rows waited in the Collector's persistent queue.
+    queued = stack_run.stack.query('max_over_time(otelcol_exporter_queue_size{exporter="otlp_grpc/mlmon-processor"}'
+                                   '[10m])')
+    assert queued and max(float(q["value"][1]) for q in queued) > 0
+    processor_log = (stack_run.stack.folder / "processor.log").read_text()
+    assert processor_log.count("serving OTLP/HTTP and the API") == 2, "the processor was not killed and restarted"
+
+
+def test_drift_is_found_from_the_injected_window_on_and_not_before(stack_run: StackRun) -> None:
+    results = _final_results(stack_run)
+    drifted = {(r["window"], r["column"]) for r in results if r["kind"] == "drift" and r["alert"]}
+    first = DRIFT_FROM // WINDOW_ROWS
+    assert {w for w, _ in drifted} == set(range(first, ROWS // WINDOW_ROWS))
+    for window in range(first, ROWS // WINDOW_ROWS):
+        assert {c for w, c in drifted if w == window} >= set(FEATURES)  # every feature was shifted
+    accuracy = {r["window"]: r["value"] for r in results if r["metric"] == "accuracy"}
+    assert len(accuracy) == ROWS // WINDOW_ROWS and all(0.5 < a < 1 for a in accuracy.values())
+
+
+def test_alerts_reach_alertmanager_from_prometheus_rules_and_from_the_processor(stack_run: StackRun) -> None:
+    def both() -> list[dict[str, Any]] | None:
+        alerts = stack_run.stack.alerts()
+        names = {a["labels"]["alertname"] for a in alerts}
+        return alerts if {"MLFeatureDrift", "ml_drift"} <= names else None
+
+    alerts = eventually(both, what="MLFeatureDrift (Prometheus rule) and ml_drift (processor) in Alertmanager")
+    ruled = [a for a in alerts if a["labels"]["alertname"] == "MLFeatureDrift"]
+    assert {a["labels"]["ml_model_name"] for a in ruled} == {"churn"}
+    assert {a["labels"]["ml_feature_name"] for a in ruled} >= set(FEATURES)
+    assert all(a["labels"]["severity"] == "warning" and a["annotations"]["summary"].startswith("churn 1: ")
+               for a in ruled)
+    direct = [a for a in alerts if a["labels"]["alertname"] == "ml_drift"]
+    assert {a["labels"]["column"] for a in direct} >= set(FEATURES)
+    # Nothing fires that should not: no performance alert (accuracy stays in its band here), no errors alert
+    # (one failing call of 3000 rows is under the 1 % rate and under the rule's `for`).
+    assert not {a["labels"]["alertname"] for a in alerts} & {"MLPerformanceDegraded", "MLPredictErrors"}
+
+
+def test_ml_series_reach_prometheus_equal_to_the_processors_results(stack_run: StackRun) -> None:
+    stack = stack_run.stack
+    results = _final_results(stack_run)
+    newest = max(r["window"] for r in results)
+
+    def value(promql: str) -> float:
+        found = eventually(lambda: stack.query(promql), what=promql)
+        assert len(found) == 1, found
+        return float(found[0]["value"][1])
+
+    mine = {(r["column"], r["metric"]): r["value"] for r in results if r["window"] == newest}
+    assert value('ml_drift_score_ratio{ml_model_name="churn",ml_feature_name="tenure",'
+                 'ml_drift_method="kolmogorov_smirnov"}') == pytest.approx(mine[("tenure", "kolmogorov_smirnov")],
+                                                                           rel=1e-12)
+    accuracy = value('ml_evaluation_score_ratio{ml_model_name="churn",ml_evaluation_name="accuracy"}')
+    assert accuracy == pytest.approx(next(v for (c, m), v in mine.items() if m == "accuracy"), rel=1e-12)
+    assert eventually(lambda: value('ml_label_coverage_ratio{ml_model_name="churn"}') == 1.0, what="coverage 1")
+    assert value('ml_label_latency_seconds{ml_model_name="churn"}') > 1.0  # labels came >= 2 s after the rows
+    assert eventually(lambda: value('sum(ml_predictions_total{ml_model_name="churn"})') == ROWS,
+                      what=f"{ROWS} predictions counted")
+    assert value('sum(ml_operation_duration_seconds_count{ml_model_name="churn",error_type="ValueError"})') == 1
+    assert value('sum(ml_processor_records_total{ml_processor_outcome="label_joined"})') == ROWS
+    assert value('count(ml_alert_firing{ml_model_name="churn",ml_alert_kind="drift"} == 1)') >= 2 * len(FEATURES)
+
+
+def _metric_names(text: str) -> set[str]:
+    return set(re.findall(r"\b((?:ml|otelcol)_[a-z0-9_]+)\b", text)) - {"ml_model_name", "ml_model_version"}
+
+
+def test_every_series_the_rules_and_dashboards_use_exists(stack_run: StackRun) -> None:
+    """The rules and dashboards use the names our telemetry really has after OTLP -> Prometheus translation."""
+    rules = (REPO / "collector/prometheus/rules/mlmon.yml").read_text()
+    dashboard = (REPO / "collector/grafana/dashboards/mlmon-overview.json").read_text()
+    used = {name for name in _metric_names(rules) | _metric_names(dashboard)
+            if not re.fullmatch(r"ml_(feature|drift|evaluation|alert|processor|prediction|model|operation|label)"
+                                r"_(name|method|kind|metric|outcome|state|class|category|task)", name)}
+    present = {series["__name__"] for series in _get(stack_run.stack.url("prometheus") + "/api/v1/series?" +
+                                                     "match[]=%7B__name__%3D~%22(ml|otelcol)_.%2A%22%7D")["data"]}
+    assert used and used <= present, sorted(used - present)
+
+
+def _dashboard_queries() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted((REPO / "collector/grafana/dashboards").glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                found.append((f"{path.name}: {panel['title']} {target['refId']}", target["expr"]))
+        for variable in dashboard["templating"]["list"]:
+            metric, label = re.fullmatch(r"label_values\((.*), *(\w+)\)", variable["definition"]).groups()
+            found.append((f"{path.name}: variable {variable['name']}", f"group by ({label}) ({metric})"))
+    return found
+
+
+@pytest.mark.parametrize(("where", "expr"), _dashboard_queries(), ids=[w for w, _ in _dashboard_queries()])
+def test_every_dashboard_query_returns_data(stack_run: StackRun, where: str, expr: str) -> None:
+    # Grafana's variables as Grafana sends them with "All" selected and a one-hour range.
+    promql = (expr.replace("$__rate_interval", "1m").replace("$__range", "1h")
+              .replace("$model", ".*").replace("$version", ".*"))
+    assert "$" not in promql, f"{where}: a variable the test does not know: {promql}"
+    eventually(lambda: stack_run.stack.query(promql), timeout_s=60, what=f"{where}: {promql}")
+
+
+def test_traces_and_alert_events_come_out_of_the_collector(stack_run: StackRun) -> None:
+    folder: Path = stack_run.stack.folder
+
+    def spans() -> list[dict[str, Any]]:
+        found = []
+        if (folder / "traces.jsonl").exists():
+            for line in (folder / "traces.jsonl").read_text().splitlines():
+                for rs in json.loads(line)["resourceSpans"]:
+                    for ss in rs["scopeSpans"]:
+                        found.extend(ss["spans"])
+        return found
+
+    found = eventually(lambda: [s for s in spans() if s["name"].startswith("predict_proba")], what="predict spans")
+    attributes = [{a["key"]: a["value"] for a in s["attributes"]} for s in found]
+    assert all(a[semconv.ML_MODEL_NAME] == {"stringValue": "churn"} for a in attributes)
+    assert sum(s.get("status", {}).get("code") == 2 for s in found) == 1  # the one failing call, STATUS_CODE_ERROR
+
+    def alert_events() -> list[dict[str, Any]]:
+        events = []
+        path = folder / "alert-events.jsonl"
+        for line in path.read_text().splitlines() if path.exists() else []:
+            for rl in json.loads(line)["resourceLogs"]:
+                for sl in rl["scopeLogs"]:
+                    events.extend(r for r in sl["logRecords"] if r.get("eventName") == semconv.EVENT_ALERT)
+        return events
+
+    events = eventually(alert_events, what="ml.alert events back through the Collector")
+    states = {a["key"]: a["value"] for a in events[0]["attributes"]}
+    assert states[semconv.ML_ALERT_STATE] == {"stringValue": "firing"}
