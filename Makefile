@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint install-dev bench
+.PHONY: demo test lint install-dev system-deps bench
 
 demo:
 	$(PIP) -e ".[sklearn,processor,report]"
@@ -11,11 +11,15 @@ demo:
 install-dev:
 	$(PIP) -e ".[dev,torch]"
 
+# Debian's Prometheus, Alertmanager and Chromium, and the Collector built with ocb (cached): see the script.
+system-deps:
+	scripts/system-deps.sh
+
 lint: install-dev
 	$(PYTHON) -m ruff check otel_mlmon tests benchmarks examples
 	$(PYTHON) -m mypy
 
-test: lint
+test: lint system-deps
 	$(PYTHON) -m pytest -q --doctest-modules otel_mlmon tests
 
 bench: install-dev

@@ -87,6 +87,7 @@ def prepare(folder: str, serve_rows: int = 3000, drift_from: int = DRIFT_FROM) -
     data (``id``, the features, the ``churned`` truth; drift from row ``drift_from``) that the load driver sends."""
     import pickle
 
+    _require_sklearn()
     os.makedirs(folder, exist_ok=True)
     train = churn(4000, 1)
     model = churn_model(train)
@@ -97,6 +98,25 @@ def prepare(folder: str, serve_rows: int = 3000, drift_from: int = DRIFT_FROM) -
     churn_profile(model, train).save(paths["reference"])
     churn(serve_rows, 2, drift_from=drift_from).to_csv(paths["serving"], index=False)
     return paths
+
+
+WINDOW_HEADER = f"{'window':>6} {'rows':>5} {'labels':>6} {'accuracy':>8}  drift alerts"
+
+
+def window_lines(results: list[dict[str, Any]]) -> dict[int, str]:
+    """One line per window of the processor's analysis results: rows, labels, accuracy, drifted columns."""
+    by_window: dict[int, list[dict[str, Any]]] = {}
+    for r in results:
+        if r["period"] == "analysis":
+            by_window.setdefault(r["window"], []).append(r)
+    lines = {}
+    for window in sorted(by_window):
+        found = by_window[window]
+        accuracy = next((r["value"] for r in found if r["metric"] == "accuracy"), None)
+        drifted = sorted({r["column"] for r in found if r["kind"] == "drift" and r["alert"]})
+        lines[window] = (f"{window:>6} {found[0]['rows']:>5} {found[0]['labeled_rows']:>6} "
+                         f"{'' if accuracy is None else f'{accuracy:8.3f}':>8}  {', '.join(drifted) or '-'}")
+    return lines
 
 
 def _port() -> int:
@@ -157,22 +177,13 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
         os.environ.pop("OTEL_PYTHON_MLMON_CAPTURE_FEATURES")
     else:
         os.environ["OTEL_PYTHON_MLMON_CAPTURE_FEATURES"] = old
-    print(f"{'window':>6} {'rows':>5} {'labels':>6} {'accuracy':>8}  drift alerts", file=out)
+    print(WINDOW_HEADER, file=out)
     shown: dict[int, tuple[int, str]] = {}
 
     def show() -> None:
-        rows = processor.store.results(model="churn", period="analysis")
-        by_window: dict[int, list[dict[str, Any]]] = {}
-        for r in rows:
-            by_window.setdefault(r["window"], []).append(r)
-        for window in sorted(by_window):
-            results = by_window[window]
-            accuracy = next((r["value"] for r in results if r["metric"] == "accuracy"), None)
-            drifted = sorted({r["column"] for r in results if r["kind"] == "drift" and r["alert"]})
-            line = (f"{window:>6} {results[0]['rows']:>5} {results[0]['labeled_rows']:>6} "
-                    f"{'' if accuracy is None else f'{accuracy:8.3f}':>8}  {', '.join(drifted) or '-'}")
+        for window, line in window_lines(processor.store.results(model="churn", period="analysis")).items():
             if shown.get(window, (None, None))[1] != line:
-                shown[window] = (results[0]["labeled_rows"], line)
+                shown[window] = (int(line.split()[2]), line)
                 print(line, file=out, flush=True)
 
     try:
@@ -224,18 +235,89 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
     return 0
 
 
-def stack(out: TextIO = sys.stdout) -> int:
-    """``mlmon demo --stack``: the native full stack (Collector, Prometheus, Alertmanager, Grafana)."""
-    import shutil
+def stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
+    """``mlmon demo --stack``: the docker-compose topology natively (otel_mlmon._stack): the model service under
+    ``opentelemetry-instrument``, the Collector built from our manifest, the processor, Prometheus with our rules
+    and Alertmanager. Streams the drifting data with late labels, shows windows and alerts as they come, then keeps
+    the stack up for ``hold_s`` seconds (None: until Ctrl-C) so that Prometheus and Alertmanager can be browsed."""
+    import threading
+    from pathlib import Path
 
-    missing = [name for name in ("otelcol-mlmon", "prometheus", "prometheus-alertmanager", "grafana-server")
-               if shutil.which(name) is None]
-    print("mlmon demo --stack runs the full pipeline natively: the model service, the Collector, the processor, "
-          "Prometheus, Alertmanager and Grafana.", file=out)
-    if missing:
-        print(f"Missing here: {', '.join(missing)}. Prometheus and Alertmanager: apt-get install prometheus "
-              "prometheus-alertmanager; the Collector is built from collector/builder-config.yaml with the "
-              "OpenTelemetry Collector builder (not in this version yet).", file=out)
+    from otel_mlmon._stack import NativeStack, find_binaries
+
+    print("mlmon demo --stack: the demo stack of docker-compose.yml, natively: an instrumented model service, the "
+          "otel-mlmon Collector, the processor, Prometheus and Alertmanager.", file=out)
+    binaries, missing = find_binaries()
+    if binaries is None:
+        print("Missing here:", file=out)
+        for line in missing:
+            print(f"  - {line}", file=out)
+        print("(`mlmon demo` without --stack needs none of them.)", file=out)
         return 1
-    print("The stack definition (collector/, docker-compose.yml) is not in this version yet.", file=out)
-    return 1
+    _require_sklearn()
+    folder = Path(tempfile.mkdtemp(prefix="mlmon-stack-"))
+    native = NativeStack(folder, binaries, interval_s=2.0)
+    native.prepare()
+    try:
+        native.start()
+        for name, what in (("model", "model service"), ("otlp_http", "Collector OTLP/HTTP"),
+                           ("processor_http", "processor API (/v1/results)"), ("prometheus", "Prometheus"),
+                           ("alertmanager", "Alertmanager")):
+            print(f"  {what:<28} {native.url(name)}", file=out)
+        print(f"  logs and state in {folder}\n", file=out)
+        print(f"streaming 3000 rows (drift from row {DRIFT_FROM}) to the model service; labels 5 s after the "
+              f"rows, through the Collector\n{WINDOW_HEADER}", file=out, flush=True)
+        failures: list[BaseException] = []
+
+        def drive() -> None:
+            try:
+                native.drive(rate=400.0, label_delay_s=5.0)
+            except BaseException as exc:  # shown below
+                failures.append(exc)
+
+        driver = threading.Thread(target=drive, daemon=True)
+        driver.start()
+        shown: dict[int, str] = {}
+        alerts_seen: set[tuple[str, str]] = set()
+        deadline = None
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(1.0)
+            try:
+                for window, line in window_lines(native.results()).items():
+                    if shown.get(window) != line:
+                        shown[window] = line
+                        print(line, file=out, flush=True)
+                for alert in native.alerts():
+                    labels = alert["labels"]
+                    key = (labels["alertname"], labels.get("ml_feature_name") or labels.get("column", ""))
+                    if key not in alerts_seen:
+                        alerts_seen.add(key)
+                        source = "Prometheus rule" if labels["alertname"].startswith("ML") else "processor"
+                        print(f"  alert in Alertmanager: {labels['alertname']} {key[1]} ({source})", file=out,
+                              flush=True)
+            except OSError:
+                pass  # a component is busy; the next second tells
+            if not driver.is_alive() and deadline is None:
+                deadline = time.monotonic() + 20  # the last labels, windows and rule evaluations
+            if driver.is_alive() is False and failures:
+                break
+            labeled = [line for line in shown.values() if int(line.split()[2]) == WINDOW_ROWS]
+            if deadline is not None and len(labeled) == 6 and any(k[0] == "MLFeatureDrift" for k in alerts_seen):
+                break
+        if failures:
+            print(f"the load driver failed: {failures[0]}; see {folder / 'replay.log'}", file=out)
+            return 1
+        print(f"\n{len(alerts_seen)} alert(s) reached Alertmanager; Prometheus holds the ml_* series.", file=out)
+        if hold_s is None:
+            print("The stack keeps running: browse Prometheus and Alertmanager above. Ctrl-C stops it.", file=out,
+                  flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        else:
+            time.sleep(hold_s)
+    finally:
+        native.stop()
+    return 0

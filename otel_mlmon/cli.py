@@ -74,7 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"otel-mlmon {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser("demo", help="the whole product on this machine, no server needed")
-    demo.add_argument("--stack", action="store_true", help="the native full stack (Collector, Prometheus, …)")
+    demo.add_argument("--stack", action="store_true", help="the docker-compose stack run natively (Collector, "
+                      "processor, Prometheus, Alertmanager); needs those binaries")
+    demo.add_argument("--hold", type=float, default=None, metavar="SECONDS",
+                      help="with --stack: keep the stack up this long after the run (default: until Ctrl-C)")
+    demo.add_argument("--prepare", metavar="DIR", help="only write the demo's model, reference profile and "
+                      "serving data to DIR (the compose stack's inputs), then exit")
     demo.add_argument("--report", default="mlmon-demo-report.html", help="where the HTML report goes")
 
     evaluate = commands.add_parser("evaluate", help="drift, data quality and realized performance over files")
@@ -382,7 +387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from otel_mlmon import _demo
 
-        return _demo.stack() if args.stack else _demo.run(report_path=args.report)
+        if args.prepare:
+            for what, path in _demo.prepare(args.prepare).items():
+                print(f"{what}: {path}")
+            return 0
+        return _demo.stack(hold_s=args.hold) if args.stack else _demo.run(report_path=args.report)
     if args.command == "evaluate":
         return _run(_evaluate, args)
     if args.command == "reference" and args.reference_command == "build":

@@ -27,11 +27,28 @@ def test_demo_runs_the_whole_product_and_writes_a_report(tmp_path) -> None:
     assert report.exists() and report.read_text().count('<svg class="plot"') > 10
 
 
-def test_demo_stack_says_what_is_missing() -> None:
-    out = io.StringIO()
+def test_demo_stack_says_what_is_missing_and_how_to_get_it(tmp_path, monkeypatch) -> None:
     from otel_mlmon._demo import stack
 
-    assert (stack(out) == 1 and "Missing here" in out.getvalue()) or "not in this version" in out.getvalue()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no prometheus, alertmanager or otelcol-mlmon here
+    monkeypatch.setenv("MLMON_CACHE_DIR", str(tmp_path / "cache"))  # and no cached Collector build
+    monkeypatch.delenv("MLMON_OTELCOL", raising=False)
+    out = io.StringIO()
+    assert stack(out, hold_s=0) == 1
+    text = out.getvalue()
+    assert "Missing here" in text and "collector/build.sh" in text
+    assert "apt-get install prometheus prometheus-alertmanager" in text
+
+
+def test_demo_prepare_writes_the_compose_stacks_inputs(tmp_path) -> None:
+    from otel_mlmon.engine.profile import ReferenceProfile
+
+    assert cli.main(["demo", "--prepare", str(tmp_path)]) == 0
+    profile = ReferenceProfile.load(str(tmp_path / "reference.json"))
+    assert profile.model == "churn" and profile.classes == ["0", "1"]
+    serving = (tmp_path / "serving.csv").read_text().splitlines()
+    assert serving[0].split(",") == ["tenure", "monthly_charges", "support_calls", "plan", "churned", "id"]
+    assert len(serving) == 3001 and (tmp_path / "model.pkl").stat().st_size > 0
 
 
 def test_cli_without_command_is_a_usage_error(capsys) -> None:

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# What the test suite needs besides Python packages, installed when missing (part of `make test`):
+#  - Debian's chromium (renders the HTML report in a test), prometheus (+ promtool) and prometheus-alertmanager
+#    (+ amtool): the real Prometheus and Alertmanager of the integration tests;
+#  - the otel-mlmon Collector, both builds, with Go from the module proxy (collector/build.sh; cached, so a
+#    rerun on the same machine takes a second).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+if [ ${#need[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null 2>&1 || {
+    echo "system-deps: install ${need[*]} (Debian/Ubuntu package names); no apt-get here" >&2; exit 1; }
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "system-deps: apt-get install ${need[*]}" >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  # --no-install-recommends: Prometheus' recommended node exporter and friends are not needed.
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+collector/build.sh >/dev/null
+collector/build.sh --cloud >/dev/null

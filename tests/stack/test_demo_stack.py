@@ -1,0 +1,27 @@
+"""`mlmon demo --stack`, as a user runs it: the native stack, the live view, alerts reaching Alertmanager."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from .conftest import require
+
+
+def test_mlmon_demo_stack_runs_the_native_stack_and_shows_the_alerts(otelcol: str) -> None:
+    require("prometheus")
+    require("prometheus-alertmanager")
+    done = subprocess.run([sys.executable, "-m", "otel_mlmon.cli", "demo", "--stack", "--hold", "0"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "MLMON_OTELCOL": otelcol})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    for what in ("model service", "Collector OTLP/HTTP", "Prometheus", "Alertmanager"):
+        assert what in out
+    final = {line.split()[0]: line.split() for line in out.splitlines()
+             if line.strip() and line.split()[0].isdigit() and line.split()[2] == "500"}
+    assert sorted(final) == ["0", "1", "2", "3", "4", "5"]  # six windows, each with all 500 labels in the end
+    assert all(final[w][-1] == "-" for w in ("0", "1", "2"))  # no drift before row 1500
+    assert all("tenure" in " ".join(final[w]) for w in ("3", "4", "5"))
+    assert "alert in Alertmanager: MLFeatureDrift tenure (Prometheus rule)" in out
+    assert "alert in Alertmanager: ml_drift tenure (processor)" in out
