@@ -91,6 +91,7 @@ class NativeStack:
     interval_s: float = 1.0  # Prometheus scrape/evaluation and OTLP metric export intervals
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # model, reference, serving: prepare() writes them
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,7 @@ class NativeStack:
 
     def start(self) -> None:
         """Alertmanager, Prometheus, the processor, the Collector, the model service; each waited for."""
-        if not hasattr(self, "inputs"):
+        if not self.inputs:
             self.prepare()
         self._start_alertmanager()
         self._start_prometheus()

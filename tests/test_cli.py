@@ -56,3 +56,17 @@ def test_cli_without_command_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as done:
         cli.main(["--version"])
     assert done.value.code == 0
+
+
+def test_replay_to_a_model_service_that_is_down_is_a_clear_error(tmp_path, capsys) -> None:
+    from tests.conftest import free_port
+
+    data = tmp_path / "rows.csv"
+    data.write_text("id,x,y\na,1.0,0\nb,2.0,1\n")
+    dead = f"http://127.0.0.1:{free_port()}"
+    code = cli.main(["replay", "--analysis", str(data), "--model", "m", "--id-column", "id", "--target-column", "y",
+                     "--service", dead, "--endpoint", dead])
+    assert code == 1
+    assert f"the model service at {dead} is not reachable" in capsys.readouterr().err
+    assert cli.main(["replay", "--analysis", str(data), "--model", "m", "--id-column", "id", "--service", dead,
+                     "--model-file", "x.pkl", "--endpoint", dead]) == 2  # the service holds the model

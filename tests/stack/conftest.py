@@ -56,7 +56,7 @@ class StackRun:
         self.restarted_at: float | None = None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped once test_stack.py is done, before the next stack starts
 def stack_run(otelcol: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackRun]:
     for program in ("prometheus", "prometheus-alertmanager"):
         require(program)
