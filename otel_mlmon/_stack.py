@@ -95,7 +95,7 @@ class NativeStack:
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        for name in ("otlp_grpc", "otlp_http", "results_grpc", "prometheus_exporter", "collector_telemetry",
+        for name in ("otlp_grpc", "otlp_http", "results_grpc", "results_http", "prometheus_exporter", "collector_telemetry",
                      "health", "processor_grpc", "processor_http", "prometheus", "alertmanager",
                      "alertmanager_cluster", "model"):
             self.ports[name] = free_port()
@@ -197,6 +197,7 @@ class NativeStack:
         return {"MLMON_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['otlp_grpc']}",
                 "MLMON_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['otlp_http']}",
                 "MLMON_RESULTS_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['results_grpc']}",
+                "MLMON_RESULTS_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['results_http']}",
                 "MLMON_PROCESSOR_ENDPOINT": f"127.0.0.1:{self.ports['processor_grpc']}",
                 "MLMON_PROMETHEUS_EXPORTER_ENDPOINT": f"127.0.0.1:{self.ports['prometheus_exporter']}",
                 "MLMON_COLLECTOR_TELEMETRY_HOST": "127.0.0.1",
