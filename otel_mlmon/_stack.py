@@ -95,9 +95,9 @@ class NativeStack:
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        for name in ("otlp_grpc", "otlp_http", "results_grpc", "results_http", "prometheus_exporter", "collector_telemetry",
-                     "health", "processor_grpc", "processor_http", "prometheus", "alertmanager",
-                     "alertmanager_cluster", "model"):
+        for name in ("otlp_grpc", "otlp_http", "results_grpc", "results_http", "prometheus_exporter",
+                     "collector_telemetry", "health", "processor_grpc", "processor_http", "prometheus",
+                     "alertmanager", "alertmanager_cluster", "model"):
             self.ports[name] = free_port()
 
     # --- URLs --------------------------------------------------------------------------------------------

@@ -91,26 +91,24 @@ def test_prometheus_config_and_rules_check(tmp_path: Path) -> None:
     done = subprocess.run([promtool, "check", "config", str(COLLECTOR / "prometheus" / "prometheus.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0 and "1 rule files found" in done.stdout, done.stdout + done.stderr
-    done = subprocess.run([promtool, "check", "rules", str(COLLECTOR / "prometheus" / "rules" / "mlmon.yml")],
+    done = subprocess.run([promtool, "check", "rules", str(COLLECTOR / "prometheus" / "rules.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0 and "SUCCESS: 7 rules found" in done.stdout, done.stdout + done.stderr
 
 
 def test_prometheus_rule_unit_tests_pass_and_can_fail(tmp_path: Path) -> None:
     promtool = require("promtool")
-    tests = COLLECTOR / "prometheus" / "tests" / "mlmon.test.yml"
+    tests = COLLECTOR / "prometheus" / "rules_test.yml"
     done = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     # The same tests against rules whose drift alert ignores the processor's verdict: they must fail.
-    (tmp_path / "rules").mkdir()
-    rules = (COLLECTOR / "prometheus" / "rules" / "mlmon.yml").read_text()
+    rules = (COLLECTOR / "prometheus" / "rules.yml").read_text()
     firing = 'ml_alert_firing{ml_alert_kind="drift"}'
     weakened = rules.replace(f"{firing} == 1", f"{firing} >= 0")
     assert weakened != rules
-    (tmp_path / "rules" / "mlmon.yml").write_text(weakened)
-    (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "mlmon.test.yml").write_text(tests.read_text())
-    done = subprocess.run([promtool, "test", "rules", str(tmp_path / "tests" / "mlmon.test.yml")],
+    (tmp_path / "rules.yml").write_text(weakened)
+    (tmp_path / "rules_test.yml").write_text(tests.read_text())
+    done = subprocess.run([promtool, "test", "rules", str(tmp_path / "rules_test.yml")],
                           capture_output=True, text=True)
     assert done.returncode != 0 and "MLFeatureDrift" in done.stdout + done.stderr
 

@@ -129,7 +129,7 @@ def _metric_names(text: str) -> set[str]:
 
 def test_every_series_the_rules_and_dashboards_use_exists(stack_run: StackRun) -> None:
     """The rules and dashboards use the names our telemetry really has after OTLP -> Prometheus translation."""
-    rules = (REPO / "collector/prometheus/rules/mlmon.yml").read_text()
+    rules = (REPO / "collector/prometheus/rules.yml").read_text()
     dashboard = (REPO / "collector/grafana/dashboards/mlmon-overview.json").read_text()
     used = {name for name in _metric_names(rules) | _metric_names(dashboard)
             if not re.fullmatch(r"ml_(feature|drift|evaluation|alert|processor|prediction|model|operation|label)"
