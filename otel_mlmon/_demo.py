@@ -264,6 +264,8 @@ def stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
                            ("processor_http", "processor API (/v1/results)"), ("prometheus", "Prometheus"),
                            ("alertmanager", "Alertmanager")):
             print(f"  {what:<28} {native.url(name)}", file=out)
+        if binaries.jaeger:
+            print(f"  {'Jaeger (traces)':<28} {native.url('jaeger_query')}", file=out)
         print(f"  logs and state in {folder}\n", file=out)
         print(f"streaming 3000 rows (drift from row {DRIFT_FROM}) to the model service; labels 5 s after the "
               f"rows, through the Collector\n{WINDOW_HEADER}", file=out, flush=True)

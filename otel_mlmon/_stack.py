@@ -5,12 +5,13 @@ loopback ports instead of container names.
         --OTLP/HTTP--> Collector (collector/otelcol-config.yaml, built by collector/build.sh)
             --OTLP/gRPC, gzip, persistent queue--> processor (mlmon processor serve)
             --OTLP/gRPC--> Collector --> Prometheus exporter <-- Prometheus (collector/prometheus/) --> Alertmanager
+        --traces--> Jaeger (collector/jaeger/config.yaml)
     load driver: mlmon replay --service (rows to the model service; labels, late, over OTLP to the Collector)
 
 Used by ``mlmon demo --stack`` and by the end-to-end test (tests/stack). Needs a source checkout (the Collector,
 Prometheus and Alertmanager configs live in ``collector/``) and the binaries: the Collector from
-``collector/build.sh``, Prometheus and Alertmanager from Debian's packages. Traces go to Jaeger in the compose
-stack; natively they go to a file (Jaeger is not built here).
+``collector/build.sh``, Prometheus and Alertmanager from Debian's packages; Jaeger from ``collector/build.sh
+--jaeger`` when built (traces also go to a file, which is all there is without Jaeger).
 """
 
 from __future__ import annotations
@@ -41,18 +42,21 @@ class Binaries:
     collector: str
     prometheus: str
     alertmanager: str
+    jaeger: str | None = None  # optional: without it, traces go to a file
+
+
+def _cached(name: str) -> str | None:
+    """The newest build of ``name`` in collector/build.sh's cache."""
+    cache = os.environ.get("MLMON_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "otel-mlmon")
+    built = sorted(glob.glob(os.path.join(cache, "collector", f"{name}-*", name)), key=os.path.getmtime)
+    return built[-1] if built else None
 
 
 def find_binaries(repo: Path = REPO) -> tuple[Binaries | None, list[str]]:
     """The stack's programs, or what is missing with how to get it."""
     missing = []
-    collector = os.environ.get("MLMON_OTELCOL") or shutil.which("otelcol-mlmon")
-    if collector is None:
-        cache = os.environ.get("MLMON_CACHE_DIR") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "otel-mlmon")
-        built = sorted(glob.glob(os.path.join(cache, "collector", "otelcol-mlmon-*", "otelcol-mlmon")),
-                       key=os.path.getmtime)
-        collector = built[-1] if built else None
+    collector = os.environ.get("MLMON_OTELCOL") or shutil.which("otelcol-mlmon") or _cached("otelcol-mlmon")
     if collector is None:
         missing.append(f"the otel-mlmon Collector: run {repo / 'collector' / 'build.sh'} (needs Go and its module "
                        "proxy; a few minutes the first time), or set MLMON_OTELCOL to a Collector binary")
@@ -67,7 +71,8 @@ def find_binaries(repo: Path = REPO) -> tuple[Binaries | None, list[str]]:
     if missing:
         return None, missing
     assert collector is not None and prometheus is not None and alertmanager is not None
-    return Binaries(collector, prometheus, alertmanager), []
+    jaeger = os.environ.get("MLMON_JAEGER") or shutil.which("jaeger") or _cached("jaeger")
+    return Binaries(collector, prometheus, alertmanager, jaeger), []
 
 
 def free_port() -> int:
@@ -97,7 +102,8 @@ class NativeStack:
         self.folder.mkdir(parents=True, exist_ok=True)
         for name in ("otlp_grpc", "otlp_http", "results_grpc", "results_http", "prometheus_exporter",
                      "collector_telemetry", "health", "processor_grpc", "processor_http", "prometheus",
-                     "alertmanager", "alertmanager_cluster", "model"):
+                     "alertmanager", "alertmanager_cluster", "model", "jaeger_otlp", "jaeger_query",
+                     "jaeger_query_grpc", "jaeger_health"):
             self.ports[name] = free_port()
 
     # --- URLs --------------------------------------------------------------------------------------------
@@ -142,6 +148,8 @@ class NativeStack:
         self._start_alertmanager()
         self._start_prometheus()
         self._start_processor()
+        if self.binaries.jaeger:
+            self._start_jaeger()
         self._start_collector()
         self._start_model()
 
@@ -193,6 +201,15 @@ class NativeStack:
         self._wait("processor", lambda: urllib.request.urlopen(self.url("processor_http") + "/healthz",
                                                                timeout=2).status == 200)
 
+    def _start_jaeger(self) -> None:
+        assert self.binaries.jaeger is not None
+        self._spawn("jaeger", [self.binaries.jaeger, f"--config={self.repo / 'collector' / 'jaeger' / 'config.yaml'}"],
+                    env={"JAEGER_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['jaeger_otlp']}",
+                         "JAEGER_QUERY_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['jaeger_query']}",
+                         "JAEGER_QUERY_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['jaeger_query_grpc']}",
+                         "JAEGER_HEALTH_ENDPOINT": f"127.0.0.1:{self.ports['jaeger_health']}"})
+        self._wait("jaeger", lambda: _get(self.url("jaeger_query") + "/api/services") is not None)
+
     def collector_env(self) -> dict[str, str]:
         return {"MLMON_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['otlp_grpc']}",
                 "MLMON_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['otlp_http']}",
@@ -204,16 +221,17 @@ class NativeStack:
                 "MLMON_COLLECTOR_TELEMETRY_PORT": str(self.ports["collector_telemetry"]),
                 "MLMON_HEALTH_ENDPOINT": f"127.0.0.1:{self.ports['health']}",
                 "MLMON_QUEUE_DIR": str(self.folder / "collector-queue"),
-                "MLMON_JAEGER_ENDPOINT": "127.0.0.1:1"}  # unused: traces go to a file natively
+                "MLMON_JAEGER_ENDPOINT": f"127.0.0.1:{self.ports['jaeger_otlp']}"}
 
     def _start_collector(self) -> None:
-        # Natively, traces go to a file instead of Jaeger, and the processor's alert events to a file as well
-        # as to the debug exporter (in the compose stack: your logs backend).
+        # Natively, traces also go to a file (only there when Jaeger was not built), and the processor's alert
+        # events to a file as well as to the debug exporter (in the compose stack: your logs backend).
         overlay = self.folder / "collector-native.yaml"
+        traces = ["otlp_grpc/jaeger", "file/traces"] if self.binaries.jaeger else ["file/traces"]
         overlay.write_text(json.dumps({
             "exporters": {"file/traces": {"path": str(self.folder / "traces.jsonl")},
                           "file/alerts": {"path": str(self.folder / "alert-events.jsonl")}},
-            "service": {"pipelines": {"traces": {"exporters": ["file/traces"]},
+            "service": {"pipelines": {"traces": {"exporters": traces},
                                       "logs/results": {"exporters": ["debug", "file/alerts"]}}}}))
         self._spawn("collector", [self.binaries.collector,
                                   f"--config={self.repo / 'collector' / 'otelcol-config.yaml'}",
@@ -297,6 +315,12 @@ class NativeStack:
     def alerts(self) -> list[dict[str, Any]]:
         """The alerts Alertmanager holds (active, from Prometheus rules and from the processor)."""
         return list(_get(self.url("alertmanager") + "/api/v2/alerts"))
+
+    def traces(self, service: str) -> list[dict[str, Any]]:
+        """Jaeger's traces of a service (its HTTP query API)."""
+        answer = _get(self.url("jaeger_query") + "/api/traces?" + urllib.parse.urlencode(
+            {"service": service, "limit": 10000, "lookback": "1h"}))
+        return list(answer.get("data") or [])
 
     def results(self) -> list[dict[str, Any]]:
         """The processor's window results (its GET /v1/results)."""

@@ -2,8 +2,8 @@
 # What the test suite needs besides Python packages, installed when missing (part of `make test`):
 #  - Debian's chromium (renders the HTML report in a test), prometheus (+ promtool) and prometheus-alertmanager
 #    (+ amtool): the real Prometheus and Alertmanager of the integration tests;
-#  - the otel-mlmon Collector, both builds, with Go from the module proxy (collector/build.sh; cached, so a
-#    rerun on the same machine takes a second).
+#  - the otel-mlmon Collector, both builds, and Jaeger v2, with Go from the module proxy (collector/build.sh;
+#    cached, so a rerun on the same machine takes a second).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,3 +23,4 @@ fi
 
 collector/build.sh >/dev/null
 collector/build.sh --cloud >/dev/null
+collector/build.sh --jaeger >/dev/null

@@ -1,6 +1,6 @@
-"""The real parts: the Collector built from our manifests, Prometheus, promtool, Alertmanager, and the native
-demo stack run once per session. `make test` installs and builds them (scripts/system-deps.sh); a missing one
-fails the test with what to run, it is never skipped."""
+"""The real parts: the Collector built from our manifests, Jaeger built from its module, Prometheus, promtool,
+Alertmanager, and the native demo stack run once for tests/stack/test_stack.py. `make test` installs and builds
+them (scripts/system-deps.sh); a missing one fails the test with what to run, it is never skipped."""
 
 from __future__ import annotations
 
@@ -47,6 +47,12 @@ def otelcol_cloud() -> str:
     return _build("--cloud")
 
 
+@pytest.fixture(scope="session")
+def jaeger() -> str:
+    """Jaeger v2, built from its Go module (collector/build.sh --jaeger; cached)."""
+    return _build("--jaeger")
+
+
 class StackRun:
     """One run of the native demo stack: drift from row DRIFT_FROM (window 3 of 6), the processor killed and
     restarted while the rows stream, labels arriving late through the Collector, a few failing predict calls."""
@@ -57,12 +63,12 @@ class StackRun:
 
 
 @pytest.fixture(scope="module")  # stopped once test_stack.py is done, before the next stack starts
-def stack_run(otelcol: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackRun]:
+def stack_run(otelcol: str, jaeger: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackRun]:
     for program in ("prometheus", "prometheus-alertmanager"):
         require(program)
     binaries, missing = find_binaries()
     assert binaries is not None, missing
-    binaries.collector = otelcol  # the build of this checkout's manifest, whatever else is on PATH
+    binaries.collector, binaries.jaeger = otelcol, jaeger  # this checkout's builds, whatever else is on PATH
     folder = tmp_path_factory.mktemp("stack")
     stack = NativeStack(folder, binaries)
     run = StackRun(stack)

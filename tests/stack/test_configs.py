@@ -86,6 +86,11 @@ def test_every_standalone_example_validates_on_the_core_build(otelcol: str, conf
     assert done.returncode == 0, done.stderr
 
 
+def test_the_jaeger_config_validates(jaeger: str) -> None:
+    done = _validate(jaeger, COLLECTOR / "jaeger" / "config.yaml")
+    assert done.returncode == 0, done.stderr
+
+
 def test_prometheus_config_and_rules_check(tmp_path: Path) -> None:
     promtool = require("promtool")
     done = subprocess.run([promtool, "check", "config", str(COLLECTOR / "prometheus" / "prometheus.yml")],

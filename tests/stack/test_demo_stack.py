@@ -9,14 +9,15 @@ import sys
 from .conftest import require
 
 
-def test_mlmon_demo_stack_runs_the_native_stack_and_shows_the_alerts(otelcol: str) -> None:
+def test_mlmon_demo_stack_runs_the_native_stack_and_shows_the_alerts(otelcol: str, jaeger: str) -> None:
     require("prometheus")
     require("prometheus-alertmanager")
+    env = {**os.environ, "MLMON_OTELCOL": otelcol, "MLMON_JAEGER": jaeger}
     done = subprocess.run([sys.executable, "-m", "otel_mlmon.cli", "demo", "--stack", "--hold", "0"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "MLMON_OTELCOL": otelcol})
+                          capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    for what in ("model service", "Collector OTLP/HTTP", "Prometheus", "Alertmanager"):
+    for what in ("model service", "Collector OTLP/HTTP", "Prometheus", "Alertmanager", "Jaeger (traces)"):
         assert what in out
     final = {line.split()[0]: line.split() for line in out.splitlines()
              if line.strip() and line.split()[0].isdigit() and line.split()[2] == "500"}

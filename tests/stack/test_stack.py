@@ -161,6 +161,20 @@ def test_every_dashboard_query_returns_data(stack_run: StackRun, where: str, exp
     eventually(lambda: stack_run.stack.query(promql), timeout_s=60, what=f"{where}: {promql}")
 
 
+def test_traces_reach_jaeger(stack_run: StackRun) -> None:
+    def predict_spans() -> list[dict[str, Any]]:
+        return [span for trace in stack_run.stack.traces("churn-model") for span in trace["spans"]
+                if span["operationName"] == "predict_proba churn"]
+
+    # 3000 rows in calls of 50, and the one failing call; the span processor may still be exporting the last ones.
+    spans = eventually(lambda: (found := predict_spans()) and len(found) == ROWS // 50 + 1 and found,
+                       what="61 predict spans in Jaeger")
+    tags = [{t["key"]: t["value"] for t in span["tags"]} for span in spans]
+    assert all(t[semconv.ML_MODEL_NAME] == "churn" and t[semconv.ML_MODEL_VERSION] == "1" for t in tags)
+    failed = [t for t in tags if t.get("error") is True]
+    assert len(failed) == 1 and failed[0][semconv.ERROR_TYPE] == "ValueError"
+
+
 def test_traces_and_alert_events_come_out_of_the_collector(stack_run: StackRun) -> None:
     folder: Path = stack_run.stack.folder
 
