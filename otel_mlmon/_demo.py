@@ -259,7 +259,11 @@ def stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
     native = NativeStack(folder, binaries, interval_s=2.0)
     native.prepare()
     try:
-        native.start()
+        try:
+            native.start()
+        except RuntimeError as exc:  # a component that does not start: say which, and where its log is
+            print(f"the stack did not start: {exc}\nlogs: {folder}", file=out)
+            return 1
         for name, what in (("model", "model service"), ("otlp_http", "Collector OTLP/HTTP"),
                            ("processor_http", "processor API (/v1/results)"), ("prometheus", "Prometheus"),
                            ("alertmanager", "Alertmanager")):

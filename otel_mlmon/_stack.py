@@ -81,6 +81,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _environment(settings: dict[str, str]) -> dict[str, str]:
+    """This process's environment without the caller's OTEL_* settings, plus the ones the stack gives."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **settings}
+
+
 def _get(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as answer:
         return json.loads(answer.read() or b"null")
@@ -114,7 +119,7 @@ class NativeStack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         with open(self.folder / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
             self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
-                                                    env={**os.environ, **(env or {})}, start_new_session=True)
+                                                    env=_environment(env or {}), start_new_session=True)
 
     def _wait(self, name: str, check: Callable[[], bool], timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -261,7 +266,7 @@ class NativeStack:
                 "--batch-rows", str(batch_rows), "--label-delay", str(label_delay_s)]
         with open(self.folder / "replay.log", "ab") as log:
             return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, check=True,
-                                  env={**os.environ, "OTEL_SERVICE_NAME": "churn-labels"})
+                                  env=_environment({"OTEL_SERVICE_NAME": "churn-labels"}))
 
     def kill(self, name: str) -> None:
         """SIGKILL one process (a crash, for the tests)."""
