@@ -185,6 +185,9 @@ def test_compose_model_service_runs_the_example_under_opentelemetry_instrument()
     assert model["entrypoint"][:2] == ["opentelemetry-instrument", "python"]
     assert (REPO / model["entrypoint"][2]).is_file()
     assert model["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+    assert "http://127.0.0.1:8080/health" in " ".join(model["healthcheck"]["test"])  # the example's health route
+    assert "/health" in (REPO / "examples" / "model_service.py").read_text()
+    assert COMPOSE["services"]["loadgen"]["depends_on"]["model"]["condition"] == "service_healthy"
 
 
 def test_compose_addresses_match_the_collector_and_prometheus_configs() -> None:
