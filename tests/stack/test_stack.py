@@ -104,23 +104,30 @@ def test_ml_series_reach_prometheus_equal_to_the_processors_results(stack_run: S
     newest = max(r["window"] for r in results)
 
     def value(promql: str) -> float:
-        found = eventually(lambda: stack.query(promql), what=promql)
-        assert len(found) == 1, found
+        found = stack.query(promql)
+        if len(found) != 1:  # not scraped yet: eventually() asks again
+            raise ValueError(f"{len(found)} series for {promql}: {found}")
         return float(found[0]["value"][1])
 
+    def settles(promql: str, check: Callable[[float], bool]) -> None:
+        """The series reaches what the processor decided (export and scrape intervals lag a second or two)."""
+        eventually(lambda: check(value(promql)), what=promql)
+
     mine = {(r["column"], r["metric"]): r["value"] for r in results if r["window"] == newest}
-    assert value('ml_drift_score_ratio{ml_model_name="churn",ml_feature_name="tenure",'
-                 'ml_drift_method="kolmogorov_smirnov"}') == pytest.approx(mine[("tenure", "kolmogorov_smirnov")],
-                                                                           rel=1e-12)
-    accuracy = value('ml_evaluation_score_ratio{ml_model_name="churn",ml_evaluation_name="accuracy"}')
-    assert accuracy == pytest.approx(next(v for (c, m), v in mine.items() if m == "accuracy"), rel=1e-12)
-    assert eventually(lambda: value('ml_label_coverage_ratio{ml_model_name="churn"}') == 1.0, what="coverage 1")
-    assert value('ml_label_latency_seconds{ml_model_name="churn"}') > 1.0  # labels came >= 2 s after the rows
-    assert eventually(lambda: value('sum(ml_predictions_total{ml_model_name="churn"})') == ROWS,
-                      what=f"{ROWS} predictions counted")
-    assert value('sum(ml_operation_duration_seconds_count{ml_model_name="churn",error_type="ValueError"})') == 1
-    assert value('sum(ml_processor_records_total{ml_processor_outcome="label_joined"})') == ROWS
-    assert value('count(ml_alert_firing{ml_model_name="churn",ml_alert_kind="drift"} == 1)') >= 2 * len(FEATURES)
+    tenure = mine[("tenure", "kolmogorov_smirnov")]
+    settles('ml_drift_score_ratio{ml_model_name="churn",ml_feature_name="tenure",ml_drift_method="kolmogorov_smirnov"}',
+            lambda v: v == pytest.approx(tenure, rel=1e-12))
+    accuracy = next(v for (c, m), v in mine.items() if m == "accuracy")
+    settles('ml_evaluation_score_ratio{ml_model_name="churn",ml_evaluation_name="accuracy"}',
+            lambda v: v == pytest.approx(accuracy, rel=1e-12))
+    settles('ml_label_coverage_ratio{ml_model_name="churn"}', lambda v: v == 1.0)
+    settles('ml_label_latency_seconds{ml_model_name="churn"}', lambda v: v > 1.0)  # labels came >= 2 s late
+    settles('sum(ml_predictions_total{ml_model_name="churn"})', lambda v: v == ROWS)
+    settles('sum(ml_operation_duration_seconds_count{ml_model_name="churn",error_type="ValueError"})',
+            lambda v: v == 1)
+    settles('sum(ml_processor_records_total{ml_processor_outcome="label_joined"})', lambda v: v == ROWS)
+    settles('count(ml_alert_firing{ml_model_name="churn",ml_alert_kind="drift"} == 1)',
+            lambda v: v >= 2 * len(FEATURES))
 
 
 def _metric_names(text: str) -> set[str]:
@@ -134,9 +141,13 @@ def test_every_series_the_rules_and_dashboards_use_exists(stack_run: StackRun) -
     used = {name for name in _metric_names(rules) | _metric_names(dashboard)
             if not re.fullmatch(r"ml_(feature|drift|evaluation|alert|processor|prediction|model|operation|label)"
                                 r"_(name|method|kind|metric|outcome|state|class|category|task)", name)}
-    present = {series["__name__"] for series in _get(stack_run.stack.url("prometheus") + "/api/v1/series?" +
-                                                     "match[]=%7B__name__%3D~%22(ml|otelcol)_.%2A%22%7D")["data"]}
-    assert used and used <= present, sorted(used - present)
+
+    def present() -> set[str]:
+        return {series["__name__"] for series in _get(stack_run.stack.url("prometheus") + "/api/v1/series?" +
+                                                      "match[]=%7B__name__%3D~%22(ml|otelcol)_.%2A%22%7D")["data"]}
+
+    assert used
+    eventually(lambda: used <= present(), what=f"every series of the rules and dashboards: {sorted(used)}")
 
 
 def _dashboard_queries() -> list[tuple[str, str]]:
