@@ -19,6 +19,7 @@ from typing import Any, TextIO
 WINDOW_ROWS = 500
 BATCH_ROWS = 50
 DRIFT_FROM = 1500
+STACK_ROWS = 3000  # rows `mlmon demo --stack` streams
 FEATURES = ["tenure", "monthly_charges", "support_calls", "plan"]
 PLANS = ["basic", "plus", "premium"]
 
@@ -257,7 +258,7 @@ def stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
     _require_sklearn()
     folder = Path(tempfile.mkdtemp(prefix="mlmon-stack-"))
     native = NativeStack(folder, binaries, interval_s=2.0)
-    native.prepare()
+    native.prepare(serve_rows=STACK_ROWS)
     try:
         try:
             native.start()
@@ -271,7 +272,7 @@ def stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
         if binaries.jaeger:
             print(f"  {'Jaeger (traces)':<28} {native.url('jaeger_query')}", file=out)
         print(f"  logs and state in {folder}\n", file=out)
-        print(f"streaming 3000 rows (drift from row {DRIFT_FROM}) to the model service; labels 5 s after the "
+        print(f"streaming {STACK_ROWS} rows (drift from row {DRIFT_FROM}) to the model service; labels 5 s after the "
               f"rows, through the Collector\n{WINDOW_HEADER}", file=out, flush=True)
         failures: list[BaseException] = []
 
@@ -305,10 +306,11 @@ def stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
                 pass  # a component is busy; the next second tells
             if not driver.is_alive() and deadline is None:
                 deadline = time.monotonic() + 20  # the last labels, windows and rule evaluations
-            if driver.is_alive() is False and failures:
+            if not driver.is_alive() and failures:
                 break
             labeled = [line for line in shown.values() if int(line.split()[2]) == WINDOW_ROWS]
-            if deadline is not None and len(labeled) == 6 and any(k[0] == "MLFeatureDrift" for k in alerts_seen):
+            if (deadline is not None and len(labeled) == STACK_ROWS // WINDOW_ROWS
+                    and any(k[0] == "MLFeatureDrift" for k in alerts_seen)):
                 break
         if failures:
             print(f"the load driver failed: {failures[0]}; see {folder / 'replay.log'}", file=out)
@@ -324,6 +326,9 @@ def stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
                 pass
         else:
             time.sleep(hold_s)
+    except KeyboardInterrupt:  # Ctrl-C while the rows stream: stop the stack, no traceback
+        print("\nstopped", file=out)
+        return 130
     finally:
         native.stop()
     return 0

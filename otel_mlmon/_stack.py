@@ -291,8 +291,10 @@ class NativeStack:
             return int(exc.code)
 
     def stop(self) -> None:
-        """SIGTERM in reverse start order (the model flushes, the Collector drains), then SIGKILL."""
-        for name in reversed(list(self.processes)):
+        """SIGTERM, then SIGKILL after 15 s: the model first (it flushes to the Collector), then the processor
+        (its last results still reach the Collector), then the Collector and the backends."""
+        order = ["model", "processor", "collector", "jaeger", "prometheus", "alertmanager"]
+        for name in sorted(self.processes, key=lambda n: order.index(n) if n in order else len(order)):
             process = self.processes[name]
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
