@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from .conftest import require
 
@@ -26,3 +28,29 @@ def test_mlmon_demo_stack_runs_the_native_stack_and_shows_the_alerts(otelcol: st
     assert all("tenure" in " ".join(final[w]) for w in ("3", "4", "5"))
     assert "alert in Alertmanager: MLFeatureDrift tenure (Prometheus rule)" in out
     assert "alert in Alertmanager: ml_drift tenure (processor)" in out
+
+
+def test_ctrl_c_stops_the_whole_stack(otelcol: str, jaeger: str) -> None:
+    require("prometheus")
+    env = {**os.environ, "MLMON_OTELCOL": otelcol, "MLMON_JAEGER": jaeger}
+    demo = subprocess.Popen([sys.executable, "-m", "otel_mlmon.cli", "demo", "--stack"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    assert demo.stdout is not None
+    folder = None
+    for line in demo.stdout:  # up and streaming: the window table's header
+        if "logs and state in" in line:
+            folder = line.split("logs and state in", 1)[1].strip()
+        if line.startswith("window"):
+            break
+    assert folder, "the demo did not say where its stack lives"
+    demo.send_signal(signal.SIGINT)
+    rest = demo.stdout.read()
+    assert demo.wait(60) == 130 and "stopped" in rest and "Traceback" not in rest
+    left = []  # every process of the stack runs in its folder
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.readlink(proc / "cwd") == folder:
+                left.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    assert left == [], f"processes of the stack still run: {left}"
