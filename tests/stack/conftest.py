@@ -53,16 +53,10 @@ def jaeger() -> str:
     return _build("--jaeger")
 
 
-class StackRun:
+@pytest.fixture(scope="module")  # stopped once test_stack.py is done, before the next stack starts
+def stack(otelcol: str, jaeger: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeStack]:
     """One run of the native demo stack: drift from row DRIFT_FROM (window 3 of 6), the processor killed and
     restarted while the rows stream, labels arriving late through the Collector, one failing predict call."""
-
-    def __init__(self, stack: NativeStack) -> None:
-        self.stack = stack
-
-
-@pytest.fixture(scope="module")  # stopped once test_stack.py is done, before the next stack starts
-def stack_run(otelcol: str, jaeger: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackRun]:
     for program in ("prometheus", "prometheus-alertmanager"):
         require(program)
     binaries, missing = find_binaries()
@@ -70,7 +64,6 @@ def stack_run(otelcol: str, jaeger: str, tmp_path_factory: pytest.TempPathFactor
     binaries.collector, binaries.jaeger = otelcol, jaeger  # this checkout's builds, whatever else is on PATH
     folder = tmp_path_factory.mktemp("stack")
     stack = NativeStack(folder, binaries)
-    run = StackRun(stack)
     stack.prepare()
     try:
         stack.start()
@@ -93,7 +86,7 @@ def stack_run(otelcol: str, jaeger: str, tmp_path_factory: pytest.TempPathFactor
         driver.join(300)
         assert not driver.is_alive(), "the load driver did not finish"
         assert not errors, f"the load driver failed: {errors[0]!r}\n{stack.tail('replay')}"
-        yield run
+        yield stack
     finally:
         stack.stop()
         for name in ("collector", "processor", "model"):

@@ -16,9 +16,9 @@ import pytest
 
 from otel_mlmon import semconv
 from otel_mlmon._demo import DRIFT_FROM, FEATURES, WINDOW_ROWS
-from otel_mlmon._stack import _get
+from otel_mlmon._stack import NativeStack, _get
 
-from .conftest import REPO, StackRun
+from .conftest import REPO
 
 ROWS = 3000
 T = TypeVar("T")
@@ -39,21 +39,21 @@ def eventually(check: Callable[[], T], timeout_s: float = 90.0, what: str = "") 
     raise AssertionError(f"not within {timeout_s:.0f} s: {what} (last: {last!r})")
 
 
-def _counters(run: StackRun) -> dict[str, int]:
-    return dict(_get(run.stack.url("processor_http") + "/healthz"))
+def _counters(stack: NativeStack) -> dict[str, int]:
+    return dict(_get(stack.url("processor_http") + "/healthz"))
 
 
-def _final_results(run: StackRun) -> list[dict[str, Any]]:
+def _final_results(stack: NativeStack) -> list[dict[str, Any]]:
     """The processor's results once every window is evaluated with all of its labels."""
     def done() -> list[dict[str, Any]] | None:
-        results = [r for r in run.stack.results() if r["period"] == "analysis"]
+        results = [r for r in stack.results() if r["period"] == "analysis"]
         windows = {r["window"]: r["labeled_rows"] for r in results}
         return results if len(windows) == ROWS // WINDOW_ROWS and set(windows.values()) == {WINDOW_ROWS} else None
     return eventually(done, what="all 6 windows evaluated with their labels")
 
 
-def test_every_row_and_label_arrives_despite_a_processor_crash(stack_run: StackRun) -> None:
-    counters = eventually(lambda: (c := _counters(stack_run))["labels_joined"] == ROWS and c,
+def test_every_row_and_label_arrives_despite_a_processor_crash(stack: NativeStack) -> None:
+    counters = eventually(lambda: (c := _counters(stack))["labels_joined"] == ROWS and c,
                           what=f"{ROWS} labels joined")
     assert counters["predictions"] == ROWS  # every row once (resent batches are dropped as duplicates)
     # Rows held in the Collector's retry queue while the processor was down can arrive after their labels: those
@@ -61,15 +61,15 @@ def test_every_row_and_label_arrives_despite_a_processor_crash(stack_run: StackR
     assert counters["orphan_labels"] == 0 and counters["pending_predictions"] == 0
     assert counters.get("rejected_records", 0) == 0
     # The outage was real: rows waited in the Collector's persistent queue.
-    queued = stack_run.stack.query('max_over_time(otelcol_exporter_queue_size{exporter="otlp_grpc/mlmon-processor"}'
+    queued = stack.query('max_over_time(otelcol_exporter_queue_size{exporter="otlp_grpc/mlmon-processor"}'
                                    '[10m])')
     assert queued and max(float(q["value"][1]) for q in queued) > 0
-    processor_log = (stack_run.stack.folder / "processor.log").read_text()
+    processor_log = (stack.folder / "processor.log").read_text()
     assert processor_log.count("serving OTLP/HTTP and the API") == 2, "the processor was not killed and restarted"
 
 
-def test_drift_is_found_from_the_injected_window_on_and_not_before(stack_run: StackRun) -> None:
-    results = _final_results(stack_run)
+def test_drift_is_found_from_the_injected_window_on_and_not_before(stack: NativeStack) -> None:
+    results = _final_results(stack)
     drifted = {(r["window"], r["column"]) for r in results if r["kind"] == "drift" and r["alert"]}
     first = DRIFT_FROM // WINDOW_ROWS
     assert {w for w, _ in drifted} == set(range(first, ROWS // WINDOW_ROWS))
@@ -79,9 +79,9 @@ def test_drift_is_found_from_the_injected_window_on_and_not_before(stack_run: St
     assert len(accuracy) == ROWS // WINDOW_ROWS and all(0.5 < a < 1 for a in accuracy.values())
 
 
-def test_alerts_reach_alertmanager_from_prometheus_rules_and_from_the_processor(stack_run: StackRun) -> None:
+def test_alerts_reach_alertmanager_from_prometheus_rules_and_from_the_processor(stack: NativeStack) -> None:
     def both() -> list[dict[str, Any]] | None:
-        alerts = stack_run.stack.alerts()
+        alerts = stack.alerts()
         names = {a["labels"]["alertname"] for a in alerts}
         return alerts if {"MLFeatureDrift", "ml_drift"} <= names else None
 
@@ -98,9 +98,8 @@ def test_alerts_reach_alertmanager_from_prometheus_rules_and_from_the_processor(
     assert not {a["labels"]["alertname"] for a in alerts} & {"MLPerformanceDegraded", "MLPredictErrors"}
 
 
-def test_ml_series_reach_prometheus_equal_to_the_processors_results(stack_run: StackRun) -> None:
-    stack = stack_run.stack
-    results = _final_results(stack_run)
+def test_ml_series_reach_prometheus_equal_to_the_processors_results(stack: NativeStack) -> None:
+    results = _final_results(stack)
     newest = max(r["window"] for r in results)
 
     def value(promql: str) -> float:
@@ -134,7 +133,7 @@ def _metric_names(text: str) -> set[str]:
     return set(re.findall(r"\b((?:ml|otelcol)_[a-z0-9_]+)\b", text)) - {"ml_model_name", "ml_model_version"}
 
 
-def test_every_series_the_rules_and_dashboards_use_exists(stack_run: StackRun) -> None:
+def test_every_series_the_rules_and_dashboards_use_exists(stack: NativeStack) -> None:
     """The rules and dashboards use the names our telemetry really has after OTLP -> Prometheus translation."""
     rules = (REPO / "collector/prometheus/rules.yml").read_text()
     dashboard = (REPO / "collector/grafana/dashboards/mlmon-overview.json").read_text()
@@ -143,7 +142,7 @@ def test_every_series_the_rules_and_dashboards_use_exists(stack_run: StackRun) -
                                 r"_(name|method|kind|metric|outcome|state|class|category|task)", name)}
 
     def present() -> set[str]:
-        return {series["__name__"] for series in _get(stack_run.stack.url("prometheus") + "/api/v1/series?" +
+        return {series["__name__"] for series in _get(stack.url("prometheus") + "/api/v1/series?" +
                                                       "match[]=%7B__name__%3D~%22(ml|otelcol)_.%2A%22%7D")["data"]}
 
     assert used
@@ -164,17 +163,17 @@ def _dashboard_queries() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("where", "expr"), _dashboard_queries(), ids=[w for w, _ in _dashboard_queries()])
-def test_every_dashboard_query_returns_data(stack_run: StackRun, where: str, expr: str) -> None:
+def test_every_dashboard_query_returns_data(stack: NativeStack, where: str, expr: str) -> None:
     # Grafana's variables as Grafana sends them with "All" selected and a one-hour range.
     promql = (expr.replace("$__rate_interval", "1m").replace("$__range", "1h")
               .replace("$model", ".*").replace("$version", ".*"))
     assert "$" not in promql, f"{where}: a variable the test does not know: {promql}"
-    eventually(lambda: stack_run.stack.query(promql), timeout_s=60, what=f"{where}: {promql}")
+    eventually(lambda: stack.query(promql), timeout_s=60, what=f"{where}: {promql}")
 
 
-def test_traces_reach_jaeger(stack_run: StackRun) -> None:
+def test_traces_reach_jaeger(stack: NativeStack) -> None:
     def predict_spans() -> list[dict[str, Any]]:
-        return [span for trace in stack_run.stack.traces("churn-model") for span in trace["spans"]
+        return [span for trace in stack.traces("churn-model") for span in trace["spans"]
                 if span["operationName"] == "predict_proba churn"]
 
     # 3000 rows in calls of 50, and the one failing call; the span processor may still be exporting the last ones.
@@ -186,8 +185,8 @@ def test_traces_reach_jaeger(stack_run: StackRun) -> None:
     assert len(failed) == 1 and failed[0][semconv.ERROR_TYPE] == "ValueError"
 
 
-def test_traces_and_alert_events_come_out_of_the_collector(stack_run: StackRun) -> None:
-    folder: Path = stack_run.stack.folder
+def test_traces_and_alert_events_come_out_of_the_collector(stack: NativeStack) -> None:
+    folder: Path = stack.folder
 
     def spans() -> list[dict[str, Any]]:
         found = []
