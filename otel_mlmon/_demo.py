@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -120,12 +119,6 @@ def window_lines(results: list[dict[str, Any]]) -> dict[int, str]:
     return lines
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -> int:
     _require_sklearn()
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
@@ -139,6 +132,7 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     import otel_mlmon
+    from otel_mlmon._stack import free_port
     from otel_mlmon.batch.report import write_report
     from otel_mlmon.engine.results import WindowResult
     from otel_mlmon.instrumentation import force_flush
@@ -152,7 +146,7 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
     folder = tempfile.mkdtemp(prefix="mlmon-demo-")
     processor = Processor(Store(os.path.join(folder, "state.db")), bootstrap_windows=0)
     processor.register(profile)
-    port = _port()
+    port = free_port()
     loop, stop = asyncio.new_event_loop(), asyncio.Event()
     thread = threading.Thread(target=loop.run_until_complete,
                               args=(serve(processor, "127.0.0.1", port, 0.2, stop),), daemon=True)
