@@ -1,11 +1,13 @@
-"""Shared fixtures: SDK providers with in-memory exporters, and an in-memory sketch exporter."""
+"""Shared fixtures: SDK providers with in-memory exporters, and an in-memory sketch exporter; a free port and a
+poller for the integration tests."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
@@ -15,6 +17,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExporte
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+T = TypeVar("T")
 
 
 class MemoryMetricExporter(MetricExporter):
@@ -37,6 +41,22 @@ class MemoryMetricExporter(MetricExporter):
     def points(self, name: str) -> list[Any]:
         return [point for batch in self.batches for rm in batch.resource_metrics for sm in rm.scope_metrics
                 for metric in sm.metrics if metric.name == name for point in metric.data.data_points]
+
+
+def eventually(check: Callable[[], T], timeout_s: float = 90.0, what: str = "", interval_s: float = 0.5) -> T:
+    """The first truthy answer of ``check`` within the timeout; OSError, ValueError, KeyError and IndexError
+    mean "not yet" (a server not up, a series not scraped), any other exception ends the wait at once."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"not within {timeout_s:.0f} s: {what} (last: {last!r})")
 
 
 def free_port() -> int:

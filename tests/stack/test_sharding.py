@@ -16,7 +16,7 @@ from otel_mlmon.processor import grpc_receiver
 from otel_mlmon.processor.service import Processor
 from otel_mlmon.processor.store import Store
 
-from ..conftest import free_port
+from ..conftest import eventually, free_port
 from .conftest import REPO
 
 
@@ -40,15 +40,12 @@ def test_each_model_reaches_its_own_processor(otelcol: str, tmp_path: Path) -> N
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     provider = LoggerProvider()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{health_port}", timeout=1).read()
-                break
-            except OSError:
-                assert collector.poll() is None, collector.stderr.read().decode()[-3000:] if collector.stderr else ""
-                assert time.monotonic() < deadline, "the Collector did not become healthy"
-                time.sleep(0.2)
+        def healthy() -> bool:
+            assert collector.poll() is None, collector.stderr.read().decode()[-3000:] if collector.stderr else ""
+            urllib.request.urlopen(f"http://127.0.0.1:{health_port}", timeout=1).read()
+            return True
+
+        eventually(healthy, 30, "the Collector healthy", interval_s=0.2)
         provider.add_log_record_processor(SimpleLogRecordProcessor(
             OTLPLogExporter(f"http://127.0.0.1:{http_port}/v1/logs")))
         otel_mlmon.record_labels("churn", ids=["c1", "c2", "c3"], labels=[1, 0, 1], version="1",
@@ -60,10 +57,9 @@ def test_each_model_reaches_its_own_processor(otelcol: str, tmp_path: Path) -> N
         def orphans(processor: Processor) -> int:
             return processor.store.counters().get("labels_orphaned", 0)
 
-        deadline = time.monotonic() + 30
-        while (orphans(processors[0]), orphans(processors[1])) != (4, 2) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert (orphans(processors[0]), orphans(processors[1])) == (4, 2)  # churn + fraud on a, pricing on b
+        # churn + fraud on a, pricing on b
+        eventually(lambda: (orphans(processors[0]), orphans(processors[1])) == (4, 2), 30,
+                   "4 labels at processor a, 2 at b", interval_s=0.2)
         time.sleep(1)  # and nothing arrives twice
         assert (orphans(processors[0]), orphans(processors[1])) == (4, 2)
         assert all(p.store.counters().get("rejected_records", 0) == 0 for p in processors)

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -18,25 +17,10 @@ from otel_mlmon import semconv
 from otel_mlmon._demo import DRIFT_FROM, FEATURES, WINDOW_ROWS
 from otel_mlmon._stack import NativeStack, _get
 
+from ..conftest import eventually
 from .conftest import REPO
 
 ROWS = 3000
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], timeout_s: float = 90.0, what: str = "") -> T:
-    """The first truthy answer of ``check`` within the timeout (the pipeline has intervals of about 1 s)."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (OSError, ValueError, KeyError, IndexError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout_s:.0f} s: {what} (last: {last!r})")
 
 
 def _counters(stack: NativeStack) -> dict[str, int]:
