@@ -18,6 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_mlmon._stack import free_port as free_port  # one allocator for every test: ports never repeat
+
 T = TypeVar("T")
 
 
@@ -59,13 +61,6 @@ def eventually(check: Callable[[], T], timeout_s: float = 90.0, what: str = "", 
     raise AssertionError(f"not within {timeout_s:.0f} s: {what} (last: {last!r})")
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on, on loopback."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Applications the tests run as subprocesses: never imported by pytest (--doctest-modules would run them).
