@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 import uuid
 
 import numpy as np
@@ -56,7 +57,8 @@ def test_predict_proba_emits_span_metrics_event_and_sketches(providers: Provider
 
     events = providers.events(semconv.EVENT_PREDICTIONS)
     assert column(events, semconv.ML_PREDICTION_ID) == ids.ids
-    assert len(ids.ids) == len(X) and all(uuid.UUID(i).version == 4 for i in ids.ids)
+    assert len(ids.ids) == len(X) and all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122
+                                          and uuid.UUID(i).hex == i for i in ids.ids)
     np.testing.assert_allclose(column(events, semconv.ML_PREDICTION_SCORE), expected[:, 1])
     assert column(events, semconv.ML_PREDICTION_LABEL) == model.classes_[expected.argmax(1)].tolist()
     assert events[0].attributes[semconv.ML_MODEL_NAME] == "iris-bin" and events[0].body is None
@@ -405,3 +407,17 @@ def test_a_profile_from_the_engine_sharpens_the_instrumentation_sketches(provide
     direct.update(served["year"].to_numpy())
     assert rebuilt.buckets()[0].tolist() == direct.buckets()[0].tolist()
     assert rebuilt.buckets()[1].tolist() == direct.buckets()[1].tolist()
+
+
+@pytest.mark.parametrize("rows", [1, 31, 32, 500])  # the per-row path and the block path
+def test_generated_ids_are_uuid4_hex_unique_and_ignore_the_applications_random_seed(rows: int) -> None:
+    from otel_mlmon.instrumentation._ids import generate
+
+    random.seed(0)
+    first = generate(rows)
+    random.seed(0)
+    second = generate(rows)
+    assert len(set(first + second)) == 2 * rows
+    for value in first:
+        parsed = uuid.UUID(value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
