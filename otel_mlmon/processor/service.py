@@ -80,6 +80,9 @@ class Processor:
         self.webhook = webhook
         self.receiver_counters: dict[str, int] = {}  # the HTTP receiver's, once app() made it
         self.failures: dict[str, int] = {}
+        # windows whose evaluation raised, with the profile and (rows, labeled rows) they failed on: retried when
+        # either changes, not at every tick (a deterministic failure would log a traceback a second forever)
+        self._failed: dict[tuple[str, str, int], tuple[ReferenceProfile, Any]] = {}
         self.require_reference = require_reference
         if otlp is not None:
             otlp.watch(self.counters, store.path)
@@ -159,12 +162,19 @@ class Processor:
                 index = bucket if by == "seq" else order[bucket]
                 last = evaluated.get(index)
                 if last is None or buckets[bucket][1] > last:  # new, or labels arrived since
+                    key = (model, version, index)
+                    failed = self._failed.get(key)
+                    if failed is not None and failed[0] is monitored.profile and failed[1] == buckets[bucket]:
+                        continue  # it failed on this very data: wait for new rows, labels or reference
                     try:
                         self.evaluate(monitored, bucket, index, now)
+                        self._failed.pop(key, None)
                         done += 1
                     except Exception:  # the service never dies on data: log, count, go on
-                        _logger.exception("evaluating window %s of %s %r failed", index, model, version)
+                        _logger.exception("evaluating window %s of %s %r failed; retried when its data or "
+                                          "reference changes", index, model, version)
                         self.failures["evaluation"] = self.failures.get("evaluation", 0) + 1
+                        self._failed[key] = (monitored.profile, buckets[bucket])
         if self.alertmanager is not None:  # firing alerts are resent so that Alertmanager keeps them
             self.alertmanager.send([], self.alerts.firing(), now)
         return done

@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otel_mlmon import semconv
 from otel_mlmon.engine.columns import profile_from_columns
 from otel_mlmon.engine.windows import WindowSpec
-from otel_mlmon.processor.decode import Decoded, PredictionBatch
+from otel_mlmon.processor.decode import Decoded, LabelBatch, PredictionBatch
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport
 from otel_mlmon.processor.service import Processor
 from otel_mlmon.processor.store import Store
@@ -260,7 +260,7 @@ def test_alert_transitions_reach_a_webhook(tmp_path: Path) -> None:
 def test_a_window_that_fails_to_evaluate_is_counted_and_the_others_go_on(tmp_path: Path, monkeypatch) -> None:
     from otel_mlmon.processor import service
 
-    processor = Processor(Store(str(tmp_path / "p.db")))
+    processor = Processor(Store(str(tmp_path / "p.db")), clock=lambda: 10**18 + 10**10)  # rows within label TTL
     processor.register(_profile())
     for window in range(3):
         _send(processor, window, 0)
@@ -277,3 +277,11 @@ def test_a_window_that_fails_to_evaluate_is_counted_and_the_others_go_on(tmp_pat
     assert processor.tick() == 2
     assert processor.counters()["evaluation_failures"] == 1
     assert {r["window"] for r in processor.store.results(model="m", period="analysis")} == {0, 2}
+    # the same data fails the same way: not retried (nor logged) at every tick
+    assert processor.tick() == 0 and calls == [0, 1, 2]
+    assert processor.counters()["evaluation_failures"] == 1
+    # a label for one of its rows changes the window: it is tried again (and now goes through)
+    monkeypatch.setattr(service, "evaluate_window", real)
+    processor.accept_logs(Decoded(labels=[LabelBatch("m", "1", 10**18 + 5, ["1-0"], [1.0])]), 10**18 + 5)
+    assert processor.tick() == 1
+    assert {r["window"] for r in processor.store.results(model="m", period="analysis")} == {0, 1, 2}
