@@ -16,7 +16,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,18 +28,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from otel_mlmon import semconv
+from otel_mlmon._stack import free_port
 from otel_mlmon.engine.columns import profile_from_columns
 from otel_mlmon.engine.windows import WindowSpec
 from tests.otlp_receiver import OtlpReceiver
 
 ROWS = 4096
 WINDOW = 40_960  # ten requests a window, a multiple of ROWS
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _array(values) -> AnyValue:
@@ -78,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         profile.classes, profile.score_columns, profile.prediction_column = ["0", "1"], {"1": "score"}, "prediction"
         path = os.path.join(folder, "profile.json")
         profile.save(path)
-        port = _port()
+        port = free_port()
         env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BLRP_SCHEDULE_DELAY": "200",
                "OTEL_METRIC_EXPORT_INTERVAL": "1000"}
         server = subprocess.Popen([sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", "--http-endpoint",
-                                   f"127.0.0.1:{port}", "--grpc-endpoint", f"127.0.0.1:{_port()}", "--store",
+                                   f"127.0.0.1:{port}", "--grpc-endpoint", f"127.0.0.1:{free_port()}", "--store",
                                    os.path.join(folder, "state.db"), "--reference", path], env=env,
                                   stderr=subprocess.DEVNULL)
         try:

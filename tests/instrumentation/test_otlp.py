@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from otel_mlmon import semconv
+from tests.conftest import free_port
 from tests.otlp_receiver import OtlpReceiver, attributes
 
 APPS = Path(__file__).parent / "apps"
@@ -91,14 +91,8 @@ def test_forked_workers_export_their_own_rows_exactly_once() -> None:
         assert sum(counts) == 3 + 5 + 6 + 4
 
 
-def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_exporter_endpoint_down_does_not_break_the_application() -> None:
     instrument = Path(sys.executable).with_name("opentelemetry-instrument")
-    env = _env(f"http://127.0.0.1:{_dead_port()}", OTEL_EXPORTER_OTLP_TIMEOUT="1")
+    env = _env(f"http://127.0.0.1:{free_port()}", OTEL_EXPORTER_OTLP_TIMEOUT="1")
     printed = _run([str(instrument), sys.executable, str(APPS / "serve_sklearn.py")], env)
     assert len(printed["scores"]) == 169 and len(printed["single"]) == 10
