@@ -24,7 +24,7 @@ from otel_mlmon.processor.decode import Decoded, LabelBatch, PredictionBatch
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport
 from otel_mlmon.processor.service import Processor
 from otel_mlmon.processor.store import Store
-from tests.conftest import free_port
+from tests.conftest import eventually, free_port
 
 ROWS = 300
 
@@ -124,14 +124,10 @@ def alertmanager(tmp_path: Path):
                                 f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/-/ready", timeout=1).read()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
+    try:
+        eventually(lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=1).read(), 30, "Alertmanager ready",
+                   interval_s=0.1)
+    except AssertionError:
         process.kill()
         pytest.fail("Alertmanager did not start: " + process.stderr.read().decode()[-2000:])
     yield url

@@ -21,7 +21,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from otel_mlmon import semconv
 from otel_mlmon.engine.columns import profile_from_columns
 from otel_mlmon.engine.windows import WindowSpec
-from tests.conftest import free_port
+from tests.conftest import eventually, free_port
 from tests.otlp_receiver import OtlpReceiver, attributes
 
 pytestmark = pytest.mark.integration
@@ -106,17 +106,13 @@ class Processor:
         return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5).read())
 
     def settled(self, windows: int) -> list[dict]:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                rows = self.get("/v1/results?period=analysis&kind=performance")
-                labeled = {r["window"]: r["labeled_rows"] for r in rows["results"]}
-                if len(labeled) == windows and sum(labeled.values()) == 2800:
-                    return self.get("/v1/results?period=analysis")["results"]
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("windows did not settle")
+        def labeled() -> dict[int, int]:
+            rows = self.get("/v1/results?period=analysis&kind=performance")["results"]
+            return {r["window"]: r["labeled_rows"] for r in rows}
+
+        eventually(lambda: len(found := labeled()) == windows and sum(found.values()) == 2800, 30,
+                   f"{windows} windows with all 2800 labels", interval_s=0.2)
+        return self.get("/v1/results?period=analysis")["results"]
 
 
 def _profile(tmp_path: Path) -> Path:

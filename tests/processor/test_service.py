@@ -28,7 +28,7 @@ from otel_mlmon import cli
 from otel_mlmon.instrumentation import force_flush
 from otel_mlmon.processor.service import Processor, serve
 from otel_mlmon.processor.store import Store
-from tests.conftest import free_port
+from tests.conftest import eventually, free_port
 
 pytestmark = pytest.mark.integration
 FEATURES = ["age", "income", "plan"]
@@ -49,13 +49,8 @@ def server(tmp_path: Path):
                               daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
-            break
-        except OSError:
-            time.sleep(0.05)
+    eventually(lambda: urllib.request.urlopen(f"{url}/healthz", timeout=1).read(), 10, "the processor's /healthz",
+               interval_s=0.05)
     yield processor, url
     loop.call_soon_threadsafe(stop.set)
     thread.join(10)
