@@ -1,14 +1,8 @@
-"""Prediction ids: one per row, given by the caller or generated (UUID4, hex), so labels can be joined later.
-
-Generated ids come from a ``random.Random`` of our own, seeded from ``os.urandom`` at import and again in every
-forked child, as the OTel SDK makes trace ids: uniqueness is what a join needs, not secrecy, and this costs a
-third of ``os.urandom``'s system call per row (measured). The application's ``random.seed()`` does not touch it.
-"""
+"""Prediction ids: one per row, given by the caller or generated (UUID4, hex), so labels can be joined later."""
 
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
 from types import TracebackType
@@ -20,26 +14,19 @@ from otel_mlmon.instrumentation import _guard
 _CURRENT: ContextVar[PredictionIds | None] = ContextVar("otel_mlmon_prediction_ids", default=None)
 
 
-_random = random.Random(os.urandom(32))
-_CLEAR = ~((0xF << 76) | (0x3 << 62))  # the version nibble (bits 76-79) and the variant's two bits (62-63)
-_SET = (0x4 << 76) | (0x2 << 62)  # version 4, variant RFC 4122 (10)
-
-
-def _reseed() -> None:
-    _random.seed(os.urandom(32))
-
-
-os.register_at_fork(after_in_child=_reseed)
-
-
 def generate(rows: int) -> list[str]:
     """``rows`` random UUID4s as 32-character hex strings."""
     if rows <= 0:
         return []
     if rows < 32:
-        bits = _random.getrandbits
-        return [f"{(bits(128) & _CLEAR) | _SET:032x}" for _ in range(rows)]
-    raw_array = np.frombuffer(_random.randbytes(16 * rows), dtype=np.uint8).reshape(rows, 16).copy()
+        out = []
+        for _ in range(rows):
+            raw = bytearray(os.urandom(16))
+            raw[6] = (raw[6] & 0x0F) | 0x40
+            raw[8] = (raw[8] & 0x3F) | 0x80
+            out.append(raw.hex())
+        return out
+    raw_array = np.frombuffer(os.urandom(16 * rows), dtype=np.uint8).reshape(rows, 16).copy()
     raw_array[:, 6] = (raw_array[:, 6] & 0x0F) | 0x40
     raw_array[:, 8] = (raw_array[:, 8] & 0x3F) | 0x80
     text = raw_array.tobytes().hex()
