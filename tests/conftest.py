@@ -61,8 +61,6 @@ def eventually(check: Callable[[], T], timeout_s: float = 90.0, what: str = "", 
     raise AssertionError(f"not within {timeout_s:.0f} s: {what} (last: {last!r})")
 
 
-
-
 # Applications the tests run as subprocesses: never imported by pytest (--doctest-modules would run them).
 collect_ignore = ["instrumentation/apps"]
 
