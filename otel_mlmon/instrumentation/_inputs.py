@@ -8,7 +8,7 @@ are not copied unless a conversion needs it; callers consume the result before t
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -19,17 +19,29 @@ NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 
 
-@dataclass
+_NO_COLUMNS: Mapping[str, Any] = MappingProxyType({})
+
+
 class InputBatch:
     """One call's features. ``numeric`` is (rows, len(numeric_names)) float64; ``categorical`` maps name to a
-    1-D array of objects. ``rows`` is None when the input could not be read (the output's length is used)."""
+    1-D array of objects. ``rows`` is None when the input could not be read (the output's length is used).
+    (A plain slotted class: one is made per model call, and a dataclass's default factories cost more.)"""
 
-    rows: int | None
-    names: tuple[str, ...] = ()
-    numeric_names: tuple[str, ...] = ()
-    numeric: np.ndarray | None = None
-    categorical: dict[str, np.ndarray] = field(default_factory=dict)
-    invalid: dict[str, int] = field(default_factory=dict)  # non-numbers met in numeric columns
+    __slots__ = ("categorical", "invalid", "names", "numeric", "numeric_names", "rows")
+
+    def __init__(self, rows: int | None, names: tuple[str, ...] = (), numeric_names: tuple[str, ...] = (),
+                 numeric: np.ndarray | None = None, categorical: Mapping[str, np.ndarray] = _NO_COLUMNS,
+                 invalid: Mapping[str, int] = _NO_COLUMNS) -> None:
+        self.rows = rows
+        self.names = names
+        self.numeric_names = numeric_names
+        self.numeric = numeric
+        self.categorical = categorical
+        self.invalid = invalid  # non-numbers met in numeric columns
+
+    def __repr__(self) -> str:
+        return (f"InputBatch(rows={self.rows!r}, names={self.names!r}, categorical={list(self.categorical)!r}, "
+                f"invalid={dict(self.invalid)!r})")
 
 
 def _module_root(value: Any) -> str:

@@ -23,6 +23,7 @@ from otel_mlmon.instrumentation._settings import Settings
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, update_columns
 
 STAGE_ROWS = 256  # rows staged before a block update; small calls (<= STAGE_ROWS / 4 rows) are staged
+_FLOAT64 = np.dtype(np.float64)
 SCORE_BOUNDS = np.asarray(semconv.ML_PREDICTION_SCORE_BUCKETS, dtype=np.float64)
 
 
@@ -130,10 +131,11 @@ class ModelRecorder:
         self.point_attributes = {semconv.ML_MODEL_NAME: name, semconv.ML_MODEL_VERSION: version}
         self._operations: dict[str, Operation] = {}
         self._numeric_names: dict[int, tuple[str, ...]] = {}  # width of an all-numeric array -> names
+        self._known_names: tuple[str, ...] | None = None  # numeric names last checked against ``columns``
         self._lock = threading.Lock()
         self._state = SketchState(time.time_ns())
         self._stage: np.ndarray | None = None
-        self._stage_names: tuple[str, ...] = ()
+        self._stage_names: tuple[str, ...] | None = None  # None: nothing staged since the last layout change
         self._staged = 0
         self._stage_categorical: dict[str, list[Any]] = {}
         self._stage_scores: dict[str, list[float]] = {}
@@ -143,7 +145,7 @@ class ModelRecorder:
         """In a forked child: new lock, empty state (the parent exports what it aggregated)."""
         self._lock = threading.Lock()
         self._state = SketchState(time.time_ns())
-        self._stage, self._stage_names, self._staged, self._stage_categorical = None, (), 0, {}
+        self._stage, self._stage_names, self._staged, self._stage_categorical = None, None, 0, {}
         self._stage_scores, self._stage_values = {}, []
         for operation in self._operations.values():
             operation.rows = 0  # the parent reports its own rows
@@ -171,7 +173,7 @@ class ModelRecorder:
         if plain:  # the common serving case: resolved once per width, then no per-call name work
             names = self._numeric_names.get(x.shape[1])
             if names is not None:
-                block = x if x.dtype == np.float64 else x.astype(np.float64)
+                block = x if x.dtype is _FLOAT64 or x.dtype == _FLOAT64 else x.astype(np.float64)
                 return InputBatch(rows=x.shape[0], names=names, numeric_names=names, numeric=block)
         kinds = {name: spec.kind for name, spec in self.columns.items()} if self.columns else None
         batch = read_input(x, model, self.feature_names, kinds, self.settings.max_features)
@@ -185,12 +187,14 @@ class ModelRecorder:
     def record_inputs(self, batch: InputBatch) -> None:
         if batch.rows is None or not batch.names:
             return
-        for name in batch.numeric_names:
-            if name not in self.columns:
-                self.columns[name] = ColumnSpec(NUMERIC)
-        for name in batch.categorical:
-            if name not in self.columns:
-                self.columns[name] = ColumnSpec(CATEGORICAL)
+        if batch.numeric_names is not self._known_names or batch.categorical:
+            for name in batch.numeric_names:
+                if name not in self.columns:
+                    self.columns[name] = ColumnSpec(NUMERIC)
+            for name in batch.categorical:
+                if name not in self.columns:
+                    self.columns[name] = ColumnSpec(CATEGORICAL)
+            self._known_names = batch.numeric_names  # the cached names of plain arrays: checked once
         with self._lock:
             if batch.invalid:
                 for name, n in batch.invalid.items():
@@ -209,10 +213,12 @@ class ModelRecorder:
                     pairs = [(c, outputs.scores[:, j]) for j, c in enumerate(outputs.classes)]
                 for label, column in pairs:
                     self._stage_scores.setdefault(label, []).extend(column.tolist())
+                    if len(self._stage_scores[label]) >= STAGE_ROWS:
+                        self._flush_outputs()
             if outputs.values is not None:
                 self._stage_values.extend(outputs.values.tolist())
-            if len(self._stage_values) >= STAGE_ROWS or any(len(v) >= STAGE_ROWS for v in self._stage_scores.values()):
-                self._flush_outputs()
+                if len(self._stage_values) >= STAGE_ROWS:
+                    self._flush_outputs()
 
     def _flush_outputs(self) -> None:
         """Sketch the staged outputs (numpy work pays off on blocks, not on single rows)."""
@@ -248,8 +254,9 @@ class ModelRecorder:
 
     def _stage_rows(self, batch: InputBatch) -> None:
         names = batch.numeric_names
-        if self._stage is None or names != self._stage_names or set(batch.categorical) != set(
-                self._stage_categorical):
+        if names != self._stage_names or (
+                (batch.categorical or self._stage_categorical)
+                and batch.categorical.keys() != self._stage_categorical.keys()):
             self._flush_stage()
             self._stage = np.empty((STAGE_ROWS, len(names)), dtype=np.float64) if names else None
             self._stage_names = names
@@ -268,7 +275,7 @@ class ModelRecorder:
             numeric = self._stage[: self._staged] if self._stage is not None else None
             categorical = {name: np.asarray(values, dtype=object)
                            for name, values in self._stage_categorical.items()}
-            self._sketch(self._stage_names, numeric, categorical)
+            self._sketch(self._stage_names or (), numeric, categorical)
             for values in self._stage_categorical.values():
                 values.clear()
         self._staged = 0

@@ -40,6 +40,7 @@ class Telemetry:
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None, logger_provider: Any = None,
                  sketch_exporter: MetricExporter | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
+        self.span_current = self.settings.span_mode == "current"
         self.meter_provider = meter_provider
         self.sketch_exporter = sketch_exporter
         self.tracer = trace.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__, tracer_provider)

@@ -21,7 +21,6 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind
 
 from otel_mlmon import semconv
@@ -38,6 +37,22 @@ VERSION_ATTRIBUTE = "otel_mlmon_version"
 INPUT_KEYWORDS = ("X", "data", "input", "x")
 
 _ACTIVE: ContextVar[bool] = ContextVar("otel_mlmon_active", default=False)
+
+try:  # what is_instrumentation_enabled() reads, looked up in a context we fetched once anyway
+    from opentelemetry.instrumentation.utils import (
+        _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS,
+    )
+    from opentelemetry.instrumentation.utils import (
+        _SUPPRESS_INSTRUMENTATION_KEY_PLAIN as _SUPPRESS_PLAIN,
+    )
+except ImportError:  # pragma: no cover - a future opentelemetry-instrumentation without them
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    def _suppressed(context: Any) -> bool:
+        return not is_instrumentation_enabled()
+else:
+    def _suppressed(context: Any) -> bool:
+        return bool(context.get(_SUPPRESS) or context.get(_SUPPRESS_PLAIN))
 _zero_code: dict[str, Telemetry | None] = {}  # system -> telemetry of its instrumentor (None: global)
 
 
@@ -90,9 +105,12 @@ def make_wrapper(operation: str, output_kind: str, system: str,
     """
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if _ACTIVE.get() or not is_instrumentation_enabled():
+        if _ACTIVE.get():
             return wrapped(*args, **kwargs)
-        call = _begin(operation, output_kind, system, task_of, recordable, instance)
+        parent = otel_context.get_current()
+        if _suppressed(parent):
+            return wrapped(*args, **kwargs)
+        call = _begin(operation, output_kind, system, task_of, recordable, instance, parent)
         if call is None:
             return wrapped(*args, **kwargs)
         token = _ACTIVE.set(True)
@@ -110,7 +128,7 @@ def make_wrapper(operation: str, output_kind: str, system: str,
 
 
 def _begin(operation: str, output_kind: str, system: str, task_of: Callable[[Any], str | None] | None,
-           recordable: Callable[[Any], bool] | None, instance: Any) -> _Call | None:
+           recordable: Callable[[Any], bool] | None, instance: Any, parent: Any) -> _Call | None:
     try:
         if instance is None or (recordable is not None and not recordable(instance)):
             return None
@@ -133,7 +151,7 @@ def _begin(operation: str, output_kind: str, system: str, task_of: Callable[[Any
 
                 recorder = config.recorder = telemetry.recorder(config.name, config.version, system, resolve_task,
                                                                 config.columns, config.feature_names)
-        return _Call(telemetry, recorder, operation, output_kind)
+        return _Call(telemetry, recorder, operation, output_kind, parent)
     except Exception as exc:
         _guard.failure("start", exc)
         return None
@@ -150,18 +168,19 @@ class _Call:
     __slots__ = ("context_token", "operation", "output_kind", "parent", "recorder", "span", "start", "start_ns",
                  "telemetry")
 
-    def __init__(self, telemetry: Telemetry, recorder: ModelRecorder, operation: str, output_kind: str) -> None:
+    def __init__(self, telemetry: Telemetry, recorder: ModelRecorder, operation: str, output_kind: str,
+                 parent: Any) -> None:
         self.telemetry = telemetry
         self.recorder = recorder
         self.output_kind = output_kind
         self.operation = recorder.operation(operation)
         self.span = None
         self.context_token = None
-        self.parent = otel_context.get_current()
-        if telemetry.settings.span_mode == "current":
-            self.span = telemetry.tracer.start_span(self.operation.span_name, kind=SpanKind.INTERNAL,
-                                                    attributes=self.operation.span_attributes)
-            self.context_token = otel_context.attach(trace.set_span_in_context(self.span))
+        self.parent = parent  # the context current at the call
+        if telemetry.span_current:
+            self.span = telemetry.tracer.start_span(self.operation.span_name, context=parent,
+                                                    kind=SpanKind.INTERNAL, attributes=self.operation.span_attributes)
+            self.context_token = otel_context.attach(trace.set_span_in_context(self.span, parent))
         self.start_ns = time.time_ns()
         self.start = time.perf_counter()
 
@@ -181,6 +200,8 @@ class _Call:
             _guard.failure("span", own)
 
     def succeed(self, result: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # Each part guarded on its own (inline try blocks: this runs on every call, a helper frame per part costs
+        # more than the part itself for one row).
         try:
             elapsed = self._elapsed()
         except Exception as exc:
@@ -188,20 +209,40 @@ class _Call:
             return
         telemetry, recorder = self.telemetry, self.recorder
         x = args[0] if args else next((kwargs[k] for k in INPUT_KEYWORDS if k in kwargs), None)
-        batch: InputBatch | None = _guard.call("input", recorder.read_input, x, instance)
-        outputs: OutputBatch | None = _guard.call("output", read_output, result, self.output_kind,
-                                                  recorder.task, instance)
+        try:
+            batch: InputBatch | None = recorder.read_input(x, instance)
+        except Exception as exc:
+            _guard.failure("input", exc)
+            batch = None
+        try:
+            outputs: OutputBatch | None = read_output(result, self.output_kind, recorder.task, instance)
+        except Exception as exc:
+            _guard.failure("output", exc)
+            outputs = None
         rows = batch.rows if batch is not None and batch.rows is not None else (
             outputs.rows if outputs is not None else None)
-        record = self._record(elapsed, rows, None)
+        record = SpanRecord(self.operation, self.parent, self.span, self.start_ns, elapsed, rows, None)
         if rows is not None:
             telemetry.count_rows(self.operation, rows)
-            if batch is not None and telemetry.sketching():
-                _guard.call("sketch", recorder.record_inputs, batch)
-            if outputs is not None and telemetry.sketching():
-                _guard.call("sketch", recorder.record_outputs, outputs)
-            _guard.call("event", self._event, rows, outputs, batch, record)
-        _guard.call("span", telemetry.finish, record)
+            if telemetry.sketching():
+                if batch is not None:
+                    try:
+                        recorder.record_inputs(batch)
+                    except Exception as exc:
+                        _guard.failure("sketch", exc)
+                if outputs is not None:
+                    try:
+                        recorder.record_outputs(outputs)
+                    except Exception as exc:
+                        _guard.failure("sketch", exc)
+            try:
+                self._event(rows, outputs, batch, record)
+            except Exception as exc:
+                _guard.failure("event", exc)
+        try:
+            telemetry.finish(record)
+        except Exception as exc:
+            _guard.failure("span", exc)
 
     def _event(self, rows: int, outputs: OutputBatch | None, batch: InputBatch | None, record: SpanRecord) -> None:
         columns: dict[str, list[Any]] = {semconv.ML_PREDICTION_ID: _ids.assign(rows)}
