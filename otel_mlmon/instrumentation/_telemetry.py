@@ -60,7 +60,7 @@ class Telemetry:
             description="Telemetry that otel-mlmon failed to produce and dropped, by error.type")
         self.logger = get_logger(semconv.INSTRUMENTATION_SCOPE, __version__, logger_provider=logger_provider)
         self.buffer = PredictionBuffer(self.logger, self.settings.event_max_rows,
-                                       self.settings.event_flush_interval_s)
+                                       self.settings.event_flush_interval_s, _flusher.wake)
         self.spans = SpanFinisher(self.tracer, self.duration, self.logger, self.settings.event_max_rows,
                                   _flusher.wake)
         self.finish = self.spans.finish
