@@ -186,6 +186,7 @@ class _Flusher:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self.stopped = False  # True in a forked child until its first prediction starts the thread again
 
     def ensure_started(self) -> None:
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
@@ -195,6 +196,7 @@ class _Flusher:
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, name="otel-mlmon-flusher", daemon=True)
                 self._thread.start()
+            self.stopped = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -216,6 +218,7 @@ class _Flusher:
         self._thread = None
         self._wake = threading.Event()
         self._lock = threading.Lock()
+        self.stopped = True
 
 
 _live: weakref.WeakSet[Telemetry] = weakref.WeakSet()

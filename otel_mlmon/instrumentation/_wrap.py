@@ -29,7 +29,7 @@ from otel_mlmon.instrumentation._inputs import InputBatch
 from otel_mlmon.instrumentation._outputs import OutputBatch, read_output
 from otel_mlmon.instrumentation._recorder import ColumnSpec, ModelRecorder
 from otel_mlmon.instrumentation._spans import SpanRecord
-from otel_mlmon.instrumentation._telemetry import Telemetry, default_telemetry
+from otel_mlmon.instrumentation._telemetry import Telemetry, _flusher, default_telemetry
 
 CONFIG_ATTRIBUTE = "_otel_mlmon"
 NAME_ATTRIBUTE = "otel_mlmon_name"
@@ -53,6 +53,8 @@ except ImportError:  # pragma: no cover - a future opentelemetry-instrumentation
 else:
     def _suppressed(context: Any) -> bool:
         return bool(context.get(_SUPPRESS) or context.get(_SUPPRESS_PLAIN))
+
+
 _zero_code: dict[str, Telemetry | None] = {}  # system -> telemetry of its instrumentor (None: global)
 
 
@@ -151,6 +153,8 @@ def _begin(operation: str, output_kind: str, system: str, task_of: Callable[[Any
 
                 recorder = config.recorder = telemetry.recorder(config.name, config.version, system, resolve_task,
                                                                 config.columns, config.feature_names)
+        if _flusher.stopped:  # a forked child's first prediction (gunicorn --preload workers)
+            _flusher.ensure_started()
         return _Call(telemetry, recorder, operation, output_kind, parent)
     except Exception as exc:
         _guard.failure("start", exc)

@@ -91,6 +91,19 @@ def test_forked_workers_export_their_own_rows_exactly_once() -> None:
         assert sum(counts) == 3 + 5 + 6 + 4
 
 
+def test_forked_workers_flush_on_their_own_intervals() -> None:
+    """A worker's flusher thread does not survive fork(): it starts again at the worker's first prediction, so
+    events and sketches leave on their intervals, not only at a flush the worker may never reach."""
+    with OtlpReceiver() as receiver:
+        _run([sys.executable, str(APPS / "fork_workers.py")],
+             _env(receiver.endpoint, CHILD_WAITS="3", OTEL_BLRP_SCHEDULE_DELAY="100"))
+        ids = [v for e in receiver.logs(semconv.EVENT_PREDICTIONS) for v in attributes(e)[semconv.ML_PREDICTION_ID]]
+        assert len(ids) == 3 + 5 + 6 + 4 == len(set(ids))  # the workers' 11 rows came from their own threads
+        counts = sorted(p.count for m in receiver.metrics(semconv.ML_FEATURE_VALUE) for p in m.histogram.data_points
+                        if attributes(p)[semconv.ML_FEATURE_NAME] == "feature_0")
+        assert sum(counts) == 3 + 5 + 6 + 4
+
+
 def test_exporter_endpoint_down_does_not_break_the_application() -> None:
     instrument = Path(sys.executable).with_name("opentelemetry-instrument")
     env = _env(f"http://127.0.0.1:{free_port()}", OTEL_EXPORTER_OTLP_TIMEOUT="1")

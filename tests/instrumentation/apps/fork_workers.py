@@ -1,9 +1,11 @@
 """gunicorn --preload in miniature: the parent configures the SDK, instruments and predicts, then forks workers
-that predict too."""
+that predict too. With CHILD_WAITS=<seconds> a worker does not flush: it waits, then stops, so only what its own
+background threads sent in the meantime counts."""
 
 import json
 import os
 import sys
+import time
 
 import numpy as np
 from opentelemetry._logs import set_logger_provider
@@ -36,8 +38,11 @@ for worker in range(2):
     pid = os.fork()
     if pid == 0:
         model.predict(np.full((5 + worker, 2), float(worker)))
-        force_flush()
-        logger_provider.force_flush()
+        if os.environ.get("CHILD_WAITS"):
+            time.sleep(float(os.environ["CHILD_WAITS"]))
+        else:
+            force_flush()
+            logger_provider.force_flush()
         os._exit(0)  # like a worker stopped by its master: only what it flushed counts
     children.append(pid)
 codes = [os.waitpid(pid, 0)[1] for pid in children]
