@@ -103,8 +103,9 @@ def prepare(folder: str, serve_rows: int = 3000, drift_from: int = DRIFT_FROM) -
 WINDOW_HEADER = f"{'window':>6} {'rows':>5} {'labels':>6} {'accuracy':>8}  drift alerts"
 
 
-def window_lines(results: list[dict[str, Any]]) -> dict[int, str]:
-    """One line per window of the processor's analysis results: rows, labels, accuracy, drifted columns."""
+def window_lines(results: list[dict[str, Any]]) -> dict[int, tuple[int, str]]:
+    """Per window of the processor's analysis results: its labeled rows, and its line (rows, labels, accuracy,
+    drifted columns)."""
     by_window: dict[int, list[dict[str, Any]]] = {}
     for r in results:
         if r["period"] == "analysis":
@@ -114,8 +115,9 @@ def window_lines(results: list[dict[str, Any]]) -> dict[int, str]:
         found = by_window[window]
         accuracy = next((r["value"] for r in found if r["metric"] == "accuracy"), None)
         drifted = sorted({r["column"] for r in found if r["kind"] == "drift" and r["alert"]})
-        lines[window] = (f"{window:>6} {found[0]['rows']:>5} {found[0]['labeled_rows']:>6} "
-                         f"{'' if accuracy is None else f'{accuracy:8.3f}':>8}  {', '.join(drifted) or '-'}")
+        lines[window] = (int(found[0]["labeled_rows"]), f"{window:>6} {found[0]['rows']:>5} "
+                         f"{found[0]['labeled_rows']:>6} {'' if accuracy is None else f'{accuracy:8.3f}':>8}  "
+                         f"{', '.join(drifted) or '-'}")
     return lines
 
 
@@ -176,10 +178,10 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
     shown: dict[int, tuple[int, str]] = {}
 
     def show() -> None:
-        for window, line in window_lines(processor.store.results(model="churn", period="analysis")).items():
-            if shown.get(window, (None, None))[1] != line:
-                shown[window] = (int(line.split()[2]), line)
-                print(line, file=out, flush=True)
+        for window, entry in window_lines(processor.store.results(model="churn", period="analysis")).items():
+            if shown.get(window) != entry:
+                shown[window] = entry
+                print(entry[1], file=out, flush=True)
 
     try:
         started = time.monotonic()
@@ -278,16 +280,16 @@ def stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
 
         driver = threading.Thread(target=drive, daemon=True)
         driver.start()
-        shown: dict[int, str] = {}
+        shown: dict[int, tuple[int, str]] = {}
         alerts_seen: set[tuple[str, str]] = set()
         deadline = None
         while deadline is None or time.monotonic() < deadline:
             time.sleep(1.0)
             try:
-                for window, line in window_lines(native.results()).items():
-                    if shown.get(window) != line:
-                        shown[window] = line
-                        print(line, file=out, flush=True)
+                for window, entry in window_lines(native.results()).items():
+                    if shown.get(window) != entry:
+                        shown[window] = entry
+                        print(entry[1], file=out, flush=True)
                 for alert in native.alerts():
                     labels = alert["labels"]
                     key = (labels["alertname"], labels.get("ml_feature_name") or labels.get("column", ""))
@@ -302,7 +304,7 @@ def stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
                 deadline = time.monotonic() + 20  # the last labels, windows and rule evaluations
             if not driver.is_alive() and failures:
                 break
-            labeled = [line for line in shown.values() if int(line.split()[2]) == WINDOW_ROWS]
+            labeled = [window for window, (labels, _) in shown.items() if labels == WINDOW_ROWS]
             if (deadline is not None and len(labeled) == STACK_ROWS // WINDOW_ROWS
                     and any(k[0] == "MLFeatureDrift" for k in alerts_seen)):
                 break
