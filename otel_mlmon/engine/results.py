@@ -15,6 +15,11 @@ def iso_utc(seconds: float) -> str | None:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def iso_utc_ns(ns: int) -> str | None:
+    """``iso_utc`` of a time in epoch nanoseconds (OTLP's unit)."""
+    return iso_utc(ns / 1e9)
+
+
 COLUMNS = ("model", "model_version", "period", "window", "window_start", "window_end", "rows", "labeled_rows",
            "column", "kind", "metric", "value", "lower_threshold", "upper_threshold", "alert", "p_value")
 KINDS = ("drift", "performance", "data_quality", "estimated_performance")

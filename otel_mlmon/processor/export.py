@@ -25,14 +25,10 @@ from opentelemetry.metrics import Observation, get_meter
 
 from otel_mlmon import semconv
 from otel_mlmon._version import __version__
-from otel_mlmon.engine.results import iso_utc
+from otel_mlmon.engine.results import iso_utc_ns
 from otel_mlmon.processor.alerts import FIRING, Transition
 
 _logger = logging.getLogger("otel_mlmon.processor")
-
-
-def _iso(ns: int) -> str | None:
-    return iso_utc(ns / 1e9)
 
 
 class OtlpExport:
@@ -198,9 +194,9 @@ class AlertmanagerSink:
                                             f"window {r['window']}",
                                  "value": repr(r["value"]), "window": str(r["window"]),
                                  "threshold": repr(r.get("upper_threshold"))},
-                 "startsAt": _iso(t.since_ns), "generatorURL": "https://github.com/otel-mlmon"}
+                 "startsAt": iso_utc_ns(t.since_ns), "generatorURL": "https://github.com/otel-mlmon"}
         if t.state != FIRING:
-            alert["endsAt"] = _iso(now_ns)
+            alert["endsAt"] = iso_utc_ns(now_ns)
         return alert
 
     def send(self, transitions: Sequence[Transition], firing: Sequence[Transition], now_ns: int,
@@ -227,10 +223,11 @@ class WebhookSink:
         self.failures = 0
 
     def send(self, transitions: Sequence[Transition], now_ns: int) -> bool:
-        document = {"alerts": [{"state": t.state, "since": _iso(t.since_ns), **t.labels, "value": t.result["value"],
-                                "window": t.result["window"], "upper_threshold": t.result.get("upper_threshold"),
+        document = {"alerts": [{"state": t.state, "since": iso_utc_ns(t.since_ns), **t.labels,
+                                "value": t.result["value"], "window": t.result["window"],
+                                "upper_threshold": t.result.get("upper_threshold"),
                                 "lower_threshold": t.result.get("lower_threshold")} for t in transitions],
-                    "sent": _iso(now_ns)}
+                    "sent": iso_utc_ns(now_ns)}
         ok = post_json(self.url, document, self.timeout_s, f"sending {len(transitions)} alert(s) to the webhook")
         self.failures += not ok
         return ok

@@ -27,7 +27,7 @@ from aiohttp import web
 from otel_mlmon.engine.drift import NUMERIC
 from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate_window, reference_results
 from otel_mlmon.engine.profile import ReferenceProfile
-from otel_mlmon.engine.results import iso_utc
+from otel_mlmon.engine.results import iso_utc_ns
 from otel_mlmon.processor.alerts import AlertBook
 from otel_mlmon.processor.decode import Decoded
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, WebhookSink
@@ -185,7 +185,7 @@ class Processor:
         rows = self.store.rows(profile.model, profile.version, bucket * width, (bucket + 1) * width, by)
         data = self.window_data(profile, index, rows)
         if by == "time_ns":
-            data.start, data.end = _iso(bucket * width), _iso((bucket + 1) * width)
+            data.start, data.end = iso_utc_ns(bucket * width), iso_utc_ns((bucket + 1) * width)
         results = [r.as_json() for r in evaluate_window(profile, data, self.policy)]
         self.store.put_results(profile.model, profile.version, index, results, now)
         transitions = self.alerts.update(results, now)
@@ -235,7 +235,7 @@ class Processor:
             self._sketched_features(profile, rows[0].time_ns, rows[-1].time_ns, sketches)
         times = [r.time_ns for r in rows]
         return WindowData("analysis", window, len(rows), sketches, labeled,
-                          _iso(min(times)) if times else None, _iso(max(times)) if times else None)
+                          iso_utc_ns(min(times)) if times else None, iso_utc_ns(max(times)) if times else None)
 
     def _label(self, profile: ReferenceProfile, row: Joined, labeled: LabeledRows) -> None:
         outputs = row.outputs
@@ -357,10 +357,6 @@ def bootstrap_profile(model: str, version: str, rows: list[Joined], window_rows:
                              {name[len("score_"):]: name for name in profile.columns if name.startswith("score_")})
     profile.target_column = "target"
     return profile
-
-
-def _iso(ns: int) -> str | None:
-    return iso_utc(ns / 1e9)
 
 
 async def serve(processor: Processor, host: str, port: int, tick_s: float = 1.0,
