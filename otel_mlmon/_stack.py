@@ -16,6 +16,7 @@ Prometheus and Alertmanager configs live in ``collector/``) and the binaries: th
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -79,6 +80,7 @@ def find_binaries(repo: Path = REPO) -> tuple[Binaries | None, list[str]]:
 _handed_out: set[int] = set()
 
 
+@functools.cache
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

@@ -27,7 +27,7 @@ def _names(text: str | None) -> list[str] | None:
 def _pairs(text: str | None, flag: str, shape: str) -> list[tuple[str, str]]:
     """``a=b,c=d`` as [(a, b), (c, d)]; a malformed part is a usage error naming the flag."""
     out = []
-    for part in (text or "").split(",") if text else []:
+    for part in text.split(",") if text else []:
         key, sep, value = part.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise ValueError(f"{flag} takes {shape},… (got {part!r})")

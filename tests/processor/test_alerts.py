@@ -111,7 +111,6 @@ def test_one_firing_until_resolved_and_no_refire_after_restart(tmp_path: Path) -
     assert firing_gauge() == {e[semconv.ML_ALERT_METRIC]: 0 for e in fired}
 
 
-
 @pytest.fixture
 def alertmanager(tmp_path: Path):
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")

@@ -28,7 +28,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 
 
-
 def _array(values: list) -> AnyValue:
     out = AnyValue()
     key = "double_value" if isinstance(values[0], float) else "string_value"

@@ -34,7 +34,6 @@ pytestmark = pytest.mark.integration
 FEATURES = ["age", "income", "plan"]
 
 
-
 @pytest.fixture
 def server(tmp_path: Path):
     from otel_mlmon.processor import grpc_receiver

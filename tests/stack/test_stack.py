@@ -146,7 +146,10 @@ def _dashboard_queries() -> list[tuple[str, str]]:
     return found
 
 
-@pytest.mark.parametrize(("where", "expr"), _dashboard_queries(), ids=[w for w, _ in _dashboard_queries()])
+DASHBOARD_QUERIES = _dashboard_queries()
+
+
+@pytest.mark.parametrize(("where", "expr"), DASHBOARD_QUERIES, ids=[w for w, _ in DASHBOARD_QUERIES])
 def test_every_dashboard_query_returns_data(stack: NativeStack, where: str, expr: str) -> None:
     # Grafana's variables as Grafana sends them with "All" selected and a one-hour range.
     promql = (expr.replace("$__rate_interval", "1m").replace("$__range", "1h")
