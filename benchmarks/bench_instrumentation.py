@@ -107,26 +107,35 @@ def timed_calls(call: Callable[[], Any], n: int) -> list[float]:
     return out
 
 
-def bench_per_call(calls: int) -> dict[str, float]:
-    kwargs = providers()
+def bare_sdk(kwargs: dict[str, Any], model: Any, name: str, version: str, task: str
+             ) -> Callable[[np.ndarray], Any]:
+    """``model.predict`` inside what hand-written instrumentation does with the bare SDK and the same providers:
+    span + duration histogram + row counter, with the attributes otel-mlmon puts on them."""
     tracer = kwargs["tracer_provider"].get_tracer("bare")
     meter = kwargs["meter_provider"].get_meter("bare")
     histogram = meter.create_histogram("bare.duration", unit="s",
                                        explicit_bucket_boundaries_advisory=list(semconv.ML_OPERATION_DURATION_BUCKETS))
     counter = meter.create_counter("bare.predictions")
-    attributes = {semconv.ML_MODEL_NAME: "bench", semconv.ML_MODEL_VERSION: "1", semconv.ML_MODEL_TASK:
-                  "classification", semconv.ML_SYSTEM_NAME: "other", semconv.ML_OPERATION_NAME: "predict"}
-    bare_model = Model()
+    attributes = {semconv.ML_MODEL_NAME: name, semconv.ML_MODEL_VERSION: version, semconv.ML_MODEL_TASK: task,
+                  semconv.ML_SYSTEM_NAME: "other", semconv.ML_OPERATION_NAME: "predict"}
+    span_name = f"predict {name}"
 
-    def bare() -> Any:
-        with tracer.start_as_current_span("predict bench", kind=SpanKind.INTERNAL, attributes=attributes) as span:
+    def bare(row: np.ndarray) -> Any:
+        with tracer.start_as_current_span(span_name, kind=SpanKind.INTERNAL, attributes=attributes) as span:
             start = time.perf_counter()
-            result = bare_model.predict(row)
+            result = model.predict(row)
             elapsed = time.perf_counter() - start
             span.set_attribute(semconv.ML_BATCH_SIZE, 1)
         histogram.record(elapsed, attributes)
         counter.add(1, attributes)
         return result
+
+    return bare
+
+
+def bench_per_call(calls: int) -> dict[str, float]:
+    kwargs = providers()
+    bare = bare_sdk(kwargs, Model(), "bench", "1", "classification")
 
     ours_model = otel_mlmon.instrument_model(Model(), name="bench", version="1", task="classification", **kwargs)
     rng = np.random.default_rng(0)
@@ -137,12 +146,12 @@ def bench_per_call(calls: int) -> dict[str, float]:
     bare_cpu = ours_cpu = 0.0  # CPU of the whole process (all threads): what the telemetry really costs
     block = max(calls // 20, 100)
     for _ in range(2):  # warm-up
-        timed_calls(bare, block)
+        timed_calls(lambda: bare(row), block)
         timed_calls(lambda: ours_model.predict(row), block)
         force_flush()
     for _ in range(calls // block):  # interleaved blocks: both see the same machine state
         start = time.process_time()
-        bare_times += timed_calls(bare, block)
+        bare_times += timed_calls(lambda: bare(row), block)
         bare_cpu += time.process_time() - start
         start = time.process_time()
         ours_times += timed_calls(lambda: ours_model.predict(row), block)
@@ -222,24 +231,8 @@ def bench_one_millisecond_model(model_class: type, calls: int, trace_ratio: floa
     the attributes otel-mlmon puts on them), and of the instrumented model (its deferred spans, if any, built
     before the clock stops). ``trace_ratio``: both sample that fraction of traces."""
     kwargs = providers(trace_ratio)
-    tracer = kwargs["tracer_provider"].get_tracer("bare")
-    meter = kwargs["meter_provider"].get_meter("bare")
-    histogram = meter.create_histogram("bare.duration", unit="s",
-                                       explicit_bucket_boundaries_advisory=list(semconv.ML_OPERATION_DURATION_BUCKETS))
-    counter = meter.create_counter("bare.predictions")
-    attributes = {semconv.ML_MODEL_NAME: "bare", semconv.ML_MODEL_VERSION: "", semconv.ML_MODEL_TASK: "regression",
-                  semconv.ML_SYSTEM_NAME: "other", semconv.ML_OPERATION_NAME: "predict"}
     plain = model_class()
-
-    def bare(row: np.ndarray) -> Any:
-        with tracer.start_as_current_span("predict bare", kind=SpanKind.INTERNAL, attributes=attributes) as span:
-            start = time.perf_counter()
-            result = plain.predict(row)
-            elapsed = time.perf_counter() - start
-            span.set_attribute(semconv.ML_BATCH_SIZE, 1)
-        histogram.record(elapsed, attributes)
-        counter.add(1, attributes)
-        return result
+    bare = bare_sdk(kwargs, model_class(), model_class.__name__, "", "regression")
 
     watched = otel_mlmon.instrument_model(model_class(), name=model_class.__name__, task="regression", **kwargs)
     telemetry = telemetry_for(**kwargs)

@@ -225,7 +225,7 @@ class _Call:
             outputs = None
         rows = batch.rows if batch is not None and batch.rows is not None else (
             outputs.rows if outputs is not None else None)
-        record = SpanRecord(self.operation, self.parent, self.span, self.start_ns, elapsed, rows, None)
+        record = self._record(elapsed, rows, None)
         if rows is not None:
             telemetry.count_rows(self.operation, rows)
             if telemetry.sketching():
