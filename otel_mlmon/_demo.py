@@ -138,6 +138,7 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
     from otel_mlmon.batch.report import write_report
     from otel_mlmon.engine.results import WindowResult
     from otel_mlmon.instrumentation import force_flush
+    from otel_mlmon.instrumentation._api import telemetry_for
     from otel_mlmon.processor.service import Processor, serve
     from otel_mlmon.processor.store import Store
 
@@ -225,6 +226,9 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
               f"{counters.get('labels_joined', 0)} labels in {time.monotonic() - started:.1f} s", file=out)
         print(f"report: {os.path.abspath(report_path)}   results: GET {url}/v1/results (while running)", file=out)
     finally:
+        # Send the last sketches and retire this telemetry (no exit-time flush into shut-down providers), then
+        # shut the providers down while the processor still listens.
+        telemetry_for(tracer_provider, meter_provider, logger_provider).close()
         for provider in (logger_provider, meter_provider, tracer_provider):
             provider.shutdown()
         loop.call_soon_threadsafe(stop.set)

@@ -45,6 +45,20 @@ class ReplayOptions:
             raise ValueError(f"--service must be an http(s) URL, got {self.service!r}")
 
 
+def _check_reachable(url: str) -> None:
+    """A TCP connection to the model service, or the error that ``_post_rows`` would give for it."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "", port), timeout=10):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"the model service at {url} is not reachable: {exc}") from None
+
+
 def _post_rows(url: str, ids: list[str], frame: Any) -> None:
     """Sends rows to a model service (examples/model_service.py's protocol); a refused batch is an error."""
     import json
@@ -125,13 +139,8 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
     With ``model_file`` (a pickled model, trusted input) the model itself predicts on the file's features
     (``predict_proba`` when it has it, else ``predict``); with ``options.service`` the rows go to a model service
     that is instrumented itself (only the labels are sent from here); otherwise the file's outputs are replayed."""
-    import pandas as pd
-
-    import otel_mlmon
     from otel_mlmon.batch.reader import DataError, DataFile
-    from otel_mlmon.batch.runner import _check_columns, _classes, _infer_task, load_labels
-    from otel_mlmon.instrumentation import force_flush
-    from otel_mlmon.sketch import category_key
+    from otel_mlmon.batch.runner import _check_columns, _classes, _infer_task
 
     data = DataFile(path)
     types = _check_columns(data, columns, need_target=False)
@@ -141,12 +150,6 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
     classes = _classes(data, columns, task)
     features = columns.features if columns.features is not None else [
         n for n in types if n not in columns.not_features()]
-    tracer_provider, meter_provider, logger_provider = _providers(options)
-    stand_in = _Outputs()
-    classification = task == "classification"
-    order = sorted(columns.score_columns) if columns.score_columns else classes
-    if classification and (columns.score_column or columns.score_columns):
-        stand_in.classes_ = np.array(order, dtype=object)
     real: Any = None
     if model_file is not None:
         import pickle
@@ -156,6 +159,38 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
                 real = pickle.load(handle)
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
             raise DataError(f"{model_file}: cannot load a pickled model: {exc}") from None
+    if options.service is not None:
+        _check_reachable(options.service)  # before any exporter exists: a wrong URL fails at once
+    tracer_provider, meter_provider, logger_provider = _providers(options)
+    try:
+        return _send(data, columns, features, task, classes, model_name, version, options, labels_path, progress,
+                     real, (tracer_provider, meter_provider, logger_provider))
+    finally:
+        from otel_mlmon.instrumentation._api import telemetry_for
+
+        # Flush what was recorded and retire this telemetry, also when sending failed half-way: nothing is
+        # left for an exit-time flush, and no exporter keeps retrying after we return.
+        telemetry_for(tracer_provider, meter_provider, logger_provider).close()
+        for provider in (logger_provider, meter_provider, tracer_provider):
+            provider.shutdown()
+
+
+def _send(data: Any, columns: Any, features: list[str], task: str, classes: list[Any], model_name: str,
+          version: str, options: ReplayOptions, labels_path: str | None, progress: Callable[[int], None] | None,
+          real: Any, providers: tuple[Any, Any, Any]) -> dict[str, int]:
+    import pandas as pd
+
+    import otel_mlmon
+    from otel_mlmon.batch.runner import load_labels
+    from otel_mlmon.instrumentation import force_flush
+    from otel_mlmon.sketch import category_key
+
+    tracer_provider, meter_provider, logger_provider = providers
+    stand_in = _Outputs()
+    classification = task == "classification"
+    order = sorted(columns.score_columns) if columns.score_columns else classes
+    if classification and (columns.score_column or columns.score_columns):
+        stand_in.classes_ = np.array(order, dtype=object)
     previous = os.environ.get("OTEL_PYTHON_MLMON_CAPTURE_FEATURES")
     os.environ["OTEL_PYTHON_MLMON_CAPTURE_FEATURES"] = "true"  # read when the telemetry is made, just below
     try:
@@ -220,9 +255,4 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
         otel_mlmon.record_labels(model_name, ids=[k for k, _ in part_labels],
                                  labels=[v.item() if hasattr(v, "item") else v for _, v in part_labels],
                                  version=version, logger_provider=logger_provider)
-    from otel_mlmon.instrumentation._api import telemetry_for
-
-    telemetry_for(tracer_provider, meter_provider, logger_provider).close()  # flushes the sketches, then retires
-    for provider in (logger_provider, meter_provider, tracer_provider):
-        provider.shutdown()  # flushes; nothing is left to send at exit
     return {"rows": sent, "labels": len(chosen)}

@@ -63,10 +63,14 @@ def test_replay_to_a_model_service_that_is_down_is_a_clear_error(tmp_path, capsy
 
     data = tmp_path / "rows.csv"
     data.write_text("id,x,y\na,1.0,0\nb,2.0,1\n")
+    from otel_mlmon.instrumentation._telemetry import _live
+
     dead = f"http://127.0.0.1:{free_port()}"
+    live = set(_live)
     code = cli.main(["replay", "--analysis", str(data), "--model", "m", "--id-column", "id", "--target-column", "y",
                      "--service", dead, "--endpoint", dead])
     assert code == 1
     assert f"the model service at {dead} is not reachable" in capsys.readouterr().err
+    assert set(_live) == live  # nothing left behind to flush into the dead endpoint at exit
     assert cli.main(["replay", "--analysis", str(data), "--model", "m", "--id-column", "id", "--service", dead,
                      "--model-file", "x.pkl", "--endpoint", dead]) == 2  # the service holds the model

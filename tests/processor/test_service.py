@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 import otel_mlmon
 from otel_mlmon import cli
 from otel_mlmon.instrumentation import force_flush
+from otel_mlmon.instrumentation._api import telemetry_for
 from otel_mlmon.processor.service import Processor, serve
 from otel_mlmon.processor.store import Store
 from tests.conftest import eventually, free_port
@@ -126,8 +127,9 @@ def test_streaming_equals_batch(server, tmp_path: Path, monkeypatch, protocol) -
             scores = analysis.loc[X.index, "score"].to_numpy()
             return np.column_stack([1 - scores, scores])
 
+    tracer_provider = TracerProvider()
     model = otel_mlmon.instrument_model(Replay(), name="churn", version="3", task="classification",
-                                        tracer_provider=TracerProvider(), meter_provider=meter_provider,
+                                        tracer_provider=tracer_provider, meter_provider=meter_provider,
                                         logger_provider=logger_provider)
     for start in range(0, len(analysis), 100):
         rows = analysis.iloc[start: start + 100]
@@ -140,6 +142,11 @@ def test_streaming_equals_batch(server, tmp_path: Path, monkeypatch, protocol) -
         otel_mlmon.record_labels("churn", ids=part["id"].tolist(), labels=part["target"].tolist(), version="3",
                                  logger_provider=logger_provider)
     assert logger_provider.force_flush()
+    # Retire this application before the server fixture stops: no exit-time flush, no exporter retrying against
+    # a closed port after the tests.
+    telemetry_for(tracer_provider, meter_provider, logger_provider).close()
+    for provider in (logger_provider, meter_provider, tracer_provider):
+        provider.shutdown()
 
     expected = tmp_path / "batch.csv"
     assert cli.main(["evaluate", "--reference", str(profile), "--analysis", str(tmp_path / "analysis.parquet"),
