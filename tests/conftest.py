@@ -99,7 +99,7 @@ class Providers:
                 "logger_provider": self.logger_provider, "sketch_exporter": self.sketches}
 
     def finished_spans(self) -> tuple[Any, ...]:
-        """Spans are built off the hot path by default: flush, then read."""
+        """Flush first: spans are built by the flusher in deferred span mode."""
         from otel_mlmon.instrumentation import force_flush
 
         force_flush()

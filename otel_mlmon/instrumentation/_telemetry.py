@@ -28,7 +28,7 @@ from otel_mlmon.instrumentation._events import PredictionBuffer
 from otel_mlmon.instrumentation._export import build_metrics, resolve_exporter
 from otel_mlmon.instrumentation._recorder import ColumnSpec, ModelRecorder
 from otel_mlmon.instrumentation._settings import Settings
-from otel_mlmon.instrumentation._spans import SpanFinisher
+from otel_mlmon.instrumentation._spans import DURATION_YIELD_EVERY, SpanFinisher
 
 EXPORT_TIMEOUT_MILLIS = 10_000
 SPAN_DRAIN_INTERVAL_S = 0.2
@@ -105,6 +105,9 @@ class Telemetry:
             operation.rows += rows
 
     def _observe_rows(self, options: Any) -> Iterable[Observation]:
+        # The SDK runs this callback before it collects the synchronous instruments, for every reader: the
+        # durations that calls left waiting are recorded now, so that this collection sees them (see _spans).
+        self.spans.record_durations()
         for recorder in list(self._recorders.values()):
             for operation in recorder.operations():
                 if operation.rows:
@@ -121,6 +124,7 @@ class Telemetry:
     def tick(self, now: float) -> float:
         """Periodic work; returns the seconds until this telemetry needs the next tick."""
         self.spans.drain(yield_every=4)
+        self.spans.record_durations(yield_every=DURATION_YIELD_EVERY)
         self.buffer.flush(only_due=True)
         if now >= self._next_export:
             self._next_export = now + self.settings.sketch_export_interval_s
@@ -157,9 +161,14 @@ class Telemetry:
                     recorder.restore(state)
             return ok
 
-    def force_flush(self, timeout_millis: int = EXPORT_TIMEOUT_MILLIS) -> bool:
+    def flush_calls(self) -> None:
+        """Hand to the SDK now what calls left waiting: deferred spans, durations, buffered events."""
         _guard.call("span", self.spans.drain)
+        _guard.call("duration", self.spans.record_durations)
         _guard.call("event_flush", self.buffer.flush)
+
+    def force_flush(self, timeout_millis: int = EXPORT_TIMEOUT_MILLIS) -> bool:
+        self.flush_calls()
         return bool(_guard.call("sketch_export", self.export_sketches, timeout_millis))
 
     def after_fork(self) -> None:
