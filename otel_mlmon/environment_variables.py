@@ -30,10 +30,12 @@ and at exit. Per call: one event per call, emitted in the call's span context.""
 
 OTEL_PYTHON_MLMON_SPAN_MODE: Final = "OTEL_PYTHON_MLMON_SPAN_MODE"
 """``current`` (default) or ``deferred``. Current: the span is started before the call and is the current span while
-the model runs. Deferred: the span is built after the call by the background flusher (at most ~200 ms later) from
-the start time and duration measured around it, with the caller's context as parent; the call returns ~3x sooner
-(p50) but the process spends more CPU in all (measured in benchmarks/README.md), so choose it for latency-bound
-services whose models release the GIL."""
+the model runs. Deferred: the span is built after the call by the background flusher (at most ~200 ms later, or at
+``force_flush``) from the start time and duration measured around it, with the caller's context as parent. A one-row
+call then returns ~3.5x sooner (p50) for about the same CPU in all, and a model that releases the GIL loses less
+throughput (measured in benchmarks/README.md). But the span is not current while the model runs: spans and logs
+made inside the model call belong to the caller's span, and the span reaches the span processors only when the
+flusher builds it. Choose it for latency-bound services."""
 
 OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL: Final = "OTEL_PYTHON_MLMON_EVENT_FLUSH_INTERVAL"
 """int milliseconds > 0, default 1000. Longest time a buffered prediction row waits before its event."""
