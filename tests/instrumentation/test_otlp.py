@@ -65,6 +65,12 @@ def test_zero_code_under_opentelemetry_instrument() -> None:
                 latest[operation] = max(latest.get(operation, (0, 0)), (point.time_unix_nano, point.as_int))
         assert {operation: value for operation, (_, value) in latest.items()} == {"predict_proba": rows,
                                                                                    "predict": 10}
+        calls: dict[str, tuple[int, int]] = {}  # one duration per call, whichever periodic export carried it
+        for metric in receiver.metrics(semconv.ML_OPERATION_DURATION):
+            for point in metric.histogram.data_points:
+                operation = attributes(point)[semconv.ML_OPERATION_NAME]
+                calls[operation] = max(calls.get(operation, (0, 0)), (point.time_unix_nano, point.count))
+        assert {operation: count for operation, (_, count) in calls.items()} == {"predict_proba": 1, "predict": 10}
         features = {attributes(p)[semconv.ML_FEATURE_NAME]
                     for m in receiver.metrics(semconv.ML_FEATURE_VALUE) for p in m.histogram.data_points}
         assert "mean radius" in features and len(features) == 30
