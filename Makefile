@@ -24,3 +24,5 @@ test: lint system-deps
 
 bench: install-dev
 	$(PYTHON) benchmarks/bench_instrumentation.py
+	$(PYTHON) benchmarks/bench_engine.py
+	$(PYTHON) benchmarks/bench_processor.py
