@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -272,7 +272,9 @@ def build_profile(path: str, columns: Columns, spec: WindowSpec, model: str, ver
                   progress: Callable[[int], None] | None = None) -> tuple[ReferenceProfile, list[WindowData]]:
     """A reference profile from a data file, and the reference windows it was built from."""
     data = DataFile(path)
-    types = _check_columns(data, columns, need_target=labels_path is None)
+    # Ids only join a labels file: reference data that carries its target (training data) needs none.
+    types = _check_columns(data, columns if labels_path else replace(columns, id_column=None),
+                           need_target=labels_path is None)
     task = _infer_task(columns, types)
     kinds = _feature_kinds(types, columns)
     outputs = _output_kinds(columns, task)

@@ -73,6 +73,19 @@ def test_realized_performance_equals_sklearn_on_the_joined_rows(files, tmp_path)
         assert float(performance.loc["f1", "value"]) == pytest.approx(sk.f1_score(y, p), abs=1e-12)
 
 
+def test_reference_data_needs_no_id_column(files, tmp_path) -> None:
+    """Ids join the analysis rows to late labels; training data that carries its target has none to join."""
+    reference = pd.read_parquet(files["reference"]).drop(columns="id")
+    reference.to_parquet(tmp_path / "no-ids.parquet")
+    code, out = _evaluate(files, tmp_path)
+    assert code == 0
+    files = {**files, "reference": tmp_path / "no-ids.parquet"}
+    code, without = _evaluate(files, tmp_path, output="without-ids.csv")
+    assert code == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out, keep_default_na=False),
+                                  pd.read_csv(without, keep_default_na=False))
+
+
 def test_json_and_parquet_hold_the_same_numbers_at_full_precision(files, tmp_path) -> None:
     _, csv_path = _evaluate(files, tmp_path)
     _, json_path = _evaluate(files, tmp_path, output="results.json")
