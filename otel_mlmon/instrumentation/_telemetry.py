@@ -50,11 +50,11 @@ class Telemetry:
             description="Duration of model inference calls",
             explicit_bucket_boundaries_advisory=list(semconv.ML_OPERATION_DURATION_BUCKETS))
         # Rows are counted in plain integers on the hot path and observed at collection: a monotonic Sum on the
-        # wire like a Counter's, without the SDK's per-call attribute hashing (~10 us a call, measured).
+        # wire like a Counter's, without the SDK's per-call attribute hashing (~10 us a call, measured). One
+        # observable counter per meter provider, shared by its telemetries (see _RowObserver).
         self._rows_lock = threading.Lock()
-        self.predictions = meter.create_observable_counter(
-            semconv.ML_PREDICTIONS, callbacks=[self._observe_rows], unit=semconv.ML_PREDICTIONS_UNIT,
-            description="Rows predicted")
+        self._row_observer = _row_observer(meter_provider, meter)
+        self._row_observer.add(self)
         self.errors = meter.create_counter(
             semconv.ML_INSTRUMENTATION_ERRORS, unit="{error}",
             description="Telemetry that otel-mlmon failed to produce and dropped, by error.type")
@@ -104,9 +104,10 @@ class Telemetry:
         with self._rows_lock:
             operation.rows += rows
 
-    def _observe_rows(self, options: Any) -> Iterable[Observation]:
-        # The SDK runs this callback before it collects the synchronous instruments, for every reader: the
-        # durations that calls left waiting are recorded now, so that this collection sees them (see _spans).
+    def observe_rows(self) -> Iterable[Observation]:
+        # Called by the SDK's collection (through _RowObserver) before it collects the synchronous instruments,
+        # for every reader: the durations that calls left waiting are recorded now, so that this collection
+        # sees them (see _spans).
         self.spans.record_durations()
         for recorder in list(self._recorders.values()):
             for operation in recorder.operations():
@@ -184,7 +185,65 @@ class Telemetry:
         """Flush and stop taking part in periodic work (uninstrument)."""
         self.force_flush()
         _guard.remove_listener(self._error_listener)
-        _live.discard(self)
+        _live.discard(self)  # its rows stay observed: a counter that stops, not one that resets
+
+
+class _RowObserver:
+    """The ``ml.predictions`` observable counter of one meter provider, observing every telemetry that uses it.
+
+    The SDK keeps the first instrument of a name per meter and hands it back, without the new callbacks, to later
+    ``create_observable_counter`` calls; so a second telemetry on the same meter provider (other tracer, logger
+    or sketch exporter; or made again after ``close``) registering its own callback would never be observed."""
+
+    def __init__(self, meter: Any) -> None:
+        self._telemetries: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+        self.counter = meter.create_observable_counter(
+            semconv.ML_PREDICTIONS, callbacks=[self._observe], unit=semconv.ML_PREDICTIONS_UNIT,
+            description="Rows predicted")
+
+    def add(self, telemetry: Telemetry) -> None:
+        self._telemetries.add(telemetry)
+
+    def _observe(self, options: Any) -> Iterable[Observation]:
+        totals: dict[frozenset[Any], Observation] = {}  # the same model seen by two telemetries: one sum
+        for telemetry in list(self._telemetries):
+            try:
+                observed = list(telemetry.observe_rows())
+            except Exception as exc:  # one telemetry's failure must not hide the others' rows
+                _guard.failure("rows", exc)
+                continue
+            for observation in observed:
+                key = frozenset((observation.attributes or {}).items())
+                before = totals.get(key)
+                totals[key] = observation if before is None else Observation(
+                    before.value + observation.value, observation.attributes)
+        return list(totals.values())
+
+
+_row_observers: weakref.WeakKeyDictionary[Any, _RowObserver] = weakref.WeakKeyDictionary()
+_row_observers_strong: dict[int, tuple[Any, _RowObserver]] = {}  # providers that cannot be weakly referenced
+_global_row_observer: _RowObserver | None = None
+_row_observers_lock = threading.Lock()
+
+
+def _row_observer(meter_provider: Any, meter: Any) -> _RowObserver:
+    """The shared row observer of ``meter_provider`` (None: the global one), made with ``meter`` the first time."""
+    global _global_row_observer
+    with _row_observers_lock:
+        if meter_provider is None or meter_provider is metrics.get_meter_provider():  # one global, named or not
+            if _global_row_observer is None:
+                _global_row_observer = _RowObserver(meter)
+            return _global_row_observer
+        try:
+            found = _row_observers.get(meter_provider)
+            if found is None:
+                found = _row_observers[meter_provider] = _RowObserver(meter)
+            return found
+        except TypeError:  # not weakly referenceable: kept for the process's life
+            entry = _row_observers_strong.get(id(meter_provider))
+            if entry is None:
+                entry = _row_observers_strong[id(meter_provider)] = (meter_provider, _RowObserver(meter))
+            return entry[1]
 
 
 class _Flusher:

@@ -1,5 +1,6 @@
-"""ml.operation.duration leaves the call waiting and is recorded before each collection: every reader still sees
-every duration at once, through views, with exemplars pointing at the call's span, and the queue stays bounded.
+"""What is observed at collection: ml.operation.duration leaves the call waiting and is recorded before each
+collection, so every reader still sees every duration at once, through views, with exemplars pointing at the call's
+span, and the queue stays bounded; ml.predictions rows of every telemetry on a meter provider are observed.
 
 The flusher's periodic tick would record the waiting durations too (every 200 ms); these tests switch it off for
 their telemetry so that what they show is the collection-time recording alone.
@@ -173,3 +174,27 @@ def test_a_forked_child_does_not_record_the_parent_s_waiting_durations(setup: di
     assert _waiting(setup["telemetry"]) == 3
     (point,) = _points(setup["cumulative"], semconv.ML_OPERATION_DURATION)
     assert point.count == 3
+
+
+def test_telemetries_sharing_a_meter_provider_are_all_observed(setup: dict[str, Any]) -> None:
+    """A second telemetry on the same meter provider (here: another tracer provider), and one made again after
+    another was closed: the SDK keeps one ml.predictions instrument per meter, so all are observed through it."""
+    first = otel_mlmon.instrument_model(Doubler(), name="first", task="regression", **setup["kwargs"])
+    other = {**setup["kwargs"], "tracer_provider": TracerProvider()}
+    second = otel_mlmon.instrument_model(Doubler(), name="second", task="regression", **other)
+    twin = otel_mlmon.instrument_model(Doubler(), name="first", task="regression", **other)  # same model name
+    first.predict(np.ones((2, 3)))
+    second.predict(np.ones((3, 3)))
+    twin.predict(np.ones((4, 3)))
+    rows = {p.attributes[semconv.ML_MODEL_NAME]: p.value for p in _points(setup["cumulative"], semconv.ML_PREDICTIONS)}
+    calls = {p.attributes[semconv.ML_MODEL_NAME]: p.count
+             for p in _points(setup["cumulative"], semconv.ML_OPERATION_DURATION)}
+    assert rows == {"first": 2 + 4, "second": 3}  # one series per model, summed over the telemetries
+    assert calls == {"first": 2, "second": 1}
+
+    telemetry_for(**other).close()  # uninstrumented: a new telemetry for the same providers takes its place
+    _api._telemetries.pop(next(k for k in _api._telemetries if other["tracer_provider"] in k))
+    again = otel_mlmon.instrument_model(Doubler(), name="again", task="regression", **other)
+    again.predict(np.ones((5, 3)))
+    rows = {p.attributes[semconv.ML_MODEL_NAME]: p.value for p in _points(setup["cumulative"], semconv.ML_PREDICTIONS)}
+    assert rows == {"first": 2 + 4, "second": 3, "again": 5}  # the closed one's counts stay: no counter reset
