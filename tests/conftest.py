@@ -139,10 +139,15 @@ def providers() -> Iterator[Providers]:
     logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
     made = Providers(tracer_provider, meter_provider, logger_provider, spans, reader, logs, MemorySketchExporter())
     yield made
-    # Retire the telemetry of these providers: no exit-time flush into a test's deliberately broken exporter.
+    retire_telemetries(tracer_provider, logger_provider)
+
+
+def retire_telemetries(*providers: Any) -> None:
+    """Close and forget every telemetry made with any of these providers: no exit-time flush into a test's
+    deliberately broken exporter, no flusher ticks for them after the test."""
     from otel_mlmon.instrumentation import _api
 
-    for key in [k for k in _api._telemetries if tracer_provider in k or logger_provider in k]:
+    for key in [k for k in _api._telemetries if any(p in k for p in providers)]:
         telemetry = _api._telemetries.pop(key)
         telemetry.sketch_exporter = None
         telemetry.meter_provider = None

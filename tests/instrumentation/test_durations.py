@@ -26,7 +26,7 @@ from otel_mlmon import semconv
 from otel_mlmon.instrumentation import _api, _spans
 from otel_mlmon.instrumentation._api import telemetry_for
 from otel_mlmon.instrumentation._telemetry import Telemetry
-from tests.conftest import Providers, eventually
+from tests.conftest import Providers, eventually, retire_telemetries
 
 
 class Doubler:
@@ -65,8 +65,7 @@ def setup() -> Iterator[dict[str, Any]]:
     telemetry.tick = lambda now: 0.2  # type: ignore[method-assign]  # the flusher leaves this telemetry alone
     yield {"kwargs": kwargs, "telemetry": telemetry, "spans": spans, "cumulative": cumulative, "delta": delta,
            "tracer_provider": tracer_provider}
-    for key in [k for k in _api._telemetries if tracer_provider in k]:
-        _api._telemetries.pop(key).close()
+    retire_telemetries(meter_provider)  # every telemetry of the test: they all share this meter provider
 
 
 def _all_instrument_classes() -> list[type]:
@@ -192,8 +191,8 @@ def test_telemetries_sharing_a_meter_provider_are_all_observed(setup: dict[str, 
     assert rows == {"first": 2 + 4, "second": 3}  # one series per model, summed over the telemetries
     assert calls == {"first": 2, "second": 1}
 
-    telemetry_for(**other).close()  # uninstrumented: a new telemetry for the same providers takes its place
-    _api._telemetries.pop(next(k for k in _api._telemetries if other["tracer_provider"] in k))
+    # Uninstrumented: closed and forgotten, so that a new telemetry for the same providers takes its place.
+    _api._telemetries.pop(next(k for k in _api._telemetries if other["tracer_provider"] in k)).close()
     again = otel_mlmon.instrument_model(Doubler(), name="again", task="regression", **other)
     again.predict(np.ones((5, 3)))
     rows = {p.attributes[semconv.ML_MODEL_NAME]: p.value for p in _points(setup["cumulative"], semconv.ML_PREDICTIONS)}
