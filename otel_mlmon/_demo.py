@@ -139,7 +139,8 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
     from otel_mlmon.engine.results import WindowResult
     from otel_mlmon.instrumentation import force_flush
     from otel_mlmon.instrumentation._api import telemetry_for
-    from otel_mlmon.processor.service import Processor, serve
+    from otel_mlmon.processor.server import serve
+    from otel_mlmon.processor.service import Processor
     from otel_mlmon.processor.store import Store
 
     train, serve_rows = churn(4000, 1), churn(3000, 2, drift_from=DRIFT_FROM)

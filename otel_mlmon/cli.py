@@ -309,7 +309,8 @@ def _serve(args: argparse.Namespace) -> int:
     from otel_mlmon.processor import grpc_receiver
     from otel_mlmon.processor.config import load
     from otel_mlmon.processor.export import AlertmanagerSink, WebhookSink
-    from otel_mlmon.processor.service import Processor, serve
+    from otel_mlmon.processor.server import serve
+    from otel_mlmon.processor.service import Processor
     from otel_mlmon.processor.store import Store
 
     _json_logs()

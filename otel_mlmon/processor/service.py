@@ -12,8 +12,6 @@ from the feature sketches sent as metrics in the window's time span, when they u
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import math
 import time
@@ -22,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from aiohttp import web
 
 from otel_mlmon.engine.drift import NUMERIC
 from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate_window, reference_results
@@ -31,7 +28,6 @@ from otel_mlmon.engine.results import iso_utc_ns
 from otel_mlmon.processor.alerts import AlertBook
 from otel_mlmon.processor.decode import Decoded
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, WebhookSink
-from otel_mlmon.processor.receiver import DEFAULT_MAX_BODY, Receiver
 from otel_mlmon.processor.store import Joined, Store
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key
 
@@ -274,41 +270,6 @@ class Processor:
             else:
                 sketches[column] = sketch
 
-    # --- HTTP ----------------------------------------------------------------------------------------------
-    def app(self, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
-        receiver = Receiver(self, max_body, self.clock)
-        self.receiver_counters = receiver.counters
-        application = web.Application(client_max_size=max_body)
-        application.add_routes(receiver.routes())
-        application.add_routes([web.get("/v1/results", self.get_results),
-                                web.post("/v1/references", self.post_reference),
-                                web.get("/healthz", self.health), web.get("/readyz", self.health)])
-        return application
-
-    async def get_results(self, request: web.Request) -> web.Response:
-        query = request.query
-        window = query.get("window")
-        if window is not None and not window.lstrip("-").isdigit():
-            return web.json_response({"error": f"window {window!r} is not a number"}, status=400)
-        rows = self.store.results(model=query.get("model"), version=query.get("version"), kind=query.get("kind"),
-                                  period=query.get("period"), window=int(window) if window is not None else None)
-        return web.json_response({"results": rows})
-
-    async def post_reference(self, request: web.Request) -> web.Response:
-        try:
-            profile = ReferenceProfile.from_dict(json.loads(await request.read()), "posted reference profile")
-            self.register(profile)
-        except (ValueError, json.JSONDecodeError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        monitored = self.monitored[(profile.model, profile.version)]
-        return web.json_response({"model": profile.model, "version": profile.version,
-                                  "window_rows": monitored.window_rows,
-                                  "window_seconds": monitored.window_ns / 1e9 if monitored.window_ns else None})
-
-    async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "models": len(self.monitored), **self.counters()})
-
-
 _ABSENT = object()
 
 
@@ -357,26 +318,3 @@ def bootstrap_profile(model: str, version: str, rows: list[Joined], window_rows:
                              {name[len("score_"):]: name for name in profile.columns if name.startswith("score_")})
     profile.target_column = "target"
     return profile
-
-
-async def serve(processor: Processor, host: str, port: int, tick_s: float = 1.0,
-                stop: asyncio.Event | None = None, max_body: int = DEFAULT_MAX_BODY) -> None:
-    """Serve until ``stop`` is set; windows are ticked every ``tick_s``."""
-    # auto_decompress=False: the receiver inflates bodies itself, under its cap (aiohttp would inflate first).
-    runner = web.AppRunner(processor.app(max_body), auto_decompress=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    stop = stop or asyncio.Event()
-    try:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), tick_s)
-            except asyncio.TimeoutError:
-                pass
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, processor.tick)
-            except Exception:  # a failing tick (the store's disk, say) is logged; the service keeps serving
-                _logger.exception("the periodic evaluation failed")
-    finally:
-        await runner.cleanup()

@@ -27,7 +27,8 @@ import otel_mlmon
 from otel_mlmon import cli
 from otel_mlmon.instrumentation import force_flush
 from otel_mlmon.instrumentation._api import telemetry_for
-from otel_mlmon.processor.service import Processor, serve
+from otel_mlmon.processor.server import serve
+from otel_mlmon.processor.service import Processor
 from otel_mlmon.processor.store import Store
 from tests.conftest import eventually, free_port
 

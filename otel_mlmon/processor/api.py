@@ -1,0 +1,53 @@
+"""The control API on the HTTP listener: ``GET /v1/results``, ``POST /v1/references``, ``/healthz``, ``/readyz``."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from otel_mlmon.engine.profile import ReferenceProfile
+
+if TYPE_CHECKING:
+    from otel_mlmon.processor.service import Processor
+
+
+class ControlApi:
+    """The handlers of the control API over one processor."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/v1/results", self.get_results), web.post("/v1/references", self.post_reference),
+                web.get("/healthz", self.health), web.get("/readyz", self.ready)]
+
+    async def get_results(self, request: web.Request) -> web.Response:
+        query = request.query
+        window = query.get("window")
+        if window is not None and not window.lstrip("-").isdigit():
+            return web.json_response({"error": f"window {window!r} is not a number"}, status=400)
+        rows = self.processor.store.results(model=query.get("model"), version=query.get("version"),
+                                            kind=query.get("kind"), period=query.get("period"),
+                                            window=int(window) if window is not None else None)
+        return web.json_response({"results": rows})
+
+    async def post_reference(self, request: web.Request) -> web.Response:
+        processor = self.processor
+        try:
+            profile = ReferenceProfile.from_dict(json.loads(await request.read()), "posted reference profile")
+            processor.register(profile)
+        except (ValueError, json.JSONDecodeError, RecursionError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        monitored = processor.monitored[(profile.model, profile.version)]
+        return web.json_response({"model": profile.model, "version": profile.version,
+                                  "window_rows": monitored.window_rows,
+                                  "window_seconds": monitored.window_ns / 1e9 if monitored.window_ns else None})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "models": len(self.processor.monitored),
+                                  **self.processor.counters()})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return await self.health(request)

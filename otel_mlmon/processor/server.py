@@ -1,0 +1,50 @@
+"""The HTTP listener (OTLP/HTTP receiver and control API in one aiohttp application) and the serving loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from otel_mlmon.processor.api import ControlApi
+from otel_mlmon.processor.receiver import DEFAULT_MAX_BODY, Receiver
+
+if TYPE_CHECKING:
+    from otel_mlmon.processor.service import Processor
+
+_logger = logging.getLogger("otel_mlmon.processor")
+
+
+def build_app(processor: Processor, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
+    """The aiohttp application: the OTLP/HTTP routes and the control API."""
+    receiver = Receiver(processor, max_body, processor.clock)
+    processor.receiver_counters = receiver.counters
+    application = web.Application(client_max_size=max_body)
+    application.add_routes(receiver.routes())
+    application.add_routes(ControlApi(processor).routes())
+    return application
+
+
+async def serve(processor: Processor, host: str, port: int, tick_s: float = 1.0,
+                stop: asyncio.Event | None = None, max_body: int = DEFAULT_MAX_BODY) -> None:
+    """Serve until ``stop`` is set; windows are ticked every ``tick_s``."""
+    # auto_decompress=False: the receiver inflates bodies itself, under its cap (aiohttp would inflate first).
+    runner = web.AppRunner(build_app(processor, max_body), auto_decompress=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = stop or asyncio.Event()
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), tick_s)
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, processor.tick)
+            except Exception:  # a failing tick (the store's disk, say) is logged; the service keeps serving
+                _logger.exception("the periodic evaluation failed")
+    finally:
+        await runner.cleanup()
