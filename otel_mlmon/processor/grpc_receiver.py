@@ -8,7 +8,7 @@ the sink has durably recorded its data.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -61,14 +61,17 @@ class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 def start(sink: Sink, endpoint: str, max_message: int = DEFAULT_MAX_MESSAGE, workers: int = 4,
-          clock: Callable[[], int] = time.time_ns) -> tuple[grpc.Server, int]:
-    """A started gRPC server on ``endpoint`` (``host:port``; port 0 picks one) and its port."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+          clock: Callable[[], int] = time.time_ns, *, credentials: grpc.ServerCredentials | None = None,
+          interceptors: Sequence[grpc.ServerInterceptor] = ()) -> tuple[grpc.Server, int]:
+    """A started gRPC server on ``endpoint`` (``host:port``; port 0 picks one) and its port; over TLS with
+    ``credentials``, each call passing ``interceptors`` first (the bearer token check: security.py)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=list(interceptors),
                          options=[("grpc.max_receive_message_length", max_message)])
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(sink, clock), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(sink, clock), server)
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(), server)
-    port = server.add_insecure_port(endpoint)
+    port = server.add_secure_port(endpoint, credentials) if credentials is not None else \
+        server.add_insecure_port(endpoint)
     if port == 0:
         raise ValueError(f"cannot listen for OTLP/gRPC on {endpoint!r}")
     server.start()
