@@ -25,7 +25,7 @@ def emit(logger: Logger, name: str, attributes: Mapping[str, Any], timestamp_ns:
          context: Context | None = None) -> None:
     """Emit one event: a log record with an EventName and no body."""
     now = time.time_ns()
-    logger.emit(timestamp=timestamp_ns or now, observed_timestamp=now, context=context,
+    logger.emit(timestamp=now if timestamp_ns is None else timestamp_ns, observed_timestamp=now, context=context,
                 severity_number=SeverityNumber.INFO, attributes=dict(attributes), event_name=name)
 
 
@@ -44,6 +44,7 @@ def emit_rows(logger: Logger, name: str, base: Mapping[str, Any], columns: Mappi
 class _Pending:
     base: dict[str, Any]
     columns: dict[str, list[Any]]
+    time_ns: int | None = None  # the event time its rows were recorded as (``recorded_as``), else None
     rows: int = 0
     first_ns: int = field(default_factory=time.time_ns)
 
@@ -75,12 +76,15 @@ class PredictionBuffer:
         self._pending = {}
         self._ready = deque()
 
-    def add(self, base: Mapping[str, Any], columns: Mapping[str, list[Any]], rows: int) -> None:
-        key = (base.get(semconv.ML_MODEL_NAME), base.get(semconv.ML_MODEL_VERSION), *columns)
+    def add(self, base: Mapping[str, Any], columns: Mapping[str, list[Any]], rows: int,
+            time_ns: int | None = None) -> None:
+        """Buffer one call's rows. ``time_ns``: their event time when it is not now (rows of different given
+        times never share an event)."""
+        key = (base.get(semconv.ML_MODEL_NAME), base.get(semconv.ML_MODEL_VERSION), time_ns, *columns)
         with self._lock:
             pending = self._pending.get(key)
             if pending is None:
-                pending = self._pending[key] = _Pending(dict(base), {k: [] for k in columns})
+                pending = self._pending[key] = _Pending(dict(base), {k: [] for k in columns}, time_ns)
             for k, values in columns.items():
                 pending.columns[k].extend(values)
             pending.rows += rows
@@ -114,4 +118,4 @@ class PredictionBuffer:
 
     def _emit(self, item: _Pending) -> None:
         emit_rows(self.logger, semconv.EVENT_PREDICTIONS, item.base, item.columns, item.rows, self.max_rows,
-                  item.first_ns)
+                  item.first_ns if item.time_ns is None else item.time_ns)

@@ -50,6 +50,7 @@ class SpanRecord:
     rows: int | None
     error: BaseException | None
     event: dict[str, list[Any]] | None = None  # per-call mode: the event's columns
+    event_ns: int | None = None  # the event time when it is not the call's (``recorded_as``)
 
 
 class SpanFinisher:
@@ -142,5 +143,6 @@ class SpanFinisher:
         if record.event is not None and record.rows is not None:
             emit_rows(self.logger, semconv.EVENT_PREDICTIONS, {semconv.ML_MODEL_NAME: operation.metric_attributes[
                 semconv.ML_MODEL_NAME], semconv.ML_MODEL_VERSION: operation.metric_attributes[
-                semconv.ML_MODEL_VERSION]}, record.event, record.rows, self.event_max_rows, record.start_ns,
+                semconv.ML_MODEL_VERSION]}, record.event, record.rows, self.event_max_rows,
+                record.start_ns if record.event_ns is None else record.event_ns,
                 context=trace.set_span_in_context(span))

@@ -24,7 +24,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from otel_mlmon import semconv
-from otel_mlmon.instrumentation import _guard, _ids
+from otel_mlmon.instrumentation import _guard, _ids, _overrides
 from otel_mlmon.instrumentation._inputs import InputBatch
 from otel_mlmon.instrumentation._outputs import OutputBatch, read_output
 from otel_mlmon.instrumentation._recorder import ColumnSpec, ModelRecorder
@@ -226,6 +226,14 @@ class _Call:
         rows = batch.rows if batch is not None and batch.rows is not None else (
             outputs.rows if outputs is not None else None)
         record = self._record(elapsed, rows, None)
+        override = _overrides.CURRENT.get()
+        if override is not None and rows is not None:
+            try:
+                record.event_ns = override.time_unix_nano
+                if override.labels is not None:
+                    outputs = _override_labels(outputs, override.labels, rows)
+            except Exception as exc:
+                _guard.failure("override", exc)
         if rows is not None:
             telemetry.count_rows(self.operation, rows)
             if telemetry.sketching():
@@ -263,4 +271,16 @@ class _Call:
         if telemetry.settings.event_mode == "per_call":
             record.event = columns  # emitted with the span, in its context
         else:
-            telemetry.buffer.add(self.recorder.point_attributes, columns, rows)
+            telemetry.buffer.add(self.recorder.point_attributes, columns, rows, record.event_ns)
+
+
+def _override_labels(outputs: OutputBatch | None, labels: list[Any], rows: int) -> OutputBatch | None:
+    """The call's outputs with the predicted labels of a ``recorded_as`` block, when they are one per row."""
+    if len(labels) != rows:
+        _guard.failure("override_labels_mismatch", message=(
+            f"recorded_as() holds {len(labels)} labels but the model was called on {rows} rows; the labels "
+            "derived from the model's output were recorded for that call"))
+        return outputs
+    if outputs is None or outputs.rows != rows:
+        return OutputBatch(rows, labels=labels)
+    return OutputBatch(rows, labels=labels, classes=outputs.classes, scores=outputs.scores, values=outputs.values)
