@@ -62,6 +62,7 @@ def _is_torch_module(model: Any) -> bool:
 def instrument_model(model: Any, name: str | None = None, version: str | None = None, task: str | None = None,
                      feature_names: Sequence[str] | None = None,
                      reference: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
+                     decision_threshold: float | None = None,
                      tracer_provider: Any = None, meter_provider: Any = None, logger_provider: Any = None,
                      sketch_exporter: MetricExporter | None = None) -> Any:
     """Record every prediction of ``model``: spans, latency and row counts, feature sketches, events.
@@ -77,6 +78,10 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
         feature_names: input column names; default: DataFrame columns, the model's learned names, or
             ``feature_0``, ``feature_1``, ….
         reference: a reference profile (path or parsed JSON): feature kinds and sharper sketches.
+        decision_threshold: for a binary classifier whose caller thresholds ``predict_proba`` itself: the
+            recorded ``ml.prediction.label`` of a scored call is the positive class (the second of ``classes_``)
+            when its score is >= this, else the negative class. Default: the class of highest score (0.5).
+            ``predict`` calls keep the model's own labels.
         tracer_provider, meter_provider, logger_provider: default: the global providers.
         sketch_exporter: where feature sketches go; default: the meter provider's periodic exporter.
 
@@ -99,6 +104,7 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
         if len(set(names)) != len(names):
             raise ValueError(f"feature_names has duplicates: {sorted({n for n in names if names.count(n) > 1})}")
     columns = load_columns(reference) if reference is not None else {}
+    threshold = _check_threshold(decision_threshold, model, task)
 
     cls = type(model)
     targets: list[tuple[type, str, Any]] = []
@@ -121,7 +127,7 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
                         "to instrument")
     telemetry = telemetry_for(tracer_provider, meter_provider, logger_provider, sketch_exporter)
     config = ModelConfig(name=name, version=version, task=task, feature_names=names, columns=columns,
-                         telemetry=telemetry)
+                         telemetry=telemetry, decision_threshold=threshold)
     try:
         object.__setattr__(model, CONFIG_ATTRIBUTE, config)
     except (AttributeError, TypeError):
@@ -135,6 +141,27 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
     for owner, method, wrapper in targets:
         _patch.wrap(owner, method, wrapper, _patch.MANUAL)
     return model
+
+
+def _check_threshold(value: Any, model: Any, task: str | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"decision_threshold must be a number in [0, 1], got {type(value).__name__}")
+    threshold = float(value)
+    if not 0.0 <= threshold <= 1.0:  # also refuses NaN
+        raise ValueError(f"decision_threshold must be in [0, 1] (a score of the positive class), got {value!r}")
+    if task == semconv.TASK_REGRESSION:
+        raise ValueError("decision_threshold applies to binary classifiers, not to task='regression'")
+    classes = getattr(model, "classes_", None)
+    if classes is not None and not isinstance(classes, str):
+        try:
+            count = len(classes)
+        except TypeError:
+            count = 2
+        if count != 2:
+            raise ValueError(f"decision_threshold applies to binary classifiers; this model has {count} classes")
+    return threshold
 
 
 def _torch_recordable(module: Any) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from otel_mlmon import semconv
+from otel_mlmon.instrumentation import _guard
 
 LABELS = "labels"
 PROBA = "proba"
@@ -95,8 +96,14 @@ def _is_probability(matrix: np.ndarray) -> bool:
     return bool(np.all((matrix >= 0) & (matrix <= 1)) and np.allclose(matrix.sum(axis=1), 1.0, atol=1e-4))
 
 
-def read_output(result: Any, output_kind: str, task: str | None, model: Any) -> OutputBatch | None:
-    """Event columns of one call's result, or None when it has no rows we understand."""
+def read_output(result: Any, output_kind: str, task: str | None, model: Any,
+                decision_threshold: float | None = None) -> OutputBatch | None:
+    """Event columns of one call's result, or None when it has no rows we understand.
+
+    ``decision_threshold``: for two-class scores, the predicted label is the positive (second) class when its score
+    is >= the threshold, else the negative one (what a caller that thresholds ``predict_proba`` itself uses);
+    None: the class of highest score. Ignored for more than two classes.
+    """
     if output_kind == NONE:
         return None
     array = to_numpy(result)
@@ -127,7 +134,14 @@ def read_output(result: Any, output_kind: str, task: str | None, model: Any) -> 
     elif not _is_probability(matrix):
         matrix = _softmax(matrix)
     names = class_names(model, matrix.shape[1])
-    winners = matrix.argmax(axis=1)
+    if decision_threshold is not None and matrix.shape[1] == 2:
+        winners = (matrix[:, 1] >= decision_threshold).astype(np.intp)
+    else:
+        if decision_threshold is not None:
+            _guard.failure("decision_threshold_multiclass", message=(
+                f"decision_threshold applies to two classes, the model scored {matrix.shape[1]}; the labels of "
+                "highest score were recorded"))
+        winners = matrix.argmax(axis=1)
     classes = getattr(model, "classes_", None)
     if classes is not None and len(classes) == matrix.shape[1]:
         labels = homogeneous(np.asarray(classes)[winners])

@@ -69,6 +69,7 @@ class ModelConfig:
     columns: Mapping[str, ColumnSpec] = field(default_factory=dict)
     telemetry: Telemetry | None = None
     recorder: ModelRecorder | None = None  # resolved at the first call
+    decision_threshold: float | None = None  # binary classifiers: label = positive class when score >= it
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -135,6 +136,7 @@ def _begin(operation: str, output_kind: str, system: str, task_of: Callable[[Any
         if instance is None or (recordable is not None and not recordable(instance)):
             return None
         config = getattr(instance, "__dict__", {}).get(CONFIG_ATTRIBUTE)
+        threshold = None
         if config is None:
             if system not in _zero_code:
                 return None
@@ -144,6 +146,7 @@ def _begin(operation: str, output_kind: str, system: str, task_of: Callable[[Any
             recorder = telemetry.recorder(name, version, system, lambda: task_of(instance) if task_of else None)
         else:
             telemetry = config.telemetry or default_telemetry()
+            threshold = config.decision_threshold
             recorder = config.recorder
             if recorder is None:
                 task = config.task
@@ -155,7 +158,7 @@ def _begin(operation: str, output_kind: str, system: str, task_of: Callable[[Any
                                                                 config.columns, config.feature_names)
         if _flusher.stopped:  # a forked child's first prediction (gunicorn --preload workers)
             _flusher.ensure_started()
-        return _Call(telemetry, recorder, operation, output_kind, parent)
+        return _Call(telemetry, recorder, operation, output_kind, parent, threshold)
     except Exception as exc:
         _guard.failure("start", exc)
         return None
@@ -170,13 +173,14 @@ class _Call:
     """
 
     __slots__ = ("context_token", "operation", "output_kind", "parent", "recorder", "span", "start", "start_ns",
-                 "telemetry")
+                 "telemetry", "threshold")
 
     def __init__(self, telemetry: Telemetry, recorder: ModelRecorder, operation: str, output_kind: str,
-                 parent: Any) -> None:
+                 parent: Any, threshold: float | None = None) -> None:
         self.telemetry = telemetry
         self.recorder = recorder
         self.output_kind = output_kind
+        self.threshold = threshold
         self.operation = recorder.operation(operation)
         self.span = None
         self.context_token = None
@@ -219,7 +223,8 @@ class _Call:
             _guard.failure("input", exc)
             batch = None
         try:
-            outputs: OutputBatch | None = read_output(result, self.output_kind, recorder.task, instance)
+            outputs: OutputBatch | None = read_output(result, self.output_kind, recorder.task, instance,
+                                                      self.threshold)
         except Exception as exc:
             _guard.failure("output", exc)
             outputs = None
