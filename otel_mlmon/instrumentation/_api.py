@@ -146,7 +146,7 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
 def _check_threshold(value: Any, model: Any, task: str | None) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+    if isinstance(value, bool) or (not isinstance(value, (int, float)) and not hasattr(value, "__float__")):
         raise TypeError(f"decision_threshold must be a number in [0, 1], got {type(value).__name__}")
     threshold = float(value)
     if not 0.0 <= threshold <= 1.0:  # also refuses NaN
