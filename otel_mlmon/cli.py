@@ -120,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--label-fraction", type=float, default=1.0, help="share of rows that get a label")
     replay.add_argument("--rate", type=float, help="rows per second at most")
     replay.add_argument("--batch-rows", type=int, default=100, help="rows per predict call")
+    replay.add_argument("--retry-for", type=float, default=60.0, metavar="SECONDS",
+                        help="how long an endpoint that is down or throttling (503, 429, UNAVAILABLE) is retried, "
+                             "honouring Retry-After, before its rows count as not delivered (default 60)")
     replay.add_argument("--model-file", help="a pickled model to predict with, instead of the file's outputs")
     replay.add_argument("--service", help="a model service's URL: rows go to its POST /predict (the service is "
                                           "instrumented itself; examples/model_service.py), labels over OTLP")
@@ -351,19 +354,27 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    """Exit 0 when the endpoint acknowledged every prediction and label, 1 when some were not delivered."""
     from otel_mlmon.replay import ReplayOptions, replay
 
     options = ReplayOptions(endpoint=args.endpoint, protocol=args.protocol, batch_rows=args.batch_rows,
                             rate=args.rate, label_delay=args.label_delay, label_shuffle=args.label_shuffle,
-                            label_fraction=args.label_fraction, service=args.service)
+                            label_fraction=args.label_fraction, service=args.service, retry_for=args.retry_for)
     if args.service and args.model_file:
         raise ValueError("--service and --model-file exclude each other: the service holds the model")
     progress = Progress("replaying")
-    sent = replay(args.analysis, _columns(args), args.model, args.model_version, options, args.labels, progress,
-                  args.model_file)
+    result = replay(args.analysis, _columns(args), args.model, args.model_version, options, args.labels, progress,
+                    args.model_file)
     progress.done()
-    print(f"replayed {sent['rows']} predictions and {sent['labels']} labels to {args.endpoint}", file=sys.stderr)
-    return 0
+    if result.delivered:
+        print(f"replayed {result.rows_acknowledged} predictions and {result.labels_acknowledged} labels to "
+              f"{args.endpoint} (all acknowledged)", file=sys.stderr)
+        return 0
+    bound = "up to " if result.uncertain else ""
+    reasons = "; ".join(result.errors) or "no answer"
+    print(f"mlmon: error: {bound}{result.rows_lost} of {result.rows} predictions and {bound}{result.labels_lost} "
+          f"of {result.labels} labels were not delivered to {args.endpoint} ({reasons})", file=sys.stderr)
+    return 1
 
 
 def _run(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
