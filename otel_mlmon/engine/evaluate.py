@@ -112,7 +112,13 @@ class LabeledRows:
 
 @dataclass
 class WindowData:
-    """One window of one period: a sketch per column present, and the joined labels."""
+    """One window of one period: a sketch per column present, and the joined labels.
+
+    ``columns`` names the profile columns the window is judged on (None: all of them). A profile column outside
+    it gives no result at all, not even ``column_missing``: a streaming window built from captured rows judges only
+    the features that were captured. Columns the window has and the profile lacks are still ``column_added``;
+    realized performance comes from ``labeled`` either way.
+    """
 
     period: str
     index: int
@@ -121,6 +127,7 @@ class WindowData:
     labeled: LabeledRows = field(default_factory=LabeledRows)
     start: str | None = None
     end: str | None = None
+    columns: frozenset[str] | None = None
 
 
 @dataclass
@@ -180,6 +187,8 @@ def measure(profile: ReferenceProfile, window: WindowData, policy: Policy) -> li
     """Every value of a window (no verdicts yet)."""
     out: list[Measurement] = []
     for column in profile.columns.values():
+        if window.columns is not None and column.name not in window.columns:
+            continue
         sketch = window.sketches.get(column.name)
         if sketch is None:
             if column.role in ("feature", "prediction", "score") and window.rows:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from otel_mlmon.sketch._bucketing import bucket_keys, check_parameters, index_to_key, key_bounds, key_to_index
+from otel_mlmon.sketch._rebucket import rebucket_counts
 
 
 def to_float(values: Any) -> tuple[np.ndarray, int]:
@@ -209,6 +210,35 @@ class NumericSketch:
     def copy(self) -> NumericSketch:
         clone = NumericSketch(self.center, self.scale, self.precision)
         return clone.merge(self)
+
+    def rebucketed(self, center: float, scale: float, precision: int) -> NumericSketch:
+        """The same data in another bucketing: what a sketch made without ``reference=`` needs to be compared
+        with a profile's sketches.
+
+        Count, mean, M2, min, max and the missing / non-finite / invalid counts are kept exactly; the bucket
+        counts are moved as ``otel_mlmon.sketch._rebucket`` describes (a count spread over the target buckets it
+        overlaps, or kept whole for an isolated bucket), which bounds the error of the cumulative counts at any
+        target bound by the count of the source bucket holding that bound. With the same bucketing this is a copy.
+
+        Example:
+            >>> import numpy as np
+            >>> values = np.random.default_rng(3).normal(10, 2, 5000)
+            >>> plain = NumericSketch(); plain.update(values)
+            >>> moved = plain.rebucketed(10.0, 2.7, 7)
+            >>> moved.count, moved.min == plain.min, (moved.center, moved.scale)
+            (5000, True, (10.0, 2.7))
+        """
+        target = NumericSketch(center, scale, precision)
+        if self.same_bucketing(target):
+            return self.copy()
+        keys, counts = self.buckets()
+        moved = rebucket_counts(keys, counts, *self.bounds(keys), self._min, self._max, target.center,
+                                target.scale, target.precision)
+        if moved is not None:
+            target._add_counts(*moved)
+        target._add_moments(self.count, self._mean, self._m2, self._min, self._max)
+        target.add_bad(self.missing, self.non_finite, self.invalid)
+        return target
 
     # --- explicit-bound histogram form (OTLP) ---------------------------------------------------------------
     def to_explicit(self) -> tuple[list[float], list[int]]:
