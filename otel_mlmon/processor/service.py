@@ -1,60 +1,55 @@
-"""The processor: OTLP in, the store, streaming windows evaluated by the engine, window results out.
+"""The processor: OTLP in, the store, event-time windows evaluated by the engine, window results out.
 
 A model is monitored when a reference profile for its (name, version) is registered (at start or by
-``POST /v1/references``). Its stream is windowed as the profile says: by rows in arrival order (``chunk_size``,
-or the reference's rows per window for a ``chunks`` profile), or by event time (``window``; a window closes when
-the newest event time, or the clock, is ``GRACE_S`` past its end). A window is evaluated as soon as it is
-complete, and again whenever labels for its rows arrive (until the label TTL), so its performance results are
-revised. Features come from the events when the application captures them (exact, like the batch path), else
-from the feature sketches sent as metrics in the window's time span, when they use the profile's bucketing
-(instrument with ``reference=``).
+``POST /v1/references``), or bootstrapped from its first rows. Its stream is windowed by event time as the profile
+says (``windows.py``: row windows in (event time, prediction id) order, or time windows of the Unix epoch); a window
+is evaluated once the model's watermark passes it, and again whenever its rows, labels or sketch points change (late
+rows up to ``max_lateness``, labels up to the label TTL). Features come from the events when the application captures
+them (exact, like the batch path), else from the feature sketches (``assemble.py``).
+
+``tick`` does the work of one period for the models that had data since the last one (and, every ``sweep_s``, for
+all, so that idle models close their windows and expire their TTLs): its cost does not grow with idle models. A
+model whose evaluation raises is logged and counted (per model) and does not stop the others.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from otel_mlmon.engine.drift import NUMERIC
-from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate_window, reference_results
+from otel_mlmon.engine.evaluate import Policy, evaluate_window, reference_results
 from otel_mlmon.engine.profile import ReferenceProfile
-from otel_mlmon.engine.results import iso_utc_ns
 from otel_mlmon.processor.alerts import AlertBook
+from otel_mlmon.processor.assemble import MISSING, window_data
+from otel_mlmon.processor.bootstrap import bootstrap_profile
 from otel_mlmon.processor.decode import Decoded
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, WebhookSink
-from otel_mlmon.processor.store import Joined, Store
-from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key
+from otel_mlmon.processor.store import LABEL, MAX_NS, ROW, SKETCH, Store, StoreUnavailable, Stream
+from otel_mlmon.processor.windows import (
+    ROWS,
+    SECOND,
+    SKETCHED,
+    TIME,
+    Monitored,
+    RowWindow,
+    TimeWindow,
+    Timing,
+    due_row_windows,
+    due_time_windows,
+    monitored,
+    time_window,
+)
 
 _logger = logging.getLogger("otel_mlmon.processor")
 
-GRACE_S = 2.0  # a time window closes this long after its end (event time of the newest row, or the clock)
-
-
-@dataclass
-class Monitored:
-    """A monitored model and how its stream is windowed: by rows (``window_rows``) or by event time."""
-
-    profile: ReferenceProfile
-    window_rows: int | None
-    window_ns: int | None
-
-    def bucketing(self) -> tuple[str, int]:
-        return ("seq", self.window_rows) if self.window_rows else ("time_ns", int(self.window_ns or 0))
-
-
-def windowing(profile: ReferenceProfile) -> Monitored:
-    spec = profile.window
-    if spec.chunk_size is not None:
-        return Monitored(profile, spec.chunk_size, None)
-    if spec.chunks is not None:  # a count of windows means nothing for a stream: the reference's rows per window
-        return Monitored(profile, max(1, math.ceil(profile.rows / spec.chunks)), None)
-    return Monitored(profile, None, int((spec.seconds or 0) * 1e9))
+DEFAULT_ALLOWED_LATENESS_S = 30.0  # a sketch interval's export after its end, plus Collector batching
+DEFAULT_IDLE_TIMEOUT_S = 120.0  # two default sketch export intervals
+DEFAULT_SKETCH_WINDOW_S = 3600.0
+DEFAULT_MAX_FUTURE_S = 300.0
+FUTURE_EVENT = "record with an event time more than max_future_s ahead of the processor's clock, or none"
 
 
 class Processor:
@@ -63,23 +58,32 @@ class Processor:
     def __init__(self, store: Store, policy: Policy | None = None, clock: Callable[[], int] = time.time_ns,
                  otlp: OtlpExport | None = None, alertmanager: AlertmanagerSink | None = None,
                  bootstrap_windows: int = 10, bootstrap_window_rows: int = 1000,
-                 require_reference: bool = False, webhook: WebhookSink | None = None) -> None:
+                 require_reference: bool = False, webhook: WebhookSink | None = None, *,
+                 allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
+                 idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, sketch_window_s: float = DEFAULT_SKETCH_WINDOW_S,
+                 max_future_s: float = DEFAULT_MAX_FUTURE_S, sweep_s: float = 60.0) -> None:
         self.store = store
         self.bootstrap_windows = bootstrap_windows
         self.bootstrap_window_rows = bootstrap_window_rows
         self.policy = policy or Policy()
         self.clock = clock
+        self.timing = Timing(int(allowed_lateness_s * SECOND), int(idle_timeout_s * SECOND))
+        self.sketch_window_ns = int(sketch_window_s * SECOND)
+        self.max_future_ns = int(max_future_s * SECOND)
+        self.sweep_ns = int(sweep_s * SECOND)
         self.monitored: dict[tuple[str, str], Monitored] = {}
         self.alerts = AlertBook(store.path)
         self.otlp = otlp
         self.alertmanager = alertmanager
         self.webhook = webhook
-        self.receiver_counters: dict[str, int] = {}  # the HTTP receiver's, once app() made it
-        self.failures: dict[str, int] = {}
-        # windows whose evaluation raised, with the profile and (rows, labeled rows) they failed on: retried when
-        # either changes, not at every tick (a deterministic failure would log a traceback a second forever)
-        self._failed: dict[tuple[str, str, int], tuple[ReferenceProfile, Any]] = {}
+        self.receiver_counters: dict[str, int] = {}  # the HTTP receiver's, once the app is built
+        self.failures: dict[tuple[str, str], int] = {}  # evaluation failures per model
+        self.stopping = threading.Event()  # set: the tick stops between windows (what is left resumes later)
         self.require_reference = require_reference
+        self._active: set[tuple[str, str]] = set(store.streams())  # models to look at next tick
+        self._active_lock = threading.Lock()
+        self._failed: dict[tuple[str, str], int] = {}  # model -> the touched count its evaluation failed on
+        self._swept_ns = 0
         if otlp is not None:
             otlp.watch(self.counters, store.path)
             otlp.firing_state(self.alerts.firing())  # alerts that fired before a restart still fire
@@ -87,103 +91,211 @@ class Processor:
             self.register(ReferenceProfile.from_dict(data, "stored reference profile"), persist=False)
 
     def counters(self) -> dict[str, int]:
-        """Everything counted: the store's, the receiver's, and failed alert deliveries."""
+        """Everything counted: the store's, the receiver's, failed alert deliveries and evaluations."""
         found = {**self.store.counters(), **self.receiver_counters}
         found["export_failures"] = sum(sink.failures for sink in (self.alertmanager, self.webhook) if sink is not None)
-        found["evaluation_failures"] = self.failures.get("evaluation", 0)
+        found["evaluation_failures"] = sum(self.failures.values())
         return found
 
+    def failures_by_model(self) -> dict[str, int]:
+        return {f"{model}@{version}": n for (model, version), n in sorted(self.failures.items())}
+
+    def _activate(self, keys: Any) -> None:
+        with self._active_lock:
+            self._active.update(keys)
+
     # --- the sink ------------------------------------------------------------------------------------------
+    def _in_time(self, decoded: Decoded, received_ns: int, items: list[Any], time_of: Callable[[Any], int]
+                 ) -> list[Any]:
+        """Records with an event time, not too far in the future (a clock gone wrong would close every window)."""
+        limit = received_ns + self.max_future_ns
+        kept = [item for item in items if 0 < time_of(item) <= limit]
+        if len(kept) < len(items):
+            decoded.rejected[FUTURE_EVENT] += len(items) - len(kept)
+            decoded.accepted -= len(items) - len(kept)
+        return kept
+
+    def _refused(self, decoded: Decoded, refused: dict[str, int]) -> None:
+        for reason, n in refused.items():
+            decoded.rejected[reason] += n
+            decoded.accepted -= n
+
     def accept_logs(self, decoded: Decoded, received_ns: int) -> None:
+        predictions = self._in_time(decoded, received_ns, decoded.predictions, lambda b: b.time_unix_nano)
         if self.require_reference:  # predictions of models nobody registered a profile for: partial success
-            known = [b for b in decoded.predictions if (b.model, b.version) in self.monitored]
-            unknown = len(decoded.predictions) - len(known)
+            known = [b for b in predictions if (b.model, b.version) in self.monitored]
+            unknown = len(predictions) - len(known)
             if unknown:
                 decoded.rejected["prediction event of a model without a reference profile"] += unknown
                 decoded.accepted -= unknown
-                decoded.predictions = known
-        if decoded.predictions:
-            self.store.add_predictions(decoded.predictions, received_ns)
+                predictions = known
+        decoded.predictions = predictions
+        self._activate((b.model, b.version) for b in (*predictions, *decoded.labels))
+        if predictions:
+            self._refused(decoded, self.store.add_predictions(predictions, received_ns).refused)
         if decoded.labels:
-            self.store.add_labels(decoded.labels, received_ns)
+            self._refused(decoded, self.store.add_labels(decoded.labels, received_ns).refused)
 
     def accept_metrics(self, decoded: Decoded, received_ns: int) -> None:
-        if decoded.sketches:
-            self.store.add_sketches(decoded.sketches)
+        points = self._in_time(decoded, received_ns, decoded.sketches, lambda p: p.time_unix_nano)
+        decoded.sketches = points
+        if points:
+            self._activate((p.model, p.version) for p in points)
+            self._refused(decoded, self.store.add_sketches(points, received_ns).refused)
 
     # --- references ----------------------------------------------------------------------------------------
     def register(self, profile: ReferenceProfile, persist: bool = True) -> None:
         key = (profile.model, profile.version)
-        self.monitored[key] = windowing(profile)
         if persist:
             self.store.put_profile(profile.model, profile.version, profile.to_dict())
+        self.monitored[key] = monitored(profile, self.sketch_window_ns)
         rows = [r.as_json() for r in reference_results(profile, self.policy)]
-        self.store.put_results(profile.model, profile.version, None, rows, self.clock())
+        self.store.put_results(profile.model, profile.version, rows)
+        self._failed.pop(key, None)
+        self._activate([key])
 
-    def bootstrap(self) -> list[tuple[str, str]]:
-        """Models that stream without a reference get one from their first ``bootstrap_windows`` windows of
-        ``bootstrap_window_rows`` rows (0 windows: never); those windows are then the reference period's."""
+    def bootstrap(self, key: tuple[str, str], stream: Stream, now: int) -> bool:
+        """A model that streams without a reference gets one from its first ``bootstrap_windows`` windows of
+        ``bootstrap_window_rows`` closed rows (0 windows: never); those windows are the reference period's."""
         if self.bootstrap_windows <= 0:
-            return []
-        made = []
+            return False
         needed = self.bootstrap_windows * self.bootstrap_window_rows
-        for model, version in self.store.models():
-            if (model, version) in self.monitored or self.store.next_seq(model, version) < needed:
-                continue
-            rows = self.store.rows(model, version, 0, needed)
-            profile = bootstrap_profile(model, version, rows, self.bootstrap_window_rows, self.policy)
-            if profile is not None:
-                self.register(profile)
-                made.append((model, version))
-        return made
+        keys = self.store.keys(*key, None, self.timing.close_ns(stream, now), limit=needed)
+        if len(keys) < needed:
+            return False
+        rows = self.store.rows(*key, keys[0][:2], keys[-1][:2])
+        profile = bootstrap_profile(*key, rows, self.bootstrap_window_rows, self.policy)
+        if profile is None:
+            return False
+        self.register(profile)
+        return True
 
     # --- windows -------------------------------------------------------------------------------------------
     def tick(self) -> int:
-        """Expire TTLs, evaluate complete windows and re-evaluate windows with new labels; windows evaluated."""
+        """Evaluate every window that closed or changed since the last tick; windows evaluated."""
         now = self.clock()
-        self.store.expire(now)
-        self.bootstrap()
+        if not self.store.healthy:
+            self.store.probe()
+        with self._active_lock:
+            keys, self._active = self._active, set()
+        if now - self._swept_ns >= self.sweep_ns:
+            keys |= set(self.store.streams())
+            self._swept_ns = now
+            try:
+                self.prune(now)
+            except StoreUnavailable as exc:
+                _logger.warning("pruning waits: the store is unavailable (%s)", exc)
         done = 0
-        for (model, version), monitored in list(self.monitored.items()):  # POST /v1/references may add one
-            by, width = monitored.bucketing()
-            buckets = self.store.buckets(model, version, by, width)
-            evaluated = self.store.evaluated(model, version)
-            if by == "seq":
-                complete = [b for b, (rows, _) in sorted(buckets.items()) if rows == width]
-            else:  # a time window closes when the stream's event time, or the clock, is past its end
-                horizon = max(self.store.latest_time(model, version) or 0, now) - int(GRACE_S * 1e9)
-                complete = [b for b in sorted(buckets) if (b + 1) * width <= horizon]
-            order = {bucket: index for index, bucket in enumerate(sorted(buckets))}  # time windows count from 0
-            for bucket in complete:
-                index = bucket if by == "seq" else order[bucket]
-                last = evaluated.get(index)
-                if last is None or buckets[bucket][1] > last:  # new, or labels arrived since
-                    key = (model, version, index)
-                    failed = self._failed.get(key)
-                    if failed is not None and failed[0] is monitored.profile and failed[1] == buckets[bucket]:
-                        continue  # it failed on this very data: wait for new rows, labels or reference
-                    try:
-                        self.evaluate(monitored, bucket, index, now)
-                        self._failed.pop(key, None)
-                        done += 1
-                    except Exception:  # the service never dies on data: log, count, go on
-                        _logger.exception("evaluating window %s of %s %r failed; retried when its data or "
-                                          "reference changes", index, model, version)
-                        self.failures["evaluation"] = self.failures.get("evaluation", 0) + 1
-                        self._failed[key] = (monitored.profile, buckets[bucket])
+        pending = sorted(keys)
+        while pending:
+            if self.stopping.is_set():
+                break
+            key = pending.pop(0)
+            try:
+                done += self._tick_model(key, now)
+            except StoreUnavailable as exc:
+                _logger.warning("the store is unavailable (%s): windows of %s %r wait", exc, *key)
+                self._activate([key])
+            except Exception:  # the service never dies on data: log, count, go on with the other models
+                _logger.exception("evaluating %s %r failed; retried when its data or reference changes", *key)
+                self.failures[key] = self.failures.get(key, 0) + 1
+                self._failed[key] = self._change_count(key)
+        self._activate(pending)  # stopped early: the rest resumes at the next tick (or after a restart)
         if self.alertmanager is not None:  # firing alerts are resent so that Alertmanager keeps them
             self.alertmanager.send([], self.alerts.firing(), now)
         return done
 
-    def evaluate(self, monitored: Monitored, bucket: int, index: int, now: int) -> None:
-        profile = monitored.profile
-        by, width = monitored.bucketing()
-        rows = self.store.rows(profile.model, profile.version, bucket * width, (bucket + 1) * width, by)
-        data = self.window_data(profile, index, rows)
-        if by == "time_ns":
-            data.start, data.end = iso_utc_ns(bucket * width), iso_utc_ns((bucket + 1) * width)
+    def _change_count(self, key: tuple[str, str]) -> int:
+        return sum(n for *_, n in self.store.touched(*key))
+
+    def _tick_model(self, key: tuple[str, str], now: int) -> int:
+        stream = self.store.stream(*key)
+        if stream is None:
+            return 0
+        if now - stream.arrived_ns < self.timing.idle_timeout_ns + self.sweep_ns:
+            self._activate([key])  # not idle yet: its windows close as its watermark moves
+        clock_ns = self.timing.clock_ns(stream, now)
+        self.store.expire(*key, clock_ns, now)
+        changes = self.store.touched(*key)
+        if key in self._failed:
+            if self._failed[key] == sum(n for *_, n in changes):
+                return 0  # it failed on this very data: wait for new rows, labels or reference
+            del self._failed[key]
+        watched = self.monitored.get(key)
+        if watched is None and not self.bootstrap(key, stream, now):
+            self.store.untouch(*key, changes)  # the first windows are found by scanning when it is monitored
+            return 0
+        watched = self.monitored[key]
+        close_ns = self.timing.close_ns(stream, now)
+        done = 0
+        handled = [c for c in changes if c[0] in (ROW, LABEL)] if watched.scheme == ROWS else []
+        if watched.scheme == ROWS:
+            assert watched.window_rows is not None
+            for row_window in due_row_windows(self.store, *key, watched.window_rows, changes, close_ns):
+                if self.stopping.is_set():
+                    return done
+                self.evaluate(watched, row_window, stream, now)
+                done += 1
+        schemes = [(TIME, watched.window_ns)] if watched.scheme == TIME else \
+            ([] if stream.captured else [(SKETCHED, watched.sketch_window_ns)])
+        if watched.scheme == ROWS and stream.captured:
+            handled += [c for c in changes if c[0] == SKETCH]  # captured features win over sketches
+        for scheme, width in schemes:
+            assert width
+            windows, accounted = due_time_windows(self.store, *key, scheme, width, changes, close_ns)
+            handled += accounted
+            queue = list(windows)
+            while queue:
+                if self.stopping.is_set():
+                    return done
+                next_window = queue.pop(0)
+                queue = self._renumber(watched, next_window, queue)
+                self.evaluate(watched, next_window, stream, now)
+                done += 1
+        self.store.untouch(*key, handled)
+        return done
+
+    def _renumber(self, watched: Monitored, window: TimeWindow, queue: list[TimeWindow]) -> list[TimeWindow]:
+        """A time window new before windows already evaluated moves their numbers (windows count from 0 over the
+        non-empty ones): their results are dropped and they are evaluated again, after it."""
+        model, version = watched.profile.model, watched.profile.version
+        stored = self.store.windows(model, version, window.scheme, keys=[window.key])
+        if stored:
+            return queue
+        later = self.store.windows(model, version, window.scheme, after=window.key)
+        if not later:
+            return queue
+        index = self.store.count_windows(model, version, window.scheme, window.key)
+        self.store.delete_results(model, version, "analysis", index, list(watched.profile.columns))
+        self.store.forget_windows(model, version, window.scheme, later)
+        queued = {w.key for w in queue}
+        extra = [time_window(self.store, model, version, window.scheme, window.width_ns, k)
+                 for k in sorted(later) if k not in queued]
+        return sorted([*queue, *extra], key=lambda w: w.key)
+
+    def evaluate(self, watched: Monitored, window: RowWindow | TimeWindow, stream: Stream, now: int) -> None:
+        profile = watched.profile
+        model, version = profile.model, profile.version
+        if isinstance(window, RowWindow):
+            rows = self.store.rows(model, version, window.first, window.last)
+            data = window_data(profile, window.index, rows, [], features=stream.captured)
+            first_ns, last_ns = window.first[0], window.last[0]
+        else:
+            index = self.store.count_windows(model, version, window.scheme, window.key)
+            outputs = window.scheme == TIME
+            rows = self.store.rows(model, version, start_ns=window.start_ns, end_ns=window.end_ns) if outputs else []
+            points = self.store.sketch_points(model, version, window.start_ns, window.end_ns)
+            sketched = any(p.sketch.get("type") != MISSING for p in points)
+            data = window_data(profile, index, rows, points,
+                               features=stream.captured or sketched, start_ns=window.start_ns,
+                               end_ns=window.end_ns, outputs=outputs)
+            data.rows = window.rows
+            first_ns, last_ns = window.start_ns, window.end_ns - 1
         results = [r.as_json() for r in evaluate_window(profile, data, self.policy)]
-        self.store.put_results(profile.model, profile.version, index, results, now)
+        judged = sorted(data.columns or ())
+        self.store.put_results(model, version, results, window=(window.scheme, window.key, first_ns, last_ns,
+                                                                window.state),
+                               evaluated_ns=now, replace=("analysis", judged))
         transitions = self.alerts.update(results, now)
         if self.otlp is not None:
             latencies = [(r.labeled_ns - r.time_ns) / 1e9 for r in rows if r.labeled_ns is not None]
@@ -194,127 +306,25 @@ class Processor:
         if self.webhook is not None and transitions:
             self.webhook.send(transitions, now)
 
-    def window_data(self, profile: ReferenceProfile, window: int, rows: list[Joined]) -> WindowData:
-        columns: dict[str, list[Any]] = {}
-        labeled = LabeledRows()
-        score_keys = {column: ("" if len(profile.score_columns) == 1 and len(profile.classes) == 2 else label)
-                      for label, column in profile.score_columns.items()}
-        for row in rows:
-            outputs = row.outputs
-            for column in profile.columns.values():
-                if column.role == "prediction":
-                    value = outputs.get("value") if profile.task == "regression" else outputs.get("label")
-                elif column.role == "score":
-                    value = outputs.get("scores", {}).get(score_keys.get(column.name, ""))
-                elif column.role == "feature":
-                    value = outputs.get("features", {}).get(column.name, _ABSENT)
-                else:
-                    continue
-                if value is not _ABSENT:
-                    columns.setdefault(column.name, []).append(value)
-            if row.truth is not None:
-                self._label(profile, row, labeled)
-        sketches: dict[str, NumericSketch | CategoricalSketch] = {}
-        for column in profile.columns.values():
-            values = columns.get(column.name)
-            if values is None:
+    def prune(self, now: int) -> int:
+        """Delete rows and sketch points that no window can need again: past the lateness bound and the label TTL
+        of their model's clock, plus the store's retention; rows deleted."""
+        deleted = 0
+        for key, stream in self.store.streams().items():
+            clock_ns = self.timing.clock_ns(stream, now)
+            before = min(stream.latest_ns - self.store.max_lateness_ns, clock_ns - self.store.label_ttl_ns) \
+                - self.store.retention_ns
+            if before <= 0 or before >= MAX_NS:
                 continue
-            if column.kind == NUMERIC:
-                assert isinstance(column.sketch, NumericSketch)
-                sketch: NumericSketch | CategoricalSketch = NumericSketch(column.sketch.center, column.sketch.scale,
-                                                                          column.sketch.precision)
-            else:
-                sketch = CategoricalSketch()
-            sketch.update(np.asarray(values, dtype=object))
-            sketches[column.name] = sketch
-        if rows:
-            self._sketched_features(profile, rows[0].time_ns, rows[-1].time_ns, sketches)
-        times = [r.time_ns for r in rows]
-        return WindowData("analysis", window, len(rows), sketches, labeled,
-                          iso_utc_ns(min(times)) if times else None, iso_utc_ns(max(times)) if times else None)
+            deleted += self.store.prune(*key, self._window_start(key, before))
+        return deleted
 
-    def _label(self, profile: ReferenceProfile, row: Joined, labeled: LabeledRows) -> None:
-        outputs = row.outputs
-        if profile.task == "regression":
-            if outputs.get("value") is not None:
-                labeled.y_true.append(float(row.truth))
-                labeled.y_pred.append(float(outputs["value"]))
-            return
-        if outputs.get("label") is None:
-            return
-        labeled.y_true.append(category_key(row.truth))
-        labeled.y_pred.append(category_key(outputs["label"]))
-        scores = outputs.get("scores", {})
-        if len(profile.classes) == 2 and "" in scores:
-            labeled.scores.append([1.0 - scores[""], scores[""]])
-        elif scores and all(c in scores for c in profile.classes):
-            labeled.scores.append([scores[c] for c in profile.classes])
-
-    def _sketched_features(self, profile: ReferenceProfile, first_ns: int, last_ns: int,
-                           sketches: dict[str, NumericSketch | CategoricalSketch]) -> None:
-        """Features not captured in the events, from the sketch points sent in the window's time span."""
-        captured = set(sketches)
-        for column, data in self.store.sketches(profile.model, profile.version, first_ns, last_ns):
-            reference = profile.columns.get(column)
-            if column in captured or reference is None or reference.role != "feature":
-                continue
-            sketch: NumericSketch | CategoricalSketch
-            if data.get("type") == "numeric":
-                sketch = NumericSketch.from_dict(data)
-                if not isinstance(reference.sketch, NumericSketch) or not sketch.same_bucketing(reference.sketch):
-                    continue  # another bucketing cannot be compared exactly: instrument with reference=
-            else:
-                sketch = CategoricalSketch.from_dict(data)
-            if column in sketches:
-                sketches[column].merge(sketch)  # type: ignore[arg-type]
-            else:
-                sketches[column] = sketch
-
-_ABSENT = object()
-
-
-def bootstrap_profile(model: str, version: str, rows: list[Joined], window_rows: int,
-                      policy: Policy | None = None) -> ReferenceProfile | None:
-    """A reference profile from a model's first rows: its outputs, and its features when captured."""
-    from otel_mlmon.engine.columns import profile_from_columns
-    from otel_mlmon.engine.windows import WindowSpec
-
-    if not rows:
-        return None
-    first = rows[0].outputs
-    columns: dict[str, np.ndarray] = {}
-    scores = first.get("scores", {})
-    if first.get("value") is not None:
-        task = "regression"
-        columns["prediction"] = np.asarray([r.outputs.get("value", np.nan) for r in rows], dtype=np.float64)
-    else:
-        task = "classification"
-        if first.get("label") is not None:
-            columns["prediction"] = np.asarray([r.outputs.get("label") for r in rows], dtype=object)
-    for key in scores:
-        columns[f"score_{key}" if key else "score"] = np.asarray(
-            [r.outputs.get("scores", {}).get(key, np.nan) for r in rows], dtype=np.float64)
-    for name in first.get("features", {}):
-        values = [r.outputs.get("features", {}).get(name) for r in rows]
-        numeric = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
-        columns[name] = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64) if numeric \
-            else np.asarray(values, dtype=object)
-    if not columns:
-        return None
-    profile, _ = profile_from_columns(columns, WindowSpec(chunk_size=window_rows), model=model, version=version,
-                                      task=task, policy=policy)
-    seen = {category_key(r.outputs.get("label")) for r in rows} if task == "classification" else set()
-    classes = sorted(c for c in seen if c is not None)
-    if "" in scores and len(classes) != 2:
-        classes = ["0", "1"]
-    profile.classes = classes
-    for name, column in profile.columns.items():
-        if name == "prediction":
-            column.role = "prediction"
-        elif name == "score" or name.startswith("score_"):
-            column.role = "score"
-    profile.prediction_column = "prediction" if "prediction" in profile.columns else None
-    profile.score_columns = ({profile.classes[-1]: "score"} if "score" in profile.columns and profile.classes else
-                             {name[len("score_"):]: name for name in profile.columns if name.startswith("score_")})
-    profile.target_column = "target"
-    return profile
+    def _window_start(self, key: tuple[str, str], before: int) -> int:
+        """``before`` moved back to the start of the window it falls in (a window is kept whole)."""
+        watched = self.monitored.get(key)
+        if watched is None:
+            return before
+        if watched.window_ns:
+            return before // watched.window_ns * watched.window_ns
+        found = self.store.windows(*key, ROWS, overlapping=(before, before + 1))
+        return min([before, *(first for first, _, _ in found.values())])

@@ -1,15 +1,24 @@
-"""The processor's durable state in one SQLite file (WAL): predictions, their late labels, orphan labels.
+"""The processor's durable state in one SQLite file (WAL): predictions, late labels, sketch points, windows, results.
 
-Every ``add_*`` call is one transaction, committed before it returns, so a request can be acknowledged as soon as
-its call returned. Rules:
+Every ``add_*`` call is one transaction (``Store.transaction``: rolled back on any exception), committed before it
+returns, so a request can be acknowledged as soon as its call returned. Rules:
 - a prediction is identified by (model, version, id); a replayed id changes nothing (counted ``duplicate``);
+- each model's stream has an event-time clock: the latest event time seen (``latest_ns``); a prediction row or a
+  sketch point more than ``max_lateness`` older than it is counted ``late_dropped`` and not stored (its window can
+  no longer change); everything newer is stored, whatever the arrival order;
 - one label per prediction: the first one wins, later ones are counted ``duplicate_labels`` and dropped;
 - a label whose prediction has not arrived waits as an orphan, and joins when the prediction comes;
-- a prediction takes labels for ``label_ttl_s`` after its event time, an orphan waits ``orphan_ttl_s``: past
-  those, ``expire`` removes them and counts them (``expired_predictions``, ``expired_orphans``), never silently;
-- bounded: past ``max_pending`` unlabeled predictions or ``max_orphans`` orphans, ``add_*`` raise
-  ``Backpressure`` and record nothing (the receiver answers 503 / UNAVAILABLE with Retry-After).
-Prediction rows get a per-model sequence number in arrival order: row windows are ranges of it.
+- TTLs count in event time: a prediction takes labels until the model's clock is ``label_ttl_s`` past its event
+  time, an orphan waits until the model's clock has moved ``orphan_ttl_s`` past its arrival (or as long in processing
+  time); past those, ``expire`` counts them (``expired_predictions``, ``expired_orphans``), never silently;
+- bounded: per model, past ``max_pending`` unlabeled predictions or ``max_orphans`` orphans the model's records are
+  refused with ``Backpressure`` naming the model (what else the call carried is kept); past ``max_models`` streams or
+  ``max_features`` sketched features of a model, new ones are refused per record (counted); ``prune`` deletes the
+  rows, sketch points and window bookkeeping that can no longer change, ``retention_s`` after that;
+- a failing disk (full, read-only, I/O error) raises ``StoreUnavailable`` (a ``Backpressure``: 503 and Retry-After,
+  UNAVAILABLE) and makes ``healthy`` false until a write succeeds again.
+Every change that can alter a window's results is recorded in ``touched`` (its kind and event time, to the second)
+in the same transaction, so the processor re-evaluates exactly the windows that changed, after a restart too.
 """
 
 from __future__ import annotations
@@ -17,8 +26,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from otel_mlmon.processor.decode import LabelBatch, PredictionBatch, SketchPoint
@@ -26,38 +36,50 @@ from otel_mlmon.sketch import category_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS streams (model TEXT NOT NULL, version TEXT NOT NULL, latest_ns INTEGER NOT NULL,
+    arrived_ns INTEGER NOT NULL, captured INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (model, version));
 CREATE TABLE IF NOT EXISTS predictions (
-    model TEXT NOT NULL, version TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,
-    time_ns INTEGER NOT NULL, received_ns INTEGER NOT NULL, label TEXT, score REAL, value REAL, extra TEXT,
-    truth TEXT, labeled_ns INTEGER, expired INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (model, version, id));
-CREATE INDEX IF NOT EXISTS predictions_seq ON predictions (model, version, seq);
-CREATE INDEX IF NOT EXISTS predictions_time ON predictions (model, version, time_ns);
-CREATE INDEX IF NOT EXISTS predictions_pending ON predictions (time_ns) WHERE truth IS NULL AND expired = 0;
+    model TEXT NOT NULL, version TEXT NOT NULL, id TEXT NOT NULL, time_ns INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL, label TEXT, score REAL, value REAL, extra TEXT, truth TEXT, labeled_ns INTEGER,
+    expired INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (model, version, id));
+CREATE INDEX IF NOT EXISTS predictions_order ON predictions (model, version, time_ns, id);
+CREATE INDEX IF NOT EXISTS predictions_pending ON predictions (model, version, time_ns)
+    WHERE truth IS NULL AND expired = 0;
 CREATE TABLE IF NOT EXISTS orphans (
     model TEXT NOT NULL, version TEXT NOT NULL, id TEXT NOT NULL, truth TEXT NOT NULL, received_ns INTEGER NOT NULL,
-    PRIMARY KEY (model, version, id));
-CREATE INDEX IF NOT EXISTS orphans_received ON orphans (received_ns);
-CREATE TABLE IF NOT EXISTS sequences (model TEXT NOT NULL, version TEXT NOT NULL, next INTEGER NOT NULL,
-    PRIMARY KEY (model, version));
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    clock_ns INTEGER NOT NULL, PRIMARY KEY (model, version, id));
+CREATE INDEX IF NOT EXISTS orphans_age ON orphans (model, version, clock_ns);
 CREATE TABLE IF NOT EXISTS sketches (model TEXT NOT NULL, version TEXT NOT NULL, column_name TEXT NOT NULL,
-    time_ns INTEGER NOT NULL, sketch TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS sketches_time ON sketches (model, version, time_ns);
+    start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, sketch TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sketches_time ON sketches (model, version, start_ns);
+CREATE TABLE IF NOT EXISTS features (model TEXT NOT NULL, version TEXT NOT NULL, column_name TEXT NOT NULL,
+    PRIMARY KEY (model, version, column_name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS touched (model TEXT NOT NULL, version TEXT NOT NULL, kind TEXT NOT NULL,
+    time_s INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (model, version, kind, time_s)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS windows (model TEXT NOT NULL, version TEXT NOT NULL, scheme TEXT NOT NULL,
+    key INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL, state TEXT NOT NULL,
+    evaluated_ns INTEGER NOT NULL, PRIMARY KEY (model, version, scheme, key));
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS results (model TEXT NOT NULL, version TEXT NOT NULL, period TEXT NOT NULL,
     window INTEGER NOT NULL, column_name TEXT NOT NULL, kind TEXT NOT NULL, metric TEXT NOT NULL, row TEXT NOT NULL,
     PRIMARY KEY (model, version, period, window, column_name, kind, metric));
 CREATE TABLE IF NOT EXISTS profiles (model TEXT NOT NULL, version TEXT NOT NULL, profile TEXT NOT NULL,
     PRIMARY KEY (model, version));
-CREATE TABLE IF NOT EXISTS windows (model TEXT NOT NULL, version TEXT NOT NULL, window INTEGER NOT NULL,
-    evaluated_ns INTEGER NOT NULL, PRIMARY KEY (model, version, window));
 """
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 _CHUNK = 8000  # ids per IN (...) query (SQLite allows 32766 variables since 3.32)
+ROW, LABEL, SKETCH = "row", "label", "sketch"  # kinds of change recorded in ``touched``
+MAX_NS = 2**63 - 1
+LATE_EVENT = "prediction event older than its model's lateness bound (max_lateness_s behind its latest event)"
+LATE_POINT = "sketch point older than its model's lateness bound (max_lateness_s behind its latest event)"
 
 
 class Backpressure(Exception):
-    """The store is at a cap: nothing was recorded; the client should retry later."""
+    """The store is at a cap (or unavailable): the refused records were not recorded; retry later."""
+
+
+class StoreUnavailable(Backpressure):
+    """The store cannot write (disk full, read-only, I/O error): nothing of the call was recorded."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,8 @@ class Added:
     duplicate: int = 0
     joined: int = 0  # predictions: orphan labels joined; labels: joined to their prediction
     orphaned: int = 0
+    late: int = 0  # rows or points too late to change their window (counted ``late_dropped``)
+    refused: dict[str, int] = field(default_factory=dict)  # reason -> records refused per record (partial success)
 
 
 @dataclass(frozen=True)
@@ -73,24 +97,49 @@ class Joined:
     """A prediction row as stored: outputs (label, scores, value, features) and its label, if any."""
 
     id: str
-    seq: int
     time_ns: int
     outputs: dict[str, Any]
     truth: Any
     labeled_ns: int | None
 
 
+@dataclass(frozen=True)
+class Stream:
+    """A model's event-time clock: the latest event time seen, when data last arrived, whether features are
+    captured in its events."""
+
+    latest_ns: int
+    arrived_ns: int
+    captured: bool
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    column: str
+    start_ns: int
+    end_ns: int
+    sketch: dict[str, Any]
+
+
 class Store:
     def __init__(self, path: str, *, label_ttl_s: float = 7 * 86400, orphan_ttl_s: float = 86400,
-                 max_pending: int = 10_000_000, max_orphans: int = 1_000_000) -> None:
-        if label_ttl_s <= 0 or orphan_ttl_s <= 0 or max_pending < 1 or max_orphans < 1:
-            raise ValueError("label_ttl_s, orphan_ttl_s, max_pending and max_orphans must be positive")
+                 max_pending: int = 10_000_000, max_orphans: int = 1_000_000, max_lateness_s: float = 3600.0,
+                 max_models: int = 10_000, max_features: int = 10_000, retention_s: float = 3600.0) -> None:
+        if not (label_ttl_s > 0 and orphan_ttl_s > 0 and max_lateness_s > 0 and retention_s >= 0):
+            raise ValueError("label_ttl_s, orphan_ttl_s and max_lateness_s must be positive, retention_s not negative")
+        if min(max_pending, max_orphans, max_models, max_features) < 1:
+            raise ValueError("max_pending, max_orphans, max_models and max_features must be positive")
         self.path = path
         self.label_ttl_ns = int(label_ttl_s * 1e9)
         self.orphan_ttl_ns = int(orphan_ttl_s * 1e9)
+        self.max_lateness_ns = int(max_lateness_s * 1e9)
+        self.retention_ns = int(retention_s * 1e9)
         self.max_pending = max_pending
         self.max_orphans = max_orphans
-        self._lock = threading.Lock()
+        self.max_models = max_models
+        self.max_features = max_features
+        self.healthy = True
+        self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -102,13 +151,60 @@ class Store:
         if found is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         elif found[0] != SCHEMA_VERSION:
-            raise ValueError(f"store {path!r} has schema version {found[0]}; this otel-mlmon uses {SCHEMA_VERSION}")
-        self._pending = self._scalar("SELECT count(*) FROM predictions WHERE truth IS NULL AND expired = 0")
-        self._orphans = self._scalar("SELECT count(*) FROM orphans")
+            raise ValueError(f"store {path!r} has schema version {found[0]}; this otel-mlmon uses {SCHEMA_VERSION}: "
+                             "start with a new --store file")
+        self._streams: dict[tuple[str, str], Stream] = {
+            (m, v): Stream(latest, arrived, bool(captured)) for m, v, latest, arrived, captured in
+            self._db.execute("SELECT model, version, latest_ns, arrived_ns, captured FROM streams")}
+        self._pending: dict[tuple[str, str], int] = {
+            (m, v): n for m, v, n in self._db.execute("SELECT model, version, count(*) FROM predictions WHERE "
+                                                     "truth IS NULL AND expired = 0 GROUP BY model, version")}
+        self._orphans: dict[tuple[str, str], int] = {
+            (m, v): n for m, v, n in self._db.execute("SELECT model, version, count(*) FROM orphans GROUP BY model, "
+                                                     "version")}
+        self._features: dict[tuple[str, str], set[str]] = {}
+        for m, v, column in self._db.execute("SELECT model, version, column_name FROM features"):
+            self._features.setdefault((m, v), set()).add(column)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # --- transactions --------------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock: committed at the end, rolled back on any exception. A store that
+        cannot write raises ``StoreUnavailable`` and reads unhealthy until a transaction commits again."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                self.healthy = False
+                raise StoreUnavailable(f"the store cannot start a transaction: {exc}") from None
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolled back by itself (disk full does)
+                if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and \
+                        not isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+                    self.healthy = False
+                    raise StoreUnavailable(f"the store cannot write: {exc}") from None
+                raise
+            self.healthy = True
+
+    def probe(self) -> bool:
+        """Try a small write (after a failure): ``healthy`` again once it commits."""
+        try:
+            with self.transaction() as db:
+                db.execute("INSERT INTO meta VALUES ('probe', '1') ON CONFLICT(key) DO UPDATE SET value = "
+                           "CAST(value AS INTEGER) + 1")
+        except StoreUnavailable:
+            return False
+        return True
 
     def _scalar(self, sql: str, parameters: Sequence[Any] = ()) -> int:
         return int(self._db.execute(sql, parameters).fetchone()[0])
@@ -121,42 +217,114 @@ class Store:
     def counters(self) -> dict[str, int]:
         with self._lock:
             found = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
-            found["pending_predictions"] = self._pending
-            found["orphan_labels"] = self._orphans
+            found["pending_predictions"] = sum(self._pending.values())
+            found["orphan_labels"] = sum(self._orphans.values())
+            found["streams"] = len(self._streams)
             return found
+
+    # --- streams -------------------------------------------------------------------------------------------
+    def streams(self) -> dict[tuple[str, str], Stream]:
+        with self._lock:
+            return dict(self._streams)
+
+    def stream(self, model: str, version: str) -> Stream | None:
+        return self._streams.get((model, version))
+
+    def _admit(self, key: tuple[str, str], refused: dict[str, int], records: int) -> bool:
+        """Whether a model may have a stream (the ``max_models`` cap); refusals are counted per record."""
+        if key in self._streams or key in self._staged:
+            return True
+        if len(self._streams) + sum(1 for k in self._staged if k not in self._streams) >= self.max_models:
+            reason = f"records of a new model past the cap of {self.max_models} models"
+            refused[reason] = refused.get(reason, 0) + records
+            self._count("models_over_cap", records)
+            return False
+        return True
+
+    def _advance(self, key: tuple[str, str], latest_ns: int, arrived_ns: int, captured: bool) -> None:
+        old = self._streams.get(key)
+        stream = Stream(max(latest_ns, old.latest_ns) if old else latest_ns, max(arrived_ns, old.arrived_ns if old
+                                                                                    else 0),
+                        captured or (old.captured if old else False))
+        self._db.execute("INSERT INTO streams VALUES (?, ?, ?, ?, ?) ON CONFLICT(model, version) DO UPDATE SET "
+                         "latest_ns = excluded.latest_ns, arrived_ns = excluded.arrived_ns, captured = "
+                         "excluded.captured", (*key, stream.latest_ns, stream.arrived_ns, int(stream.captured)))
+        self._staged[key] = stream
+
+    def late_before(self, key: tuple[str, str]) -> int:
+        """Event times before this are too late to change the model's windows."""
+        stream = self._streams.get(key)
+        return stream.latest_ns - self.max_lateness_ns if stream else -MAX_NS
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A transaction whose in-memory mirrors (streams, quotas, features) change only if it commits."""
+        self._staged: dict[tuple[str, str], Stream] = {}
+        self._pending_delta: dict[tuple[str, str], int] = {}
+        self._orphan_delta: dict[tuple[str, str], int] = {}
+        self._feature_delta: dict[tuple[str, str], set[str]] = {}
+        with self.transaction() as db:
+            yield db
+        self._streams.update(self._staged)
+        for mirror, delta in ((self._pending, self._pending_delta), (self._orphans, self._orphan_delta)):
+            for key, n in delta.items():
+                mirror[key] = mirror.get(key, 0) + n
+        for key, names in self._feature_delta.items():
+            self._features.setdefault(key, set()).update(names)
+
+    def _touch(self, key: tuple[str, str], kind: str, time_ns: int) -> None:
+        self._db.execute("INSERT INTO touched VALUES (?, ?, ?, ?, 1) ON CONFLICT(model, version, kind, time_s) DO "
+                         "UPDATE SET n = n + 1", (*key, kind, time_ns // 1_000_000_000))
+
+    def _bump(self, delta: dict[tuple[str, str], int], key: tuple[str, str], n: int) -> None:
+        if n:
+            delta[key] = delta.get(key, 0) + n
 
     # --- predictions ---------------------------------------------------------------------------------------
     def add_predictions(self, batches: Iterable[PredictionBatch], received_ns: int) -> Added:
+        """Store prediction rows (deduplicated, late rows counted), join waiting orphan labels. A model at its
+        pending quota has its rows refused (``Backpressure`` after the rest is committed)."""
         batches = list(batches)
-        rows = sum(len(b) for b in batches)
-        with self._lock:
-            if self._pending + rows > self.max_pending:
-                self._count("backpressure_predictions", rows)
-                raise Backpressure(f"{self._pending} predictions wait for labels (cap {self.max_pending})")
-            accepted = joined = 0
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for batch in batches:
-                    fresh = self._fresh(batch)  # sequence numbers go to new rows only: windows count real rows
-                    start = self._reserve(batch.model, batch.version, len(fresh))
-                    self._db.executemany(
-                        "INSERT INTO predictions (model, version, id, seq, time_ns, received_ns, label, score, value, "
-                        "extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(batch.model, batch.version, batch.ids[i], start + n, batch.time_unix_nano, received_ns,
-                          *_columns(batch, i)) for n, i in enumerate(fresh)])
-                    accepted += len(fresh)
-                    joined += self._join_orphans(batch, received_ns)
-                duplicate = rows - accepted
-                self._count("predictions", accepted)
-                self._count("duplicate_predictions", duplicate)
-                self._count("labels_joined", joined)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._pending += accepted - joined
-            self._orphans -= joined
-            return Added(accepted, duplicate, joined)
+        accepted = duplicate = joined = late = 0
+        refused: dict[str, int] = {}
+        quota: list[str] = []
+        with self._lock, self._writing() as db:
+            for batch in batches:
+                key = (batch.model, batch.version)
+                if not self._admit(key, refused, len(batch)):
+                    continue
+                pending = self._pending.get(key, 0) + self._pending_delta.get(key, 0)
+                if pending + len(batch) > self.max_pending:
+                    quota.append(f"model {batch.model!r} version {batch.version!r} has {pending} predictions "
+                                 f"waiting for labels (cap {self.max_pending} per model)")
+                    self._count("backpressure_predictions", len(batch))
+                    continue
+                if batch.time_unix_nano < self.late_before(key):
+                    late += len(batch)
+                    refused[LATE_EVENT] = refused.get(LATE_EVENT, 0) + 1
+                    continue
+                fresh = self._fresh(batch)
+                db.executemany(
+                    "INSERT INTO predictions (model, version, id, time_ns, received_ns, label, score, value, extra) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(batch.model, batch.version, batch.ids[i], batch.time_unix_nano, received_ns,
+                      *_columns(batch, i)) for i in fresh])
+                duplicate += len(batch) - len(fresh)
+                accepted += len(fresh)
+                if fresh:
+                    self._touch(key, ROW, batch.time_unix_nano)
+                    now_joined = self._join_orphans(batch, [batch.ids[i] for i in fresh])
+                    joined += now_joined
+                    self._bump(self._pending_delta, key, len(fresh) - now_joined)
+                    self._bump(self._orphan_delta, key, -now_joined)
+                self._advance(key, batch.time_unix_nano, received_ns, bool(batch.features))
+            self._count("predictions", accepted)
+            self._count("duplicate_predictions", duplicate)
+            self._count("labels_joined", joined)
+            self._count("late_dropped", late)
+        if quota:
+            raise Backpressure("; ".join(quota))
+        return Added(accepted, duplicate, joined, 0, late, refused)
 
     def _fresh(self, batch: PredictionBatch) -> list[int]:
         """Positions of the batch's ids that the store does not hold yet (the first of repeated ids)."""
@@ -174,180 +342,305 @@ class Store:
                 fresh.append(i)
         return fresh
 
-    def _reserve(self, model: str, version: str, n: int) -> int:
-        row = self._db.execute("SELECT next FROM sequences WHERE model = ? AND version = ?",
-                               (model, version)).fetchone()
-        start = row[0] if row else 0
-        self._db.execute("INSERT INTO sequences VALUES (?, ?, ?) ON CONFLICT(model, version) DO UPDATE SET next = ?",
-                         (model, version, start + n, start + n))
-        return int(start)
-
-    def _join_orphans(self, batch: PredictionBatch, received_ns: int) -> int:
-        if not self._orphans:
+    def _join_orphans(self, batch: PredictionBatch, ids: list[str]) -> int:
+        key = (batch.model, batch.version)
+        if not self._orphans.get(key, 0) + self._orphan_delta.get(key, 0):
             return 0
         joined = 0
-        for begin in range(0, len(batch.ids), _CHUNK):
-            ids = batch.ids[begin: begin + _CHUNK]
-            marks = ",".join("?" * len(ids))
+        for begin in range(0, len(ids), _CHUNK):
+            chunk = ids[begin: begin + _CHUNK]
+            marks = ",".join("?" * len(chunk))
             found = self._db.execute(f"SELECT id, truth, received_ns FROM orphans WHERE model = ? AND version = ? "
-                                     f"AND id IN ({marks})", (batch.model, batch.version, *ids)).fetchall()
+                                     f"AND id IN ({marks})", (*key, *chunk)).fetchall()
             for pid, truth, labeled_ns in found:
-                changed = self._db.execute("UPDATE predictions SET truth = ?, labeled_ns = ? WHERE model = ? AND "
+                joined += self._db.execute("UPDATE predictions SET truth = ?, labeled_ns = ? WHERE model = ? AND "
                                            "version = ? AND id = ? AND truth IS NULL AND expired = 0",
-                                           (truth, labeled_ns, batch.model, batch.version, pid)).rowcount
-                joined += changed
+                                           (truth, labeled_ns, *key, pid)).rowcount
             if found:
                 self._db.execute(f"DELETE FROM orphans WHERE model = ? AND version = ? AND id IN ({marks})",
-                                 (batch.model, batch.version, *ids))
+                                 (*key, *chunk))
         return joined
 
     # --- labels --------------------------------------------------------------------------------------------
     def add_labels(self, batches: Iterable[LabelBatch], received_ns: int) -> Added:
+        """Join labels to their predictions; the others wait as orphans. A model at its orphan quota has its
+        unjoinable labels refused (``Backpressure`` naming it, after the joinable ones are committed)."""
         batches = list(batches)
-        with self._lock:
-            joined = orphaned = duplicate = 0
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for batch in batches:
-                    for pid, label in zip(batch.ids, batch.labels):
-                        truth = json.dumps(label)
-                        changed = self._db.execute(
-                            "UPDATE predictions SET truth = ?, labeled_ns = ? WHERE model = ? AND version = ? AND "
-                            "id = ? AND truth IS NULL AND expired = 0",
-                            (truth, received_ns, batch.model, batch.version, pid)).rowcount
-                        if changed:
-                            joined += 1
-                            continue
-                        known = self._db.execute("SELECT 1 FROM predictions WHERE model = ? AND version = ? AND id = ?",
-                                                 (batch.model, batch.version, pid)).fetchone()
-                        if known:  # labeled already (the first label wins), or past its label TTL
-                            duplicate += 1
-                            continue
-                        if self._orphans + orphaned >= self.max_orphans:
-                            raise Backpressure(f"{self._orphans} labels wait for their predictions "
-                                               f"(cap {self.max_orphans})")
-                        inserted = self._db.execute("INSERT OR IGNORE INTO orphans VALUES (?, ?, ?, ?, ?)",
-                                                    (batch.model, batch.version, pid, truth, received_ns)).rowcount
-                        orphaned += inserted
-                        duplicate += 1 - inserted
-                self._count("labels_joined", joined)
-                self._count("labels_orphaned", orphaned)
-                self._count("duplicate_labels", duplicate)
-                self._db.execute("COMMIT")
-            except Backpressure:
-                self._db.execute("ROLLBACK")
-                self._count("backpressure_labels", sum(len(b) for b in batches))
-                raise
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._pending -= joined
-            self._orphans += orphaned
-            return Added(joined + orphaned, duplicate, joined, orphaned)
+        joined = orphaned = duplicate = 0
+        refused: dict[str, int] = {}
+        quota: dict[tuple[str, str], int] = {}
+        with self._lock, self._writing() as db:
+            for batch in batches:
+                key = (batch.model, batch.version)
+                if not self._admit(key, refused, len(batch)):
+                    continue
+                stream = self._staged.get(key) or self._streams.get(key)
+                clock = stream.latest_ns if stream else 0
+                for pid, label in zip(batch.ids, batch.labels):
+                    truth = json.dumps(label)
+                    found = db.execute("UPDATE predictions SET truth = ?, labeled_ns = ? WHERE model = ? AND "
+                                       "version = ? AND id = ? AND truth IS NULL AND expired = 0 RETURNING time_ns",
+                                       (truth, received_ns, *key, pid)).fetchone()
+                    if found is not None:
+                        joined += 1
+                        self._bump(self._pending_delta, key, -1)
+                        self._touch(key, LABEL, found[0])
+                        continue
+                    if db.execute("SELECT 1 FROM predictions WHERE model = ? AND version = ? AND id = ?",
+                                  (*key, pid)).fetchone():
+                        duplicate += 1  # labeled already (the first label wins), or past its label TTL
+                        continue
+                    if self._orphans.get(key, 0) + self._orphan_delta.get(key, 0) >= self.max_orphans:
+                        quota[key] = quota.get(key, 0) + 1
+                        continue
+                    inserted = db.execute("INSERT OR IGNORE INTO orphans VALUES (?, ?, ?, ?, ?, ?)",
+                                          (*key, pid, truth, received_ns, clock)).rowcount
+                    orphaned += inserted
+                    duplicate += 1 - inserted
+                    self._bump(self._orphan_delta, key, inserted)
+                if key not in self._streams and key not in self._staged:
+                    self._advance(key, 0, received_ns, False)
+            self._count("labels_joined", joined)
+            self._count("labels_orphaned", orphaned)
+            self._count("duplicate_labels", duplicate)
+            self._count("backpressure_labels", sum(quota.values()))
+        if quota:
+            raise Backpressure("; ".join(f"model {m!r} version {v!r} has {self.max_orphans} labels waiting for their "
+                                         f"predictions (cap per model): {n} refused" for (m, v), n in quota.items()))
+        return Added(joined + orphaned, duplicate, joined, orphaned, 0, refused)
 
-    # --- time ----------------------------------------------------------------------------------------------
-    def expire(self, now_ns: int) -> tuple[int, int]:
-        """Stop waiting for labels of predictions past the label TTL, and drop orphans past theirs (counted)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            expired = self._db.execute("UPDATE predictions SET expired = 1 WHERE truth IS NULL AND expired = 0 "
-                                       "AND time_ns < ?", (now_ns - self.label_ttl_ns,)).rowcount
-            dropped = self._db.execute("DELETE FROM orphans WHERE received_ns < ?",
-                                       (now_ns - self.orphan_ttl_ns,)).rowcount
-            self._count("expired_predictions", expired)
-            self._count("expired_orphans", dropped)
-            self._db.execute("COMMIT")
-            self._pending -= expired
-            self._orphans -= dropped
-            return expired, dropped
+    # --- sketches ------------------------------------------------------------------------------------------
+    def add_sketches(self, points: Iterable[SketchPoint], received_ns: int = 0) -> Added:
+        """Store sketch points (late ones counted, features past the per-model cap refused per point)."""
+        accepted = late = 0
+        refused: dict[str, int] = {}
+        with self._lock, self._writing() as db:
+            for point in points:
+                key = (point.model, point.version)
+                if not self._admit(key, refused, 1):
+                    continue
+                known = self._features.get(key, set()) | self._feature_delta.get(key, set())
+                if point.column not in known:
+                    if len(known) >= self.max_features:
+                        reason = f"sketch points of features past the cap of {self.max_features} per model"
+                        refused[reason] = refused.get(reason, 0) + 1
+                        self._count("features_over_cap", 1)
+                        continue
+                    db.execute("INSERT OR IGNORE INTO features VALUES (?, ?, ?)", (*key, point.column))
+                    self._feature_delta.setdefault(key, set()).add(point.column)
+                if point.time_unix_nano < self.late_before(key):
+                    late += 1
+                    refused[LATE_POINT] = refused.get(LATE_POINT, 0) + 1
+                    continue
+                db.execute("INSERT INTO sketches VALUES (?, ?, ?, ?, ?, ?)",
+                           (*key, point.column, point.start_unix_nano, point.time_unix_nano,
+                            json.dumps(point.sketch.to_dict())))
+                self._touch(key, SKETCH, point.start_unix_nano)
+                accepted += 1
+                if key not in self._streams and key not in self._staged:
+                    self._advance(key, 0, received_ns, False)
+            self._count("sketch_points", accepted)
+            self._count("late_dropped", late)
+        return Added(accepted, 0, 0, 0, late, refused)
 
-    def rows(self, model: str, version: str, first: int, end: int, by: str = "seq") -> list[Joined]:
-        """Predictions of a model with ``first <= seq < end`` (or ``time_ns``, with ``by``), in sequence order."""
-        if by not in ("seq", "time_ns"):
-            raise ValueError(f"select rows by seq or time_ns, not {by!r}")
+    def sketch_points(self, model: str, version: str, start_ns: int, end_ns: int) -> list[StoredPoint]:
+        """Sketch points that started in ``[start_ns, end_ns)``."""
+        with self._lock:
+            found = self._db.execute("SELECT column_name, start_ns, end_ns, sketch FROM sketches WHERE model = ? AND "
+                                     "version = ? AND start_ns >= ? AND start_ns < ?",
+                                     (model, version, start_ns, end_ns)).fetchall()
+        return [StoredPoint(column, start, end, json.loads(sketch)) for column, start, end, sketch in found]
+
+    def sketch_starts(self, model: str, version: str, first_ns: int, end_ns: int) -> list[int]:
+        """Start times of the sketch points that started in ``[first_ns, end_ns)``, ascending, distinct."""
+        with self._lock:
+            return [row[0] for row in self._db.execute(
+                "SELECT DISTINCT start_ns FROM sketches WHERE model = ? AND version = ? AND start_ns >= ? AND "
+                "start_ns < ? ORDER BY start_ns", (model, version, first_ns, end_ns))]
+
+    # --- changes and windows -------------------------------------------------------------------------------
+    def touched(self, model: str, version: str) -> list[tuple[str, int, int]]:
+        """(kind, second of event time, change count) of the changes recorded and not yet ``untouch``-ed."""
+        with self._lock:
+            return [(kind, t, n) for kind, t, n in self._db.execute(
+                "SELECT kind, time_s, n FROM touched WHERE model = ? AND version = ?", (model, version))]
+
+    def untouch(self, model: str, version: str, changes: Sequence[tuple[str, int, int]]) -> None:
+        """Forget changes that were handled (one recorded again since then is kept: its count moved)."""
+        if changes:
+            with self.transaction() as db:
+                db.executemany("DELETE FROM touched WHERE model = ? AND version = ? AND kind = ? AND time_s = ? AND "
+                               "n = ?", [(model, version, kind, t, n) for kind, t, n in changes])
+
+    def windows(self, model: str, version: str, scheme: str, *, keys: Iterable[int] | None = None,
+                overlapping: tuple[int, int] | None = None, last_before: int | None = None,
+                after: int | None = None) -> dict[int, tuple[int, int, str]]:
+        """Evaluated windows of a scheme, key -> (first event time, last event time, state): those with the given
+        keys, those overlapping ``[start, end)``, the one with the highest key ending before ``last_before``, or
+        those with a key above ``after``."""
+        base = "SELECT key, first_ns, last_ns, state FROM windows WHERE model = ? AND version = ? AND scheme = ?"
+        parameters: list[Any] = [model, version, scheme]
+        with self._lock:
+            if keys is not None:
+                found = []
+                wanted = list(keys)
+                for begin in range(0, len(wanted), _CHUNK):
+                    chunk = wanted[begin: begin + _CHUNK]
+                    found += self._db.execute(f"{base} AND key IN ({','.join('?' * len(chunk))})",
+                                              (*parameters, *chunk)).fetchall()
+            elif overlapping is not None:
+                found = self._db.execute(f"{base} AND last_ns >= ? AND first_ns < ?",
+                                         (*parameters, *overlapping)).fetchall()
+            elif last_before is not None:
+                found = self._db.execute(f"{base} AND last_ns < ? ORDER BY key DESC LIMIT 1",
+                                         (*parameters, last_before)).fetchall()
+            else:
+                found = self._db.execute(f"{base} AND key > ?", (*parameters, -MAX_NS if after is None else after)
+                                         ).fetchall()
+        return {k: (first, last, state) for k, first, last, state in found}
+
+    def count_windows(self, model: str, version: str, scheme: str, before_key: int) -> int:
+        with self._lock:
+            return self._scalar("SELECT count(*) FROM windows WHERE model = ? AND version = ? AND scheme = ? AND "
+                                "key < ?", (model, version, scheme, before_key))
+
+    def keys(self, model: str, version: str, after: tuple[int, str] | None, until_ns: int,
+             limit: int | None = None) -> list[tuple[int, str, bool]]:
+        """(event time, id, labeled) of predictions after the key ``after`` with event time <= ``until_ns``, in
+        (event time, id) order: the order of row windows."""
+        where, parameters = "model = ? AND version = ? AND time_ns <= ?", [model, version, until_ns]
+        if after is not None:
+            where += " AND (time_ns, id) > (?, ?)"
+            parameters += list(after)
+        with self._lock:
+            return [(t, pid, bool(labeled)) for t, pid, labeled in self._db.execute(
+                f"SELECT time_ns, id, truth IS NOT NULL FROM predictions WHERE {where} ORDER BY time_ns, id"
+                f"{' LIMIT ?' if limit else ''}", (*parameters, *([limit] if limit else [])))]
+
+    def count_between(self, model: str, version: str, first: tuple[int, str], last: tuple[int, str]
+                      ) -> tuple[int, int]:
+        """(rows, labeled rows) with keys from ``first`` to ``last``, both included."""
+        with self._lock:
+            rows, labeled = self._db.execute(
+                "SELECT count(*), count(truth) FROM predictions WHERE model = ? AND version = ? AND "
+                "(time_ns, id) >= (?, ?) AND (time_ns, id) <= (?, ?)", (model, version, *first, *last)).fetchone()
+        return int(rows), int(labeled)
+
+    def time_buckets(self, model: str, version: str, width_ns: int, first_ns: int, end_ns: int
+                     ) -> dict[int, tuple[int, int]]:
+        """Time windows of ``width_ns`` with predictions in ``[first_ns, end_ns)``: bucket -> (rows, labeled)."""
+        with self._lock:
+            found = self._db.execute("SELECT time_ns / ?, count(*), count(truth) FROM predictions WHERE model = ? "
+                                     "AND version = ? AND time_ns >= ? AND time_ns < ? GROUP BY time_ns / ?",
+                                     (width_ns, model, version, first_ns, end_ns, width_ns)).fetchall()
+        return {int(bucket): (int(rows), int(labeled)) for bucket, rows, labeled in found}
+
+    def rows(self, model: str, version: str, first: tuple[int, str] | None = None,
+             last: tuple[int, str] | None = None, *, start_ns: int | None = None,
+             end_ns: int | None = None) -> list[Joined]:
+        """Predictions of a model in (event time, id) order: between the keys ``first`` and ``last`` (inclusive),
+        and/or with ``start_ns <= time_ns < end_ns``."""
+        where: list[str] = ["model = ?", "version = ?"]
+        parameters: list[Any] = [model, version]
+        if first is not None:
+            where.append("(time_ns, id) >= (?, ?)")
+            parameters += list(first)
+        if last is not None:
+            where.append("(time_ns, id) <= (?, ?)")
+            parameters += list(last)
+        if start_ns is not None:
+            where.append("time_ns >= ?")
+            parameters.append(start_ns)
+        if end_ns is not None:
+            where.append("time_ns < ?")
+            parameters.append(end_ns)
         with self._lock:
             found = self._db.execute(
-                "SELECT id, seq, time_ns, label, score, value, extra, truth, labeled_ns FROM predictions "
-                f"WHERE model = ? AND version = ? AND {by} >= ? AND {by} < ? ORDER BY seq",
-                (model, version, first, end)).fetchall()
-        return [Joined(pid, seq, time_ns, _outputs(label, score, value, extra),
+                "SELECT id, time_ns, label, score, value, extra, truth, labeled_ns FROM predictions WHERE "
+                f"{' AND '.join(where)} ORDER BY time_ns, id", parameters).fetchall()
+        return [Joined(pid, time_ns, _outputs(label, score, value, extra),
                        None if truth is None else json.loads(truth), labeled_ns)
-                for pid, seq, time_ns, label, score, value, extra, truth, labeled_ns in found]
+                for pid, time_ns, label, score, value, extra, truth, labeled_ns in found]
 
-    # --- sketches from metrics, window bookkeeping, results --------------------------------------------------
-    def add_sketches(self, points: Iterable[SketchPoint]) -> int:
-        records = [(p.model, p.version, p.column, p.time_unix_nano, json.dumps(p.sketch.to_dict())) for p in points]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT INTO sketches VALUES (?, ?, ?, ?, ?)", records)
-            self._count("sketch_points", len(records))
-            self._db.execute("COMMIT")
-        return len(records)
+    # --- time ----------------------------------------------------------------------------------------------
+    def expire(self, model: str, version: str, clock_ns: int, now_ns: int) -> tuple[int, int]:
+        """Stop waiting for labels of the model's predictions ``label_ttl`` behind its event-time clock, and drop
+        orphans the clock (or processing time) has moved ``orphan_ttl`` past (both counted)."""
+        key = (model, version)
+        with self._lock, self._writing() as db:
+            expired = db.execute("UPDATE predictions SET expired = 1 WHERE model = ? AND version = ? AND truth IS "
+                                 "NULL AND expired = 0 AND time_ns < ?", (*key, clock_ns - self.label_ttl_ns)).rowcount
+            dropped = 0
+            if self._orphans.get(key):
+                dropped = db.execute("DELETE FROM orphans WHERE model = ? AND version = ? AND (clock_ns < ? OR "
+                                     "received_ns < ?)", (*key, clock_ns - self.orphan_ttl_ns,
+                                                          now_ns - self.orphan_ttl_ns)).rowcount
+            self._count("expired_predictions", expired)
+            self._count("expired_orphans", dropped)
+            self._bump(self._pending_delta, key, -expired)
+            self._bump(self._orphan_delta, key, -dropped)
+        return expired, dropped
 
-    def sketches(self, model: str, version: str, first_ns: int, last_ns: int) -> list[tuple[str, dict[str, Any]]]:
-        """(column, sketch as dict) of the sketch points that ended in ``[first_ns, last_ns]``."""
-        with self._lock:
-            found = self._db.execute("SELECT column_name, sketch FROM sketches WHERE model = ? AND version = ? AND "
-                                     "time_ns >= ? AND time_ns <= ?", (model, version, first_ns, last_ns)).fetchall()
-        return [(column, json.loads(sketch)) for column, sketch in found]
+    def prune(self, model: str, version: str, before_ns: int) -> int:
+        """Delete the model's predictions and sketch points with event times before ``before_ns`` (the caller
+        passes a time whose windows can no longer change: past the label TTL and the lateness bound, plus the
+        retention); predictions deleted (counted ``pruned_predictions``)."""
+        key = (model, version)
+        with self._lock, self._writing() as db:
+            pending = db.execute("SELECT count(*) FROM predictions WHERE model = ? AND version = ? AND time_ns < ? "
+                                 "AND truth IS NULL AND expired = 0", (*key, before_ns)).fetchone()[0]
+            deleted = db.execute("DELETE FROM predictions WHERE model = ? AND version = ? AND time_ns < ?",
+                                 (*key, before_ns)).rowcount
+            db.execute("DELETE FROM sketches WHERE model = ? AND version = ? AND start_ns < ?", (*key, before_ns))
+            self._count("pruned_predictions", deleted)
+            self._bump(self._pending_delta, key, -pending)
+        return deleted
 
-    def next_seq(self, model: str, version: str) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT next FROM sequences WHERE model = ? AND version = ?",
-                                   (model, version)).fetchone()
-        return int(row[0]) if row else 0
+    def forget_windows(self, model: str, version: str, scheme: str, keys: Iterable[int]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM windows WHERE model = ? AND version = ? AND scheme = ? AND key = ?",
+                           [(model, version, scheme, k) for k in keys])
 
-    def models(self) -> list[tuple[str, str]]:
-        with self._lock:
-            return [(m, v) for m, v in self._db.execute("SELECT model, version FROM sequences").fetchall()]
-
+    # --- profiles and results ------------------------------------------------------------------------------
     def put_profile(self, model: str, version: str, profile: dict[str, Any]) -> None:
-        with self._lock:
-            self._db.execute("INSERT INTO profiles VALUES (?, ?, ?) ON CONFLICT(model, version) DO UPDATE SET "
-                             "profile = excluded.profile", (model, version, json.dumps(profile)))
+        with self.transaction() as db:
+            db.execute("INSERT INTO profiles VALUES (?, ?, ?) ON CONFLICT(model, version) DO UPDATE SET "
+                       "profile = excluded.profile", (model, version, json.dumps(profile)))
 
     def profiles(self) -> list[dict[str, Any]]:
         with self._lock:
             return [json.loads(row[0]) for row in self._db.execute("SELECT profile FROM profiles").fetchall()]
 
-    def evaluated(self, model: str, version: str) -> dict[int, int]:
-        """Window -> when it was last evaluated."""
-        with self._lock:
-            return dict(self._db.execute("SELECT window, evaluated_ns FROM windows WHERE model = ? AND version = ?",
-                                         (model, version)).fetchall())
-
-    def buckets(self, model: str, version: str, by: str, width: int) -> dict[int, tuple[int, int]]:
-        """Windows of a model's predictions: bucket -> (rows, latest label time); ``by`` is ``seq`` (row windows
-        of ``width`` rows) or ``time_ns`` (time windows of ``width`` nanoseconds)."""
-        if by not in ("seq", "time_ns"):
-            raise ValueError(f"bucket by seq or time_ns, not {by!r}")
-        with self._lock:
-            found = self._db.execute(f"SELECT {by} / ?, count(*), max(coalesce(labeled_ns, 0)) FROM predictions "
-                                     f"WHERE model = ? AND version = ? GROUP BY {by} / ?",
-                                     (width, model, version, width)).fetchall()
-        return {int(bucket): (int(rows), int(labeled)) for bucket, rows, labeled in found}
-
-    def latest_time(self, model: str, version: str) -> int | None:
-        with self._lock:
-            found = self._db.execute("SELECT max(time_ns) FROM predictions WHERE model = ? AND version = ?",
-                                     (model, version)).fetchone()
-        return None if found[0] is None else int(found[0])
-
-    def put_results(self, model: str, version: str, window: int | None, rows: Sequence[dict[str, Any]],
-                    evaluated_ns: int) -> None:
-        """Replace the results of a window (revisions as labels arrive), in one transaction."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
+    def put_results(self, model: str, version: str, rows: Sequence[dict[str, Any]], *,
+                    window: tuple[str, int, int, int, str] | None = None, evaluated_ns: int = 0,
+                    replace: tuple[str, Sequence[str]] | None = None) -> None:
+        """Store window results in one transaction: ``rows`` replace the rows of the same window, column, kind and
+        metric; ``replace`` = (period, columns) first deletes that window's earlier rows of those columns (a
+        revision drops what no longer applies); ``window`` = (scheme, key, first event time, last event time, state)
+        records what was evaluated."""
+        with self.transaction() as db:
+            if replace is not None and rows:
+                period, columns = replace
+                db.executemany("DELETE FROM results WHERE model = ? AND version = ? AND period = ? AND window = ? "
+                               "AND column_name = ?", [(model, version, period, rows[0]["window"], c)
+                                                       for c in columns])
+            db.executemany(
                 "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(model, version, period, window, "
                 "column_name, kind, metric) DO UPDATE SET row = excluded.row",
                 [(model, version, r["period"], r["window"], r["column"], r["kind"], r["metric"], json.dumps(r))
                  for r in rows])
             if window is not None:
-                self._db.execute("INSERT INTO windows VALUES (?, ?, ?, ?) ON CONFLICT(model, version, window) "
-                                 "DO UPDATE SET evaluated_ns = excluded.evaluated_ns",
-                                 (model, version, window, evaluated_ns))
-            self._db.execute("COMMIT")
+                db.execute("INSERT INTO windows VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(model, version, scheme, "
+                           "key) DO UPDATE SET first_ns = excluded.first_ns, last_ns = excluded.last_ns, state = "
+                           "excluded.state, evaluated_ns = excluded.evaluated_ns",
+                           (model, version, *window, evaluated_ns))
+
+    def delete_results(self, model: str, version: str, period: str, first_window: int,
+                       columns: Sequence[str]) -> None:
+        """Drop the results of windows from ``first_window`` on for these columns (their numbering moved)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM results WHERE model = ? AND version = ? AND period = ? AND window >= ? AND "
+                           "column_name = ?", [(model, version, period, first_window, c) for c in columns])
 
     def results(self, **filters: Any) -> list[dict[str, Any]]:
         """Stored window results, filtered on model, version, period, kind, window, column, metric."""
@@ -359,6 +652,11 @@ class Store:
             found = self._db.execute(f"SELECT row FROM results {'WHERE ' + where if where else ''} ORDER BY model, "
                                      "version, period DESC, window, column_name, kind, metric", values).fetchall()
         return [json.loads(row[0]) for row in found]
+
+    def size_bytes(self) -> int:
+        with self._lock:
+            pages = self._scalar("PRAGMA page_count")
+            return pages * self._scalar("PRAGMA page_size")
 
 
 def _columns(batch: PredictionBatch, i: int) -> tuple[Any, Any, Any, Any]:

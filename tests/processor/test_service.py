@@ -40,7 +40,8 @@ FEATURES = ["age", "income", "plan"]
 def server(tmp_path: Path):
     from otel_mlmon.processor import grpc_receiver
 
-    processor = Processor(Store(str(tmp_path / "processor.db")))
+    # Windows close 1 s after the stream goes quiet (the test sends everything within a second or two).
+    processor = Processor(Store(str(tmp_path / "processor.db")), allowed_lateness_s=0.5, idle_timeout_s=1.0)
     grpc_server, grpc_port = grpc_receiver.start(processor, "127.0.0.1:0")
     processor.grpc_endpoint = f"127.0.0.1:{grpc_port}"  # type: ignore[attr-defined]
     port = free_port()

@@ -1,4 +1,5 @@
-"""The SQLite store: dedup, late-label join in both orders, the duplicate-label rule, TTLs, caps, durability."""
+"""The SQLite store: dedup, late-label join in both orders, the duplicate-label rule, event-time TTLs and lateness,
+per-model quotas, caps, rollback of failed transactions, disk full, durability."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from otel_mlmon.processor.decode import LabelBatch, PredictionBatch
-from otel_mlmon.processor.store import Backpressure, Store
+from otel_mlmon.processor.store import Backpressure, Store, Stream
 
 SECOND = 1_000_000_000
 
@@ -26,17 +27,18 @@ def _labels(ids, values=None, model="m", version="1") -> LabelBatch:
     return LabelBatch(model, version, 0, list(ids), list(values or [f"t{i}" for i in ids]))
 
 
-def test_predictions_are_deduplicated_and_sequenced(tmp_path: Path) -> None:
+def test_predictions_are_deduplicated_and_kept_in_event_time_order(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "s.db"))
-    first = store.add_predictions([_predictions(["a", "b", "c"])], 1)
-    again = store.add_predictions([_predictions(["b", "c", "d"])], 2)
-    assert (first.accepted, first.duplicate) == (3, 0) and (again.accepted, again.duplicate) == (1, 2)
-    rows = store.rows("m", "1", 0, 100)
-    assert [r.id for r in rows] == ["a", "b", "c", "d"] and [r.seq for r in rows] == [0, 1, 2, 3]
+    first = store.add_predictions([_predictions(["c", "b", "a"])], 1)
+    again = store.add_predictions([_predictions(["b", "c", "d"]), _predictions(["z"], time_ns=50 * SECOND)], 2)
+    assert (first.accepted, first.duplicate) == (3, 0) and (again.accepted, again.duplicate) == (2, 2)
+    rows = store.rows("m", "1")
+    assert [r.id for r in rows] == ["z", "a", "b", "c", "d"]  # (event time, id), not arrival order
+    rows = rows[1:]
     within = store.add_predictions([_predictions(["e", "e"])], 2)  # repeated inside one batch too
     assert (within.accepted, within.duplicate) == (1, 1)
     assert rows[0].outputs == {"label": "pa", "scores": {"": 0.5}} and rows[0].truth is None
-    assert store.counters()["duplicate_predictions"] == 3 and store.counters()["pending_predictions"] == 5
+    assert store.counters()["duplicate_predictions"] == 3 and store.counters()["pending_predictions"] == 6
     other = store.add_predictions([_predictions(["a"], version="2")], 3)  # another version: another prediction
     assert other.accepted == 1
 
@@ -50,7 +52,7 @@ def test_labels_join_in_either_order_and_the_first_label_wins(tmp_path: Path) ->
     assert late.joined == 1
     duplicate = store.add_labels([_labels(["a", "x"], [0, 1])], 4)
     assert (duplicate.accepted, duplicate.duplicate) == (0, 2)
-    rows = {r.id: r for r in store.rows("m", "1", 0, 10)}
+    rows = {r.id: r for r in store.rows("m", "1")}
     assert rows["a"].truth == 1 and rows["a"].labeled_ns == 2
     assert rows["x"].truth == 0 and rows["x"].labeled_ns == 2  # the orphan's arrival time
     assert rows["b"].truth is None
@@ -59,11 +61,15 @@ def test_labels_join_in_either_order_and_the_first_label_wins(tmp_path: Path) ->
     assert counters["pending_predictions"] == 1 and counters["orphan_labels"] == 0
 
 
-def test_ttls_expire_and_count(tmp_path: Path) -> None:
+def test_ttls_count_in_event_time_and_expire_with_counts(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "s.db"), label_ttl_s=10, orphan_ttl_s=5)
-    store.add_predictions([_predictions(["old"], time_ns=0), _predictions(["new"], time_ns=100 * SECOND)], 1)
-    store.add_labels([_labels(["ghost"])], 90 * SECOND)
-    assert store.expire(100 * SECOND) == (1, 1)
+    store.add_predictions([_predictions(["old"], time_ns=1), _predictions(["new"], time_ns=100 * SECOND)], 1)
+    store.add_labels([_labels(["ghost"])], 2)
+    # A backfill: processing time is a month on, but the model's clock (its event time) is not: nothing expires.
+    month = 30 * 86400 * SECOND
+    assert store.expire("m", "1", 4 * SECOND, 3) == (0, 0)
+    assert store.expire("m", "1", 100 * SECOND, 3) == (1, 0)  # the clock moved 10 s past "old"
+    assert store.expire("m", "1", 100 * SECOND, month) == (0, 1)  # an orphan also expires in processing time
     late = store.add_labels([_labels(["old", "new"])], 101 * SECOND)
     assert (late.joined, late.duplicate) == (1, 1)  # past its TTL, "old" takes no label
     counters = store.counters()
@@ -71,17 +77,54 @@ def test_ttls_expire_and_count(tmp_path: Path) -> None:
     assert counters["pending_predictions"] == 0 and counters["orphan_labels"] == 0
 
 
-def test_caps_turn_into_backpressure_and_record_nothing(tmp_path: Path) -> None:
+def test_quotas_are_per_model_name_it_and_keep_the_rest(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "s.db"), max_pending=3, max_orphans=1)
     store.add_predictions([_predictions(["a", "b"])], 1)
-    with pytest.raises(Backpressure):
-        store.add_predictions([_predictions(["c", "d"])], 2)
-    with pytest.raises(Backpressure):
-        store.add_labels([_labels(["y", "z"])], 3)
-    assert [r.id for r in store.rows("m", "1", 0, 10)] == ["a", "b"]
+    with pytest.raises(Backpressure, match="model 'm' version '1'"):  # m is full; n's rows are still taken
+        store.add_predictions([_predictions(["c", "d"]), _predictions(["c", "d"], model="n")], 2)
+    assert [r.id for r in store.rows("m", "1")] == ["a", "b"] and len(store.rows("n", "1")) == 2
+    with pytest.raises(Backpressure, match="model 'm'"):  # a joinable label is taken, one orphan waits, one not
+        store.add_labels([_labels(["a", "y", "z"])], 3)
+    assert store.rows("m", "1")[0].truth == "ta"
     counters = store.counters()
-    assert counters["orphan_labels"] == 0 and counters["backpressure_predictions"] == 2
-    assert counters["backpressure_labels"] == 2
+    assert counters["orphan_labels"] == 1 and counters["backpressure_predictions"] == 2
+    assert counters["backpressure_labels"] == 1 and counters["labels_joined"] == 1
+
+
+def test_rows_older_than_the_lateness_bound_are_counted_not_stored(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "s.db"), max_lateness_s=60)
+    store.add_predictions([_predictions(["a"], time_ns=1000 * SECOND)], 1)
+    on_time = store.add_predictions([_predictions(["b"], time_ns=941 * SECOND)], 2)  # 59 s behind: revises
+    late = store.add_predictions([_predictions(["c", "d"], time_ns=939 * SECOND)], 3)
+    assert on_time.accepted == 1 and (late.accepted, late.late) == (0, 2) and sum(late.refused.values()) == 1
+    assert store.counters()["late_dropped"] == 2 and [r.id for r in store.rows("m", "1")] == ["b", "a"]
+
+
+def test_a_failing_write_rolls_back_and_the_next_one_works(tmp_path: Path) -> None:
+    """A value SQLite cannot store (an int past 2**63) raises inside the transaction: it is rolled back, and the
+    store keeps working (it used to answer every later write 'cannot start a transaction within a transaction')."""
+    from otel_mlmon.processor.decode import SketchPoint
+    from otel_mlmon.sketch import NumericSketch
+
+    store = Store(str(tmp_path / "s.db"))
+    with pytest.raises(OverflowError):
+        store.add_sketches([SketchPoint("m", "1", "f", 2**64 - 1, 2**64 - 1, NumericSketch())], 1)
+    with pytest.raises(OverflowError):
+        store.add_predictions([_predictions(["x"], time_ns=2**64 - 1)], 1)
+    assert store.add_predictions([_predictions(["a"])], 2).accepted == 1
+    assert [r.id for r in store.rows("m", "1")] == ["a"] and store.healthy
+
+
+def test_model_and_feature_caps_refuse_per_record(tmp_path: Path) -> None:
+    from otel_mlmon.processor.decode import SketchPoint
+    from otel_mlmon.sketch import NumericSketch
+
+    store = Store(str(tmp_path / "s.db"), max_models=2, max_features=1)
+    added = store.add_predictions([_predictions(["a"], model=name) for name in ("m", "n", "o")], 1)
+    assert added.accepted == 2 and sum(added.refused.values()) == 1 and store.counters()["models_over_cap"] == 1
+    points = [SketchPoint("m", "1", column, 0, SECOND, NumericSketch()) for column in ("f1", "f2", "f1")]
+    added = store.add_sketches(points, 1)
+    assert added.accepted == 2 and sum(added.refused.values()) == 1 and store.counters()["features_over_cap"] == 1
 
 
 def test_state_survives_reopening(tmp_path: Path) -> None:
@@ -94,7 +137,8 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     assert reopened.counters()["pending_predictions"] == 1 and reopened.counters()["orphan_labels"] == 1
     assert reopened.add_predictions([_predictions(["q"])], 3).joined == 1
     assert reopened.add_predictions([_predictions(["c"])], 3).accepted == 1
-    assert [r.seq for r in reopened.rows("m", "1", 0, 10)] == [0, 1, 2, 3]
+    assert [r.id for r in reopened.rows("m", "1")] == ["a", "b", "c", "q"]
+    assert reopened.stream("m", "1") == Stream(latest_ns=100 * SECOND, arrived_ns=3, captured=False)
 
 
 def test_corrupt_store_is_refused(tmp_path: Path) -> None:
@@ -115,7 +159,7 @@ def test_every_acknowledged_batch_survives_kill_9(tmp_path: Path) -> None:
         store = Store({str(path)!r})
         for n in range(100000):
             ids = [f"{{n}}-{{i}}" for i in range(50)]
-            store.add_predictions([PredictionBatch("m", "", n, ids, values=[1.0] * 50)], n)
+            store.add_predictions([PredictionBatch("m", "", n + 1, ids, values=[1.0] * 50)], n)
             print(n, flush=True)
     """)
     root = str(Path(__file__).parents[2])
@@ -130,6 +174,6 @@ def test_every_acknowledged_batch_survives_kill_9(tmp_path: Path) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait()
     store = Store(str(path))
-    ids = {r.id for r in store.rows("m", "", 0, 10**9)}
+    ids = {r.id for r in store.rows("m", "")}
     assert all(f"{n}-{i}" in ids for n in range(acknowledged + 1) for i in range(50))
     assert len(ids) % 50 == 0  # a batch is all in or all out

@@ -1,0 +1,141 @@
+"""A window's data for the engine, from stored prediction rows (outputs, captured features, joined labels) and the
+feature sketch points of its time span.
+
+Which columns a window is judged on: the model's outputs and target always; its features when they were captured in
+the events (exact, like the batch path) or sketched. A feature is never reported missing because it was not
+captured: in a row window of a model whose events carry no features, the features are not judged (they are judged
+on the sketch time windows). Sketch points made with another bucketing (an app instrumented without
+``reference=``) are re-bucketed onto the profile's (``NumericSketch.rebucketed``: bounded error, see there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from otel_mlmon import semconv
+from otel_mlmon.engine.drift import NUMERIC
+from otel_mlmon.engine.evaluate import LabeledRows, WindowData
+from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile
+from otel_mlmon.engine.results import iso_utc_ns
+from otel_mlmon.processor.store import Joined, StoredPoint
+from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key
+
+MISSING = "missing"  # the type of a stored ``ml.feature.missing`` point: bad-value counts of a column
+_ABSENT = object()
+OUTPUTS = ("prediction", "score", "target")
+
+
+def window_data(profile: ReferenceProfile, index: int, rows: list[Joined], points: Iterable[StoredPoint], *,
+                features: bool, start_ns: int | None = None, end_ns: int | None = None,
+                outputs: bool = True) -> WindowData:
+    """The engine's window: ``features`` says whether the features are judged at all (captured or sketched);
+    ``outputs`` whether the model outputs and target are (not on sketch-only windows)."""
+    columns: dict[str, list[Any]] = {}
+    labeled = LabeledRows()
+    score_keys = {column: ("" if len(profile.score_columns) == 1 and len(profile.classes) == 2 else label)
+                  for label, column in profile.score_columns.items()}
+    for row in rows:
+        found = row.outputs
+        for column in profile.columns.values():
+            if column.role == "prediction" and outputs:
+                value = found.get("value") if profile.task == "regression" else found.get("label")
+            elif column.role == "score" and outputs:
+                value = found.get("scores", {}).get(score_keys.get(column.name, ""))
+            elif column.role == "feature" and features:
+                value = found.get("features", {}).get(column.name, _ABSENT)
+            else:
+                continue
+            if value is not _ABSENT:
+                columns.setdefault(column.name, []).append(value)
+        if outputs and row.truth is not None:
+            _label(profile, row, labeled)
+    sketches: dict[str, NumericSketch | CategoricalSketch] = {}
+    for name, values in columns.items():
+        sketches[name] = _sketch_of(profile.columns[name], values)
+    if features:
+        _sketched(profile, points, sketches)
+    judged = {name for name, column in profile.columns.items()
+              if (column.role in OUTPUTS and outputs) or (column.role == "feature" and features)}
+    times = [r.time_ns for r in rows]
+    if start_ns is None:
+        start, end = (iso_utc_ns(min(times)), iso_utc_ns(max(times))) if times else (None, None)
+    else:
+        start, end = iso_utc_ns(start_ns), iso_utc_ns(end_ns if end_ns is not None else start_ns)
+    return WindowData("analysis", index, len(rows), sketches, labeled, start, end, columns=frozenset(judged))
+
+
+def _sketch_of(column: ColumnProfile, values: list[Any]) -> NumericSketch | CategoricalSketch:
+    sketch: NumericSketch | CategoricalSketch
+    if column.kind == NUMERIC:
+        assert isinstance(column.sketch, NumericSketch)
+        sketch = NumericSketch(column.sketch.center, column.sketch.scale, column.sketch.precision)
+    else:
+        sketch = CategoricalSketch()
+    sketch.update(np.asarray(values, dtype=object))
+    return sketch
+
+
+def _label(profile: ReferenceProfile, row: Joined, labeled: LabeledRows) -> None:
+    outputs = row.outputs
+    if profile.task == "regression":
+        if outputs.get("value") is not None:
+            labeled.y_true.append(float(row.truth))
+            labeled.y_pred.append(float(outputs["value"]))
+        return
+    if outputs.get("label") is None:
+        return
+    labeled.y_true.append(category_key(row.truth))
+    labeled.y_pred.append(category_key(outputs["label"]))
+    scores = outputs.get("scores", {})
+    if len(profile.classes) == 2 and "" in scores:
+        labeled.scores.append([1.0 - scores[""], scores[""]])
+    elif scores and all(c in scores for c in profile.classes):
+        labeled.scores.append([scores[c] for c in profile.classes])
+
+
+def _sketched(profile: ReferenceProfile, points: Iterable[StoredPoint],
+              sketches: dict[str, NumericSketch | CategoricalSketch]) -> None:
+    """Merge the sketch points of features the events did not capture; fold their bad-value counts in."""
+    captured = set(sketches)
+    merged: dict[str, NumericSketch | CategoricalSketch] = {}
+    bad: dict[str, dict[str, int]] = {}
+    for point in points:
+        name = point.column
+        if name in captured or name == semconv.ML_PREDICTION_VALUE:
+            continue  # captured values are exact; the regression output comes from the events
+        kind = point.sketch.get("type")
+        if kind == MISSING:
+            reasons = bad.setdefault(name, {})
+            reasons[point.sketch["reason"]] = reasons.get(point.sketch["reason"], 0) + int(point.sketch["count"])
+            continue
+        reference = profile.columns.get(name)
+        sketch: NumericSketch | CategoricalSketch
+        if kind == "numeric":
+            sketch = NumericSketch.from_dict(point.sketch)
+            if reference is not None and isinstance(reference.sketch, NumericSketch) \
+                    and not sketch.same_bucketing(reference.sketch):
+                sketch = sketch.rebucketed(reference.sketch.center, reference.sketch.scale,
+                                           reference.sketch.precision)
+        else:
+            sketch = CategoricalSketch.from_dict(point.sketch)
+        into = merged.get(name)
+        if into is None:
+            merged[name] = sketch
+        elif type(into) is type(sketch):
+            into.merge(sketch)  # type: ignore[arg-type]
+    for name, reasons in bad.items():
+        found = merged.get(name)
+        if found is None:
+            reference = profile.columns.get(name)
+            if reference is None:
+                continue
+            found = merged[name] = _sketch_of(reference, [])
+        if isinstance(found, NumericSketch):
+            found.add_bad(missing=reasons.get("missing", 0), non_finite=reasons.get("non_finite", 0),
+                           invalid=reasons.get("invalid", 0))
+        else:
+            found.missing += sum(reasons.values())
+    sketches.update(merged)
