@@ -16,8 +16,14 @@ OTEL_PYTHON_MLMON_FEATURE_SKETCHES: Final = "OTEL_PYTHON_MLMON_FEATURE_SKETCHES"
 """bool, default ``true``. Sketch every input feature and export the sketches as ``ml.feature.*`` metrics."""
 
 OTEL_PYTHON_MLMON_SKETCH_EXPORT_INTERVAL: Final = "OTEL_PYTHON_MLMON_SKETCH_EXPORT_INTERVAL"
-"""int milliseconds > 0, default: ``OTEL_METRIC_EXPORT_INTERVAL`` if set, else 60000. How often the
-pre-aggregated sketches (features, scores, regression outputs) are exported, as delta temporality."""
+"""int milliseconds > 0, default: ``OTEL_METRIC_EXPORT_INTERVAL`` if set, else 60000. The interval ``I`` of the
+pre-aggregated sketches (features, missing counts, categories, scores, regression outputs), exported as delta
+temporality. Exports are aligned to the Unix clock: every exported point's ``[start, end)`` lies inside one
+interval ``[k·I, (k+1)·I)``, and a call's rows are counted in the interval of the call's time. An interval is
+exported once it has ended (plus a grace of min(I/10, 1 s) for calls still running); a flush (``force_flush``,
+exit) also sends the open interval, cut at the flush time, and later rows of that interval make a part starting
+where the flush cut. A failed export is sent again with the next export of the same interval. So a time window
+whose length is a multiple of ``I`` holds whole points, and the points of a window add up to its sketch."""
 
 OTEL_PYTHON_MLMON_SKETCH_PRECISION: Final = "OTEL_PYTHON_MLMON_SKETCH_PRECISION"
 """int 1..10, default 7. Sub-buckets per power of two of a numeric sketch: the relative bucket width is

@@ -4,6 +4,12 @@ Feature values can be negative, which an SDK Histogram refuses, and the SDK has 
 builds ``MetricsData`` itself and sends it through a metric exporter. The exporter is, in order: the one passed
 explicitly (``sketch_exporter=``), else the exporter of the SDK ``MeterProvider``'s periodic reader (what
 ``opentelemetry-instrument`` configures from ``OTEL_*``), else none (sketching stays off until one appears).
+
+Guarantee: every point (``ml.feature.value``, ``ml.feature.value.m2``, ``ml.feature.missing``,
+``ml.feature.category.count``, ``ml.prediction.score``, ``ml.prediction.value``) has ``[start_time_unix_nano,
+time_unix_nano)`` inside one interval ``[k·I, (k+1)·I)`` of the Unix clock, ``I`` the sketch export interval; a
+closed interval is sent as ``[k·I, (k+1)·I)``, a flushed open one ends at the flush time, and later parts of the
+same interval start where the previous part ended (see ``_recorder``). Parts of one series never overlap.
 """
 
 from __future__ import annotations
@@ -91,19 +97,24 @@ def _numeric_points(sketch: NumericSketch, attributes: dict[str, Any], start: in
     return histogram, m2, missing
 
 
-def build_metrics(collected: list[tuple[ModelRecorder, SketchState]], resource: Resource, top_k: int,
-                  end_ns: int | None = None) -> MetricsData | None:
-    """One ``MetricsData`` with the feature, score and output sketches of the collected states."""
-    end = end_ns or time.time_ns()
+def build_metrics(collected: list[tuple[ModelRecorder, SketchState, int | None]], resource: Resource, top_k: int
+                  ) -> MetricsData | None:
+    """One ``MetricsData`` with the feature, score and output sketches of the collected states.
+
+    Each ``(recorder, state, end_ns)`` gives points over ``[state.start_ns, end_ns)`` (``end_ns`` None: now): with
+    the recorder's clock-aligned parts, every point lies inside one sketch export interval of the Unix clock.
+    """
+    now = time.time_ns()
     feature_values: list[HistogramDataPoint] = []
     feature_m2: list[NumberDataPoint] = []
     missing: list[NumberDataPoint] = []
     categories: list[NumberDataPoint] = []
     scores: list[HistogramDataPoint] = []
     outputs: list[HistogramDataPoint] = []
-    for recorder, state in collected:
+    for recorder, state, end_ns in collected:
         base = recorder.point_attributes
         start = state.start_ns
+        end = now if end_ns is None else end_ns
         for name, sketch in state.numeric.items():
             attributes = {**base, semconv.ML_FEATURE_NAME: name}
             histogram, m2, bad = _numeric_points(sketch, attributes, start, end)

@@ -1,7 +1,17 @@
 """Per-model pre-aggregated state: feature sketches, score histograms and the regression output sketch.
 
-The hot path adds to it under the model's lock; the exporter swaps the whole state out (``collect``) and, when an
-export fails, merges it back (``restore``), so a failed export loses nothing: sketches are mergeable.
+State is kept per interval of the Unix clock: interval ``k`` is ``[k·I, (k+1)·I)`` with ``I`` the sketch export
+interval (``OTEL_PYTHON_MLMON_SKETCH_EXPORT_INTERVAL``). A call's rows go to the interval of the call's time (its
+start, or the time of an enclosing ``recorded_as`` block). The hot path adds to the state of that interval under
+the model's lock; the exporter swaps out the states of the intervals that have ended (``collect``; everything on
+a flush) and, when an export fails, merges each back into its own interval (``restore``), so a failed export loses
+nothing and never mixes intervals: sketches are mergeable.
+
+A collected part covers ``[start, end)`` inside its interval: ``start`` is ``k·I``, or where the previous part of
+the same interval ended (a flush cuts an open interval at the flush time; rows of a call that was still running
+when its interval was exported make a later part), and ``end`` is ``(k+1)·I``, or the flush time when earlier. So
+the parts of one interval never overlap and never repeat a ``(start, end)``, and every part lies in one interval.
+
 Single rows are staged in a small block and sketched together, which is what makes per-row sketching cheap.
 """
 
@@ -23,6 +33,7 @@ from otel_mlmon.instrumentation._settings import Settings
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, update_columns
 
 STAGE_ROWS = 256  # rows staged before a block update; small calls (<= STAGE_ROWS / 4 rows) are staged
+EXPORTED_MEMORY = 1024  # intervals whose exported end is remembered (older ones: a later part starts at k·I)
 _FLOAT64 = np.dtype(np.float64)
 SCORE_BOUNDS = np.asarray(semconv.ML_PREDICTION_SCORE_BUCKETS, dtype=np.float64)
 
@@ -68,7 +79,7 @@ class ScoreHistogram:
 
 @dataclass
 class SketchState:
-    """Everything aggregated for one model since ``start_ns``."""
+    """Everything aggregated for one model in one interval since ``start_ns``."""
 
     start_ns: int
     numeric: dict[str, NumericSketch] = field(default_factory=dict)
@@ -133,7 +144,11 @@ class ModelRecorder:
         self._numeric_names: dict[int, tuple[str, ...]] = {}  # width of an all-numeric array -> names
         self._known_names: tuple[str, ...] | None = None  # numeric names last checked against ``columns``
         self._lock = threading.Lock()
-        self._state = SketchState(time.time_ns())
+        self.interval_ns = max(1, round(settings.sketch_export_interval_s * 1e9))
+        self._states: dict[int, SketchState] = {}  # interval index k -> its state
+        self._exported_until: dict[int, int] = {}  # k -> end of the last part of interval k collected
+        self._state_k: int | None = None  # the interval that ``_state`` and the stages belong to
+        self._state = SketchState(0)  # placeholder until the first call chooses an interval
         self._stage: np.ndarray | None = None
         self._stage_names: tuple[str, ...] | None = None  # None: nothing staged since the last layout change
         self._staged = 0
@@ -144,7 +159,7 @@ class ModelRecorder:
     def after_fork(self) -> None:
         """In a forked child: new lock, empty state (the parent exports what it aggregated)."""
         self._lock = threading.Lock()
-        self._state = SketchState(time.time_ns())
+        self._states, self._exported_until, self._state_k, self._state = {}, {}, None, SketchState(0)
         self._stage, self._stage_names, self._staged, self._stage_categorical = None, None, 0, {}
         self._stage_scores, self._stage_values = {}, []
         for operation in self._operations.values():
@@ -184,7 +199,21 @@ class ModelRecorder:
             self._numeric_names[x.shape[1]] = batch.names
         return batch
 
-    def record_inputs(self, batch: InputBatch) -> None:
+    def _switch(self, k: int) -> None:
+        """Make interval ``k`` the one the hot path adds to (under the lock); staged rows go to their own first."""
+        if self._state_k is not None:
+            self._flush_stage()
+            self._flush_outputs()
+        state = self._states.get(k)
+        if state is None:
+            begin = k * self.interval_ns
+            start = self._exported_until.get(k, begin)
+            state = self._states[k] = SketchState(min(start, begin + self.interval_ns - 1))
+        self._state = state
+        self._state_k = k
+
+    def record_inputs(self, batch: InputBatch, time_ns: int | None = None) -> None:
+        """Add one call's features to the interval of ``time_ns`` (the call's time; default: now)."""
         if batch.rows is None or not batch.names:
             return
         if batch.numeric_names is not self._known_names or batch.categorical:
@@ -195,7 +224,10 @@ class ModelRecorder:
                 if name not in self.columns:
                     self.columns[name] = ColumnSpec(CATEGORICAL)
             self._known_names = batch.numeric_names  # the cached names of plain arrays: checked once
+        k = (time.time_ns() if time_ns is None else time_ns) // self.interval_ns
         with self._lock:
+            if k != self._state_k:
+                self._switch(k)
             if batch.invalid:
                 for name, n in batch.invalid.items():
                     self._numeric_sketch(name).add_bad(invalid=n)
@@ -204,8 +236,12 @@ class ModelRecorder:
             else:
                 self._sketch(batch.numeric_names, batch.numeric, batch.categorical)
 
-    def record_outputs(self, outputs: OutputBatch) -> None:
+    def record_outputs(self, outputs: OutputBatch, time_ns: int | None = None) -> None:
+        """Add one call's scores or values to the interval of ``time_ns`` (the call's time; default: now)."""
+        k = (time.time_ns() if time_ns is None else time_ns) // self.interval_ns
         with self._lock:
+            if k != self._state_k:
+                self._switch(k)
             if outputs.scores is not None and outputs.classes is not None:
                 if len(outputs.classes) == 2:
                     pairs = [(outputs.classes[1], outputs.scores[:, 1])]
@@ -288,17 +324,41 @@ class ModelRecorder:
             self._categorical_sketch(name).update(values)
 
     # --- export side ---------------------------------------------------------------------------------------
-    def collect(self) -> SketchState | None:
-        """Swap out everything aggregated so far; None when there is nothing."""
+    def collect(self, now_ns: int | None = None, closed_only: bool = False) -> list[tuple[int, SketchState, int]]:
+        """Swap out the aggregated states: those of the intervals ended by ``now_ns`` when ``closed_only``, else
+        all (a flush). Returns ``(k, state, end_ns)`` for each non-empty one; the part covers
+        ``[state.start_ns, end_ns)``, inside interval ``k``."""
+        now = time.time_ns() if now_ns is None else now_ns
+        interval = self.interval_ns
+        parts = []
         with self._lock:
-            self._flush_stage()
-            self._flush_outputs()
-            state = self._state
-            self._state = SketchState(time.time_ns())
-        return None if state.empty() else state
+            if self._state_k is not None:
+                self._flush_stage()
+                self._flush_outputs()
+            for k in sorted(self._states):
+                end = (k + 1) * interval
+                if closed_only and end > now:
+                    continue
+                state = self._states.pop(k)
+                if k == self._state_k:
+                    self._state_k, self._state = None, SketchState(0)
+                end = max(min(end, now), min(state.start_ns + 1, end))  # never before its start
+                remembered = self._exported_until
+                remembered.pop(k, None)
+                remembered[k] = end
+                while len(remembered) > EXPORTED_MEMORY:
+                    del remembered[next(iter(remembered))]
+                if not state.empty():
+                    parts.append((k, state, end))
+        return parts
 
-    def restore(self, state: SketchState) -> None:
-        """Merge back a collected state whose export failed."""
+    def restore(self, parts: list[tuple[int, SketchState, int]]) -> None:
+        """Merge back collected parts whose export failed, each into its own interval (sent with the next
+        export of that interval: the next tick, as the interval has ended, or the next flush)."""
         with self._lock:
-            state.merge(self._state)
-            self._state = state
+            for k, state, _ in parts:
+                current = self._states.get(k)
+                if current is None:
+                    self._states[k] = state
+                else:
+                    current.merge(state)  # start: the earlier of the two

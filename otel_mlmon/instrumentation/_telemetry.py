@@ -31,6 +31,8 @@ from otel_mlmon.instrumentation._settings import Settings
 from otel_mlmon.instrumentation._spans import DURATION_YIELD_EVERY, SpanFinisher
 
 EXPORT_TIMEOUT_MILLIS = 10_000
+EXPORT_GRACE_NS = 1_000_000_000  # an interval is exported this long after its end (at most a tenth of it), so
+# that calls still running at its end add their rows first
 SPAN_DRAIN_INTERVAL_S = 0.2
 
 
@@ -67,7 +69,9 @@ class Telemetry:
         self._recorders: dict[tuple[str, str], ModelRecorder] = {}
         self._registry_lock = threading.Lock()
         self._export_lock = threading.Lock()
-        self._next_export = time.monotonic() + self.settings.sketch_export_interval_s
+        self._interval_ns = max(1, round(self.settings.sketch_export_interval_s * 1e9))
+        self._grace_ns = min(self._interval_ns // 10, EXPORT_GRACE_NS)
+        self._next_export_ns = self._due_after(time.time_ns())
         self._sketching: bool | None = None
         self._error_listener: Callable[[str], None] = lambda kind: self.errors.add(
             1, {semconv.ERROR_TYPE: kind})
@@ -122,44 +126,53 @@ class Telemetry:
         return self._sketching
 
     # --- flushing ------------------------------------------------------------------------------------------
+    def _due_after(self, now_ns: int) -> int:
+        """When the interval holding ``now_ns`` is exported: its end on the Unix clock, plus the grace."""
+        return (now_ns // self._interval_ns + 1) * self._interval_ns + self._grace_ns
+
     def tick(self, now: float) -> float:
         """Periodic work; returns the seconds until this telemetry needs the next tick."""
         self.spans.drain(yield_every=4)
         self.spans.record_durations(yield_every=DURATION_YIELD_EVERY)
         self.buffer.flush(only_due=True)
-        if now >= self._next_export:
-            self._next_export = now + self.settings.sketch_export_interval_s
-            self.export_sketches()
-        return min(SPAN_DRAIN_INTERVAL_S, self.settings.event_flush_interval_s, max(self._next_export - now, 0.0))
+        now_ns = time.time_ns()
+        if now_ns >= self._next_export_ns:
+            self._next_export_ns = self._due_after(now_ns)
+            self.export_sketches(closed_only=True)
+            now_ns = time.time_ns()
+        wait = max(self._next_export_ns - now_ns, 0) / 1e9
+        return min(SPAN_DRAIN_INTERVAL_S, self.settings.event_flush_interval_s, wait)
 
-    def export_sketches(self, timeout_millis: int = EXPORT_TIMEOUT_MILLIS) -> bool:
-        """Export what the models aggregated since the last export; on failure keep it for the next one."""
+    def export_sketches(self, timeout_millis: int = EXPORT_TIMEOUT_MILLIS, closed_only: bool = False) -> bool:
+        """Export the sketches of the intervals that have ended (``closed_only``: the periodic export), or of all
+        intervals (a flush); on failure keep each for the next export of its interval."""
         with self._export_lock:
             exporter, resource = resolve_exporter(self.sketch_exporter, self.meter_provider)
             if exporter is None or not self.settings.feature_sketches:
                 self._sketching = False
                 return True
             self._sketching = True
+            now_ns = time.time_ns()
             collected = []
             for recorder in list(self._recorders.values()):
-                state = recorder.collect()
-                if state is not None:
-                    collected.append((recorder, state))
+                for k, state, end_ns in recorder.collect(now_ns, closed_only):
+                    collected.append((recorder, k, state, end_ns))
             if not collected:
                 return True
             ok = False
             try:
-                data = build_metrics(collected, resource, self.settings.category_top_k)
+                data = build_metrics([(recorder, state, end_ns) for recorder, _, state, end_ns in collected],
+                                     resource, self.settings.category_top_k)
                 ok = data is None or exporter.export(data, timeout_millis=timeout_millis) is \
                     MetricExportResult.SUCCESS
                 if not ok:
                     _guard.failure("sketch_export", message="the sketch exporter reported a failure; the "
-                                   "sketches are kept and sent with the next export")
+                                   "sketches are kept and sent with the next export of their interval")
             except Exception as exc:
                 _guard.failure("sketch_export", exc)
             if not ok:
-                for recorder, state in collected:
-                    recorder.restore(state)
+                for recorder, k, state, end_ns in collected:
+                    recorder.restore([(k, state, end_ns)])
             return ok
 
     def flush_calls(self) -> None:

@@ -231,10 +231,12 @@ class _Call:
         rows = batch.rows if batch is not None and batch.rows is not None else (
             outputs.rows if outputs is not None else None)
         record = self._record(elapsed, rows, None)
+        event_ns = self.start_ns
         override = _overrides.CURRENT.get()
         if override is not None and rows is not None:
             try:
-                record.event_ns = override.time_unix_nano
+                if override.time_unix_nano is not None:
+                    event_ns = record.event_ns = override.time_unix_nano
                 if override.labels is not None:
                     outputs = _override_labels(outputs, override.labels, rows)
             except Exception as exc:
@@ -244,12 +246,12 @@ class _Call:
             if telemetry.sketching():
                 if batch is not None:
                     try:
-                        recorder.record_inputs(batch)
+                        recorder.record_inputs(batch, event_ns)
                     except Exception as exc:
                         _guard.failure("sketch", exc)
                 if outputs is not None:
                     try:
-                        recorder.record_outputs(outputs)
+                        recorder.record_outputs(outputs, event_ns)
                     except Exception as exc:
                         _guard.failure("sketch", exc)
             try:
