@@ -1,75 +1,104 @@
 """The OTLP/gRPC receiver: the logs and metrics services of opentelemetry-proto (traces accepted, ignored).
 
+The services are registered with a pass-through request deserializer: a handler gets the raw message and parses
+it itself, so that a malformed message answers INVALID_ARGUMENT (gRPC's own deserializer would answer INTERNAL).
 Messages over ``max_message`` bytes are refused by gRPC itself (RESOURCE_EXHAUSTED); backpressure answers
-UNAVAILABLE (retryable); unusable records are counted in the response's partial success. A call returns only after
-the sink has durably recorded its data.
+UNAVAILABLE (retryable); unusable records are counted in the response's partial success; an unexpected exception
+is logged once per kind and answered UNAVAILABLE. Outcomes are counted in the same counters as the HTTP
+receiver's (``receiver.export``). A call returns only after the sink has durably recorded its data.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
 import grpc
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from otel_mlmon.processor.decode import Decoded, logs_records, metrics_records
-from otel_mlmon.processor.receiver import Sink
-from otel_mlmon.processor.store import Backpressure
+from otel_mlmon.processor.decode import Decoded, DecodeError, logs_records, metrics_records
+from otel_mlmon.processor.receiver import Sink, export, sink_counters
 
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
+TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
-def _export(context: Any, decoded: Decoded, accept: Callable[[Decoded, int], None], clock: Callable[[], int],
-            response: Any, rejected_field: str) -> Any:
-    """Record the request (UNAVAILABLE under backpressure) and answer with its partial-success counts."""
+def _parse(raw: bytes, message_type: type) -> Any:
+    message = message_type()
     try:
-        accept(decoded, clock())
-    except Backpressure as exc:
-        context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-    if decoded.rejected_count:
-        setattr(response.partial_success, rejected_field, decoded.rejected_count)
-        response.partial_success.error_message = decoded.error_message()
-    return response
+        message.ParseFromString(raw)
+    except (ProtobufDecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise DecodeError(f"not a valid OTLP {message_type.__name__}: {exc}") from None
+    return message
 
 
-class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
-    def __init__(self, sink: Sink, clock: Callable[[], int]) -> None:
+class Servicer:
+    """The Export handlers of the logs, metrics and trace services, over raw (unparsed) request bytes."""
+
+    def __init__(self, sink: Sink, clock: Callable[[], int] = time.time_ns,
+                 counters: dict[str, int] | None = None) -> None:
         self.sink, self.clock = sink, clock
+        self.counters: dict[str, int] = counters if counters is not None else sink_counters(sink)
 
-    def Export(self, request: Any, context: Any) -> Any:
-        return _export(context, logs_records(request), self.sink.accept_logs, self.clock,
-                       logs_service_pb2.ExportLogsServiceResponse(), "rejected_log_records")
+    def _export(self, raw: bytes, context: grpc.ServicerContext, request_type: type,
+                records: Callable[[Any], Decoded], accept: Callable[[Decoded, int], None], response: Any,
+                rejected_field: str) -> Any:
+        outcome = export(lambda: records(_parse(raw, request_type)), accept, self.clock, self.counters)
+        if outcome.kind == "malformed":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, outcome.message)
+        if outcome.kind in ("backpressure", "unexpected"):
+            context.abort(grpc.StatusCode.UNAVAILABLE, outcome.message)
+        decoded = outcome.decoded
+        assert decoded is not None
+        if decoded.rejected_count:
+            setattr(response.partial_success, rejected_field, decoded.rejected_count)
+            response.partial_success.error_message = decoded.error_message()
+        return response
 
+    def logs(self, raw: bytes, context: grpc.ServicerContext) -> Any:
+        return self._export(raw, context, logs_service_pb2.ExportLogsServiceRequest, logs_records,
+                            self.sink.accept_logs, logs_service_pb2.ExportLogsServiceResponse(),
+                            "rejected_log_records")
 
-class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, sink: Sink, clock: Callable[[], int]) -> None:
-        self.sink, self.clock = sink, clock
+    def metrics(self, raw: bytes, context: grpc.ServicerContext) -> Any:
+        return self._export(raw, context, metrics_service_pb2.ExportMetricsServiceRequest, metrics_records,
+                            self.sink.accept_metrics, metrics_service_pb2.ExportMetricsServiceResponse(),
+                            "rejected_data_points")
 
-    def Export(self, request: Any, context: Any) -> Any:
-        return _export(context, metrics_records(request), self.sink.accept_metrics, self.clock,
-                       metrics_service_pb2.ExportMetricsServiceResponse(), "rejected_data_points")
-
-
-class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
-    def Export(self, request: Any, context: Any) -> Any:
+    def traces(self, raw: bytes, context: grpc.ServicerContext) -> Any:
         return trace_service_pb2.ExportTraceServiceResponse()
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        """One generic handler per service; requests arrive as bytes (no ``request_deserializer``)."""
+        def export_handler(method: Callable[[bytes, grpc.ServicerContext], Any]) -> Any:
+            return {"Export": grpc.unary_unary_rpc_method_handler(
+                method, request_deserializer=None, response_serializer=lambda message: message.SerializeToString())}
+
+        return [grpc.method_handlers_generic_handler(LOGS_SERVICE, export_handler(self.logs)),
+                grpc.method_handlers_generic_handler(METRICS_SERVICE, export_handler(self.metrics)),
+                grpc.method_handlers_generic_handler(TRACE_SERVICE, export_handler(self.traces))]
 
 
 def start(sink: Sink, endpoint: str, max_message: int = DEFAULT_MAX_MESSAGE, workers: int = 4,
-          clock: Callable[[], int] = time.time_ns, *, credentials: grpc.ServerCredentials | None = None,
-          interceptors: Sequence[grpc.ServerInterceptor] = ()) -> tuple[grpc.Server, int]:
-    """A started gRPC server on ``endpoint`` (``host:port``; port 0 picks one) and its port; over TLS with
-    ``credentials``, each call passing ``interceptors`` first (the bearer token check: security.py)."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=list(interceptors),
+          clock: Callable[[], int] = time.time_ns, *, counters: dict[str, int] | None = None,
+          credentials: grpc.ServerCredentials | None = None, interceptors: tuple[grpc.ServerInterceptor, ...] = ()
+          ) -> tuple[grpc.Server, int]:
+    """A started gRPC server on ``endpoint`` (``host:port``; port 0 picks one) and its port.
+
+    ``counters``: the dict outcomes are counted into; by default the sink's ``receiver_counters`` (the
+    Processor's), shared with the HTTP receiver. ``credentials``: TLS (``grpc.ssl_server_credentials``);
+    ``interceptors``: run before every call (the bearer token check, processor/security.py).
+    """
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=interceptors,
                          options=[("grpc.max_receive_message_length", max_message)])
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(sink, clock), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(sink, clock), server)
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(), server)
+    server.add_generic_rpc_handlers(tuple(Servicer(sink, clock, counters).handlers()))
     port = server.add_secure_port(endpoint, credentials) if credentials is not None else \
         server.add_insecure_port(endpoint)
     if port == 0:

@@ -109,8 +109,8 @@ def _log_request(attributes: dict, event: str = semconv.EVENT_PREDICTIONS) -> by
 
 
 @pytest.mark.parametrize(("attributes", "event", "reason"), [
-    ({semconv.ML_MODEL_NAME: "m"}, semconv.EVENT_PREDICTIONS, "without model name or ids"),
-    ({semconv.ML_PREDICTION_ID: ["a"]}, semconv.EVENT_PREDICTIONS, "without model name or ids"),
+    ({semconv.ML_MODEL_NAME: "m"}, semconv.EVENT_PREDICTIONS, "without ids"),
+    ({semconv.ML_PREDICTION_ID: ["a"]}, semconv.EVENT_PREDICTIONS, "without ml.model.name"),
     ({semconv.ML_MODEL_NAME: "m", semconv.ML_PREDICTION_ID: ["a", "b"], semconv.ML_PREDICTION_LABEL: [1]},
      semconv.EVENT_PREDICTIONS, "label array does not match"),
     ({semconv.ML_MODEL_NAME: "m", semconv.ML_PREDICTION_ID: ["a"], semconv.ML_PREDICTION_SCORE: [float("nan")]},
