@@ -44,16 +44,20 @@ def emit_rows(logger: Logger, name: str, base: Mapping[str, Any], columns: Mappi
 class _Pending:
     base: dict[str, Any]
     columns: dict[str, list[Any]]
-    time_ns: int | None = None  # the event time its rows were recorded as (``recorded_as``), else None
+    time_ns: int | None = None  # the event's timestamp: its first call's time (None: when it was made)
     rows: int = 0
-    first_ns: int = field(default_factory=time.time_ns)
+    first_ns: int = field(default_factory=time.time_ns)  # when it was made (for the flush interval)
 
 
 READY_LIMIT = 8  # full events waiting for the flusher before the caller emits them itself
 
 
 class PredictionBuffer:
-    """Rows waiting for their ``ml.predictions`` event, per (model, version, set of columns).
+    """Rows waiting for their ``ml.predictions`` event, per (model, version, time slot, set of columns).
+
+    An event's timestamp is the time of its first call. Rows share an event only when their calls fall in the same
+    interval of the Unix clock (``interval_ns``, the sketch export interval), so an event never spans a boundary
+    of the sketch exports; rows given an exact time (``recorded_as``) share an event only with rows of that time.
 
     An event that fills up (``max_rows``) is handed to the flusher thread (``wake``) rather than emitted by the
     call that filled it: emitting a 4096-row event costs ~2 ms in the SDK (it validates every value), which would
@@ -62,11 +66,12 @@ class PredictionBuffer:
     """
 
     def __init__(self, logger: Logger, max_rows: int, flush_interval_s: float,
-                 wake: Callable[[], None] | None = None) -> None:
+                 wake: Callable[[], None] | None = None, interval_ns: int = 60 * 10**9) -> None:
         self.logger = logger
         self.max_rows = max_rows
         self.flush_interval_s = flush_interval_s
         self.wake = wake
+        self.interval_ns = interval_ns
         self._lock = threading.Lock()
         self._pending: dict[tuple[Any, ...], _Pending] = {}
         self._ready: deque[_Pending] = deque()
@@ -77,10 +82,13 @@ class PredictionBuffer:
         self._ready = deque()
 
     def add(self, base: Mapping[str, Any], columns: Mapping[str, list[Any]], rows: int,
-            time_ns: int | None = None) -> None:
-        """Buffer one call's rows. ``time_ns``: their event time when it is not now (rows of different given
-        times never share an event)."""
-        key = (base.get(semconv.ML_MODEL_NAME), base.get(semconv.ML_MODEL_VERSION), time_ns, *columns)
+            time_ns: int | None = None, exact: bool = False) -> None:
+        """Buffer one call's rows. ``time_ns``: the call's time (default: now); ``exact``: a given event time,
+        which the rows keep exactly (rows of different given times never share an event)."""
+        if time_ns is None:
+            time_ns = time.time_ns()
+        slot = time_ns if exact else time_ns // self.interval_ns
+        key = (base.get(semconv.ML_MODEL_NAME), base.get(semconv.ML_MODEL_VERSION), exact, slot, *columns)
         with self._lock:
             pending = self._pending.get(key)
             if pending is None:

@@ -61,15 +61,15 @@ class Telemetry:
             semconv.ML_INSTRUMENTATION_ERRORS, unit="{error}",
             description="Telemetry that otel-mlmon failed to produce and dropped, by error.type")
         self.logger = get_logger(semconv.INSTRUMENTATION_SCOPE, __version__, logger_provider=logger_provider)
+        self._interval_ns = max(1, round(self.settings.sketch_export_interval_s * 1e9))
         self.buffer = PredictionBuffer(self.logger, self.settings.event_max_rows,
-                                       self.settings.event_flush_interval_s, _flusher.wake)
+                                       self.settings.event_flush_interval_s, _flusher.wake, self._interval_ns)
         self.spans = SpanFinisher(self.tracer, self.duration, self.logger, self.settings.event_max_rows,
                                   _flusher.wake)
         self.finish = self.spans.finish
         self._recorders: dict[tuple[str, str], ModelRecorder] = {}
         self._registry_lock = threading.Lock()
         self._export_lock = threading.Lock()
-        self._interval_ns = max(1, round(self.settings.sketch_export_interval_s * 1e9))
         self._grace_ns = min(self._interval_ns // 10, EXPORT_GRACE_NS)
         self._next_export_ns = self._due_after(time.time_ns())
         self._sketching: bool | None = None

@@ -278,7 +278,9 @@ class _Call:
         if telemetry.settings.event_mode == "per_call":
             record.event = columns  # emitted with the span, in its context
         else:
-            telemetry.buffer.add(self.recorder.point_attributes, columns, rows, record.event_ns)
+            telemetry.buffer.add(self.recorder.point_attributes, columns, rows,
+                                 self.start_ns if record.event_ns is None else record.event_ns,
+                                 record.event_ns is not None)
 
 
 def _override_labels(outputs: OutputBatch | None, labels: list[Any], rows: int) -> OutputBatch | None:

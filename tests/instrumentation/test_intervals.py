@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 import otel_mlmon
 from otel_mlmon import semconv
 from otel_mlmon.instrumentation import _api, force_flush
+from otel_mlmon.instrumentation._events import PredictionBuffer
 from otel_mlmon.instrumentation._overrides import recorded_as
 from otel_mlmon.sketch import NumericSketch
 from tests.conftest import Providers
@@ -161,3 +162,15 @@ def test_a_failed_export_is_merged_back_into_its_own_interval(providers: Provide
     counts = {_interval(p): p.count for p in _x_points(_points(providers))}
     assert counts == {K: frames[K]["x"].notna().sum(),
                       K + 1: frames[K + 1]["x"].notna().sum() + late["x"].notna().sum()}
+
+
+def test_buffered_events_never_span_an_interval_boundary(providers: Providers) -> None:
+    buffer = PredictionBuffer(providers.logger_provider.get_logger("t"), max_rows=100, flush_interval_s=60,
+                              interval_ns=INTERVAL)
+    base = {semconv.ML_MODEL_NAME: "m", semconv.ML_MODEL_VERSION: ""}
+    for i, t in enumerate([K * INTERVAL + 5, K * INTERVAL + 9, (K + 1) * INTERVAL - 1, (K + 1) * INTERVAL]):
+        buffer.add(base, {semconv.ML_PREDICTION_ID: [f"id{i}"]}, 1, t)
+    buffer.flush()
+    events = [(r.log_record.timestamp, list(r.log_record.attributes[semconv.ML_PREDICTION_ID]))
+              for r in providers.logs.get_finished_logs()]
+    assert sorted(events) == [(K * INTERVAL + 5, ["id0", "id1", "id2"]), ((K + 1) * INTERVAL, ["id3"])]
