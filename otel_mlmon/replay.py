@@ -148,18 +148,21 @@ def _providers(options: ReplayOptions, attributes: int) -> tuple[Any, Any, Any, 
 
     from otel_mlmon._replay_export import AcknowledgingLogExporter
 
+    # Spans and metrics are not counted: their exporters give up within the retry time (at most their 10 s).
+    timeout = max(1.0, min(10.0, options.retry_for))
     if options.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        metrics: Any = OTLPMetricExporter(endpoint=options.endpoint, insecure=True)
-        spans: Any = OTLPSpanExporter(endpoint=options.endpoint, insecure=True)
+        metrics: Any = OTLPMetricExporter(endpoint=options.endpoint, insecure=True, timeout=timeout)
+        spans: Any = OTLPSpanExporter(endpoint=options.endpoint, insecure=True, timeout=timeout)
     else:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 
         base = options.endpoint.rstrip("/")
-        metrics, spans = HttpMetrics(f"{base}/v1/metrics"), HttpSpans(f"{base}/v1/traces")
+        metrics = HttpMetrics(f"{base}/v1/metrics", timeout=timeout)
+        spans = HttpSpans(f"{base}/v1/traces", timeout=timeout)
     from opentelemetry.util.re import parse_env_headers
 
     # Headers (e.g. a processor's bearer token) from the standard variables, as the SDK's exporters take them.

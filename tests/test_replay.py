@@ -116,3 +116,176 @@ def test_replay_of_a_multiclass_file_sends_its_labels_and_every_score(tmp_path: 
         assert row[semconv.ML_PREDICTION_LABEL] == expected.pred[pid]
         assert [row[semconv.ML_PREDICTION_SCORE_PREFIX + c] for c in "abc"] == \
             [expected.p_a[pid], expected.p_b[pid], expected.p_c[pid]]
+
+
+# --- delivery: what the endpoint acknowledged -----------------------------------------------------------------
+
+def _replay_args(path: Path, endpoint: str, *extra: str) -> list[str]:
+    return ["replay", "--analysis", str(path), "--model", "credit", "--id-column", "id", "--target-column", "y",
+            "--prediction-column", "pred", "--score-column", "score", "--endpoint", endpoint, *extra]
+
+
+def test_a_refused_replay_exits_1_with_the_rows_not_delivered(tmp_path: Path, capsys) -> None:
+    _binary(120, 5).to_parquet(tmp_path / "data.parquet")
+    with OtlpReceiver(status=400) as receiver:
+        assert cli.main(_replay_args(tmp_path / "data.parquet", receiver.endpoint)) == 1
+    err = capsys.readouterr().err
+    assert "120 of 120 predictions and 120 of 120 labels were not delivered" in err and "400" in err
+    assert "replayed" not in err
+
+
+def test_replay_retries_a_throttling_endpoint_then_counts_every_row(tmp_path: Path, capsys) -> None:
+    import threading
+
+    _binary(200, 6).to_parquet(tmp_path / "data.parquet")
+    with OtlpReceiver(status=503) as receiver:
+        recover = threading.Timer(2.0, lambda: setattr(receiver, "status", 200))
+        recover.start()
+        try:
+            assert cli.main(_replay_args(tmp_path / "data.parquet", receiver.endpoint, "--retry-for", "30")) == 0
+        finally:
+            recover.cancel()
+        rows = _rows(receiver)
+    assert sorted(r["id"] for r in rows) == sorted(f"row-{i}" for i in range(200))
+    assert "replayed 200 predictions and 200 labels" in capsys.readouterr().err
+
+
+def test_replay_to_an_endpoint_that_stays_down_gives_up_after_retry_for(tmp_path: Path, capsys) -> None:
+    from tests.conftest import free_port
+
+    _binary(80, 7).to_parquet(tmp_path / "data.parquet")
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    assert cli.main(_replay_args(tmp_path / "data.parquet", endpoint, "--retry-for", "1")) == 1
+    err = capsys.readouterr().err
+    assert "80 of 80 predictions and 80 of 80 labels were not delivered" in err and "not reachable" in err
+
+
+class _Processor:
+    """``mlmon processor serve`` as a subprocess on loopback, with its store in a temporary folder."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        import os
+        import sys
+
+        from tests.conftest import free_port
+
+        self.port, self.grpc_port = free_port(), free_port()
+        self.args = [sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", "--store",
+                     str(tmp_path / "state.db"), "--http-endpoint", f"127.0.0.1:{self.port}", "--grpc-endpoint",
+                     f"127.0.0.1:{self.grpc_port}"]
+        self.env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+        self.env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        self.process: Any = None
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import subprocess
+
+        from tests.conftest import eventually
+
+        self.process = subprocess.Popen(self.args, env=self.env, stderr=subprocess.DEVNULL)
+        eventually(lambda: self.health()["status"] == "ok", 60, "the processor answers", interval_s=0.1)
+
+    def health(self) -> dict[str, Any]:
+        import json
+        import urllib.request
+
+        return json.loads(urllib.request.urlopen(f"{self.endpoint}/healthz", timeout=5).read())
+
+    def wait_for_predictions(self) -> None:
+        from tests.conftest import eventually
+
+        eventually(lambda: self.health().get("predictions", 0) > 0, 90, "the first predictions", interval_s=0.05)
+
+    def kill(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+def _replay_process(path: Path, endpoint: str, *extra: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen([sys.executable, "-m", "otel_mlmon.cli", *_replay_args(path, endpoint, *extra)], env=env,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _not_delivered(err: str) -> tuple[int, int]:
+    import re
+
+    found = re.search(r"(\d+) of \d+ predictions and (?:up to )?(\d+) of \d+ labels were not delivered", err)
+    assert found, err
+    return int(found.group(1)), int(found.group(2))
+
+
+def test_replay_across_a_processor_killed_and_restarted_counts_what_was_stored(tmp_path: Path) -> None:
+    import time
+
+    _binary(3000, 8).to_parquet(tmp_path / "data.parquet")
+    processor = _Processor(tmp_path)
+    processor.start()
+    try:
+        replaying = _replay_process(tmp_path / "data.parquet", processor.endpoint, "--rate", "1000", "--batch-rows",
+                                    "50", "--retry-for", "60")
+        processor.wait_for_predictions()  # mid-stream
+        processor.kill()
+        time.sleep(0.5)
+        processor.start()
+        _, err = replaying.communicate(timeout=120)
+        health = processor.health()
+    finally:
+        processor.stop()
+    if replaying.returncode == 0:
+        assert "replayed 3000 predictions and 3000 labels" in err
+        assert health["predictions"] == 3000 and health["labels_joined"] == 3000
+    else:
+        assert replaying.returncode == 1, err
+        rows, labels = _not_delivered(err)
+        assert health["predictions"] == 3000 - rows and health["labels_joined"] == 3000 - labels
+
+
+def test_replay_to_a_processor_that_dies_exits_1_with_exactly_the_rows_not_stored(tmp_path: Path) -> None:
+    _binary(3000, 9).to_parquet(tmp_path / "data.parquet")
+    processor = _Processor(tmp_path)
+    processor.start()
+    try:
+        replaying = _replay_process(tmp_path / "data.parquet", processor.endpoint, "--rate", "1000", "--batch-rows",
+                                    "50", "--retry-for", "1")
+        processor.wait_for_predictions()  # some rows were acknowledged, the rest will find no one
+        processor.kill()
+        _, err = replaying.communicate(timeout=120)
+        processor.start()  # to read what the store holds
+        health = processor.health()
+    finally:
+        processor.stop()
+    assert replaying.returncode == 1, err
+    rows, labels = _not_delivered(err)
+    assert 0 < rows < 3000 and labels == 3000
+    assert health["predictions"] == 3000 - rows
+
+
+def test_replay_of_a_wide_file_stores_every_row(tmp_path: Path) -> None:
+    rng = np.random.default_rng(10)
+    frame = _binary(2000, 10)
+    wide = pd.DataFrame(rng.normal(size=(2000, 150)), columns=[f"f{j:03d}" for j in range(150)])
+    pd.concat([frame.drop(columns=["x", "plan"]), wide], axis=1).to_parquet(tmp_path / "wide.parquet")
+    processor = _Processor(tmp_path)
+    processor.start()
+    try:
+        replaying = _replay_process(tmp_path / "wide.parquet", processor.endpoint)
+        _, err = replaying.communicate(timeout=180)
+        health = processor.health()
+    finally:
+        processor.stop()
+    assert replaying.returncode == 0, err  # never "replayed 2000" with nothing stored
+    assert "replayed 2000 predictions and 2000 labels" in err
+    assert health["predictions"] == 2000 and health["labels_joined"] == 2000
