@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -357,12 +357,11 @@ def reference_results(profile: ReferenceProfile, policy: Policy | None = None) -
               CATEGORICAL: {m.name for m in policy.methods_for(CATEGORICAL)}}
     out: list[WindowResult] = []
     for position, info in enumerate(profile.reference_windows):
-        window = WindowData("reference", int(info["index"]), int(info["rows"]), {},
-                            LabeledRows(y_true=[None] * int(info.get("labeled_rows", 0))),
-                            info.get("start"), info.get("end"))
+        window = WindowData("reference", int(info["index"]), int(info["rows"]), {}, start=info.get("start"),
+                            end=info.get("end"))
         measurements = []
         for key, series in profile.reference_values.items():
-            column_name, kind, metric = key.split("|")
+            column_name, kind, metric = key.rsplit("|", 2)  # a column name may hold "|"
             value, p_value, n = series[position]
             column = profile.columns.get(column_name)
             if value is None:
@@ -377,5 +376,7 @@ def reference_results(profile: ReferenceProfile, policy: Policy | None = None) -
             measurements.append(Measurement(column_name, kind, metric, float(value),
                                             None if p_value is None else float(p_value), int(n or 0), floor,
                                             reference_rate))
-        out.extend(verdicts(profile, window, measurements, policy))
+        labeled_rows = int(info.get("labeled_rows", 0))
+        out.extend(replace(result, labeled_rows=labeled_rows)
+                   for result in verdicts(profile, window, measurements, policy))
     return out

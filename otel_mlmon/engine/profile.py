@@ -19,13 +19,19 @@ from typing import Any
 import numpy as np
 
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
+from otel_mlmon.engine.results import KINDS
 from otel_mlmon.engine.windows import WindowSpec
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch
+from otel_mlmon.sketch import _fields as fields
+from otel_mlmon.sketch._bucketing import max_magnitude_key
 
 FORMAT = "otel-mlmon/reference-profile"
 SCHEMA_VERSION = 1
 COARSE_BINS = 10
 ROLES = ("feature", "prediction", "score", "target")
+TASKS = ("classification", "regression")
+_REQUIRED = object()
+MAX_ROWS = 2**62
 
 
 def quantile(sketch: NumericSketch, q: float) -> float:
@@ -96,14 +102,22 @@ class ColumnProfile:
         return data
 
     @classmethod
-    def from_dict(cls, name: str, data: Mapping[str, Any]) -> ColumnProfile:
-        kind, role = data["kind"], data.get("role", "feature")
-        if kind not in (NUMERIC, CATEGORICAL) or role not in ROLES:
-            raise ValueError(f"column {name!r}: kind {kind!r} / role {role!r} not understood")
+    def from_dict(cls, name: str, data: Any, where: str | None = None) -> ColumnProfile:
+        where = where or f"columns[{fields.describe(name)}]"
+        data = fields.mapping(data, where)
+        kind, role = fields.required(data, "kind", where), data.get("role", "feature")
+        if kind not in (NUMERIC, CATEGORICAL):
+            raise ValueError(f"{where}.kind must be {NUMERIC!r} or {CATEGORICAL!r}, got {fields.describe(kind)}")
+        if role not in ROLES:
+            raise ValueError(f"{where}.role must be one of {', '.join(map(repr, ROLES))}, got "
+                             f"{fields.describe(role)}")
+        sketch = fields.required(data, "sketch", where)
         if kind == NUMERIC:
-            return cls(name, kind, role, NumericSketch.from_dict(data["sketch"]),
-                       np.asarray(data.get("bin_keys", []), dtype=np.int64))
-        return cls(name, kind, role, CategoricalSketch.from_dict(data["sketch"]))
+            numeric = NumericSketch.from_dict(sketch, f"{where}.sketch")
+            limit = max_magnitude_key(numeric.precision)
+            keys = fields.integers(data.get("bin_keys", []), f"{where}.bin_keys", -limit - 1, limit)
+            return cls(name, kind, role, numeric, np.unique(np.asarray(keys, dtype=np.int64)))
+        return cls(name, kind, role, CategoricalSketch.from_dict(sketch, f"{where}.sketch"))
 
 
 @dataclass
@@ -149,43 +163,114 @@ class ReferenceProfile:
             json.dump(self.to_dict(), handle, indent=1)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "reference profile") -> ReferenceProfile:
+    def from_dict(cls, data: Any, source: str = "reference profile") -> ReferenceProfile:
+        """The profile of ``to_dict()`` output (decoded JSON). Anything else — another format or version, a
+        field of the wrong type, a non-finite number, window bounds out of range — is one ``ValueError`` whose
+        one-line message names the field."""
         if not isinstance(data, Mapping) or data.get("format") != FORMAT:
             raise ValueError(f"{source} is not an otel-mlmon reference profile (no format {FORMAT!r}); build one "
                              "with `mlmon reference build`")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ValueError(f"{source} has schema version {version!r}; this otel-mlmon reads version "
-                             f"{SCHEMA_VERSION}: rebuild it with this version's `mlmon reference build`")
+            raise ValueError(f"{source} has schema version {fields.describe(version)}; this otel-mlmon reads "
+                             f"version {SCHEMA_VERSION}: rebuild it with this version's `mlmon reference build`")
         try:
-            return cls(
-                model=str(data["model"]), version=str(data.get("version", "")), task=str(data["task"]),
-                window=WindowSpec.from_dict(data["window"]),
-                columns={name: ColumnProfile.from_dict(name, c) for name, c in data["columns"].items()},
-                rows=int(data.get("rows", 0)), classes=[str(c) for c in data.get("classes", [])],
-                score_columns=dict(data.get("score_columns", {})), id_column=data.get("id_column"),
-                timestamp_column=data.get("timestamp_column"), target_column=data.get("target_column"),
-                prediction_column=data.get("prediction_column"),
-                reference_values={k: [list(triple) for triple in series]
-                                  for k, series in data.get("reference_values", {}).items()},
-                reference_windows=list(data.get("reference_windows", [])),
-                reference_performance={k: math.nan if v is None else float(v)
-                                       for k, v in data.get("reference_performance", {}).items()},
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{source} is corrupt: {type(exc).__name__}: {exc}") from None
+            return _profile_from_dict(cls, data)
+        except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+            reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise ValueError(f"{source} is invalid: {' '.join(str(reason).split())}; rebuild it with "
+                             "`mlmon reference build`") from None
+
+    @classmethod
+    def loads(cls, document: str | bytes, source: str = "reference profile") -> ReferenceProfile:
+        """The profile in a JSON document; unreadable or too deeply nested JSON is a one-line ``ValueError``."""
+        try:
+            data = json.loads(document)
+        except RecursionError:
+            raise ValueError(f"{source} is not a reference profile: its JSON is nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
+            raise ValueError(f"{source} is not readable JSON: {' '.join(str(exc).split())}") from None
+        return cls.from_dict(data, source)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ReferenceProfile:
         source = f"reference profile {os.fspath(path)!r}"
         try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
+            with open(path, "rb") as handle:
+                document = handle.read()
         except FileNotFoundError:
             raise FileNotFoundError(f"{source} does not exist") from None
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{source} is not readable JSON: {exc}") from None
-        return cls.from_dict(data, source)
+        except OSError as exc:
+            raise ValueError(f"{source} is not readable: {exc}") from None
+        return cls.loads(document, source)
+
+
+def _profile_from_dict(cls: type[ReferenceProfile], data: Mapping[str, Any]) -> ReferenceProfile:
+    def get(key: str, default: Any = _REQUIRED) -> Any:
+        return fields.required(data, key, "") if default is _REQUIRED else data.get(key, default)
+
+    task = get("task")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}, got {fields.describe(task)}")
+    try:
+        window = WindowSpec.from_dict(get("window"))
+    except ValueError as exc:
+        raise ValueError(f"window: {exc}") from None
+    columns = {name: ColumnProfile.from_dict(name, column)
+               for name, column in fields.mapping(get("columns"), "columns").items()}
+    windows = []
+    for position, info in enumerate(fields.sequence(get("reference_windows", []), "reference_windows")):
+        where = f"reference_windows[{position}]"
+        info = fields.mapping(info, where)
+        rows = fields.integer(fields.required(info, "rows", where), f"{where}.rows", 0, MAX_ROWS)
+        entry: dict[str, Any] = {
+            "index": fields.integer(fields.required(info, "index", where), f"{where}.index"), "rows": rows,
+            "labeled_rows": fields.integer(info.get("labeled_rows", 0), f"{where}.labeled_rows", 0, rows)}
+        for bound in ("start", "end"):
+            if bound in info:
+                entry[bound] = fields.optional_text(info[bound], f"{where}.{bound}")
+        windows.append(entry)
+    values: dict[str, list[list[float | None]]] = {}
+    for key, series in fields.mapping(get("reference_values", {}), "reference_values").items():
+        where = f"reference_values[{fields.describe(key)}]"
+        parts = key.rsplit("|", 2)
+        if len(parts) != 3 or parts[1] not in KINDS:
+            raise ValueError(f"{where}: keys are column|kind|metric with a kind of {', '.join(KINDS)}")
+        series = fields.sequence(series, where)
+        if len(series) != len(windows):
+            raise ValueError(f"{where} has {len(series)} values for {len(windows)} reference windows")
+        values[key] = []
+        for position, triple in enumerate(series):
+            triple = fields.sequence(triple, f"{where}[{position}]")
+            if len(triple) != 3:
+                raise ValueError(f"{where}[{position}] must be [value, p-value, rows]")
+            value, p_value, n = triple
+            values[key].append([fields.optional_number(value, f"{where}[{position}][0]"),
+                                fields.optional_number(p_value, f"{where}[{position}][1]"),
+                                0 if n is None else fields.integer(n, f"{where}[{position}][2]")])
+    optional = {name: fields.optional_text(get(name, None), name)
+                for name in ("id_column", "timestamp_column", "target_column", "prediction_column")}
+    return cls(
+        model=fields.text(get("model"), "model"), version=fields.text(get("version", ""), "version"), task=task,
+        window=window, columns=columns, rows=fields.integer(get("rows", 0), "rows", 0, MAX_ROWS),
+        classes=[_class_name(c, f"classes[{i}]") for i, c in enumerate(fields.sequence(get("classes", []),
+                                                                                         "classes"))],
+        score_columns={str(label): fields.text(column, f"score_columns[{fields.describe(label)}]")
+                       for label, column in fields.mapping(get("score_columns", {}), "score_columns").items()},
+        **optional, reference_values=values, reference_windows=windows,
+        reference_performance={
+            name: math.nan if value is None else fields.number(value, f"reference_performance[{fields.describe(name)}]")
+            for name, value in fields.mapping(get("reference_performance", {}), "reference_performance").items()},
+    )
+
+
+def _class_name(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        fields.number(value, where)
+        return str(value)
+    raise ValueError(f"{where} must be a string, got {fields.describe(value)}")
 
 
 def _finite(value: float | None) -> float | None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from otel_mlmon.sketch._fields import describe
+
 _UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$")
 
@@ -27,9 +29,16 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+MAX_CHUNK_SIZE = 10**7  # rows of one row window
+MAX_CHUNKS = 10**6  # windows of one period
+MIN_WINDOW_S = 1.0
+MAX_WINDOW_S = 366 * 86400.0
+
+
 @dataclass(frozen=True)
 class WindowSpec:
-    """Exactly one of ``chunk_size``, ``window`` (a duration) or ``chunks``."""
+    """Exactly one of ``chunk_size`` (1 .. 10**7 rows), ``window`` (a duration of 1 s .. 366 d) or ``chunks``
+    (1 .. 10**6 windows). The bounds keep one window's work and the number of windows of a period finite."""
 
     chunk_size: int | None = None
     window: str | None = None
@@ -39,12 +48,20 @@ class WindowSpec:
         given = [v for v in (self.chunk_size, self.window, self.chunks) if v is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of --chunk-size, --window or --chunks")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise ValueError(f"--chunk-size must be a positive number of rows, got {self.chunk_size}")
-        if self.chunks is not None and self.chunks < 1:
-            raise ValueError(f"--chunks must be a positive number of windows, got {self.chunks}")
+        for name, value, most, unit in (("--chunk-size", self.chunk_size, MAX_CHUNK_SIZE, "rows"),
+                                        ("--chunks", self.chunks, MAX_CHUNKS, "windows")):
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+                raise ValueError(f"{name} must be a whole number of {unit} from 1 to {most:,}, got "
+                                 f"{describe(value)}")
         if self.window is not None:
-            parse_duration(self.window)
+            if not isinstance(self.window, str):
+                raise ValueError(f"--window must be a duration like 30s, 15min, 1h, 1d or 1w, got "
+                                 f"{describe(self.window)}")
+            seconds = parse_duration(self.window)
+            if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
+                raise ValueError(f"--window must be from 1s to 366d, got {self.window!r}")
 
     @property
     def seconds(self) -> float | None:
@@ -55,8 +72,15 @@ class WindowSpec:
                                   ("chunks", self.chunks)) if v is not None}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WindowSpec:
-        return cls(chunk_size=data.get("chunk_size"), window=data.get("window"), chunks=data.get("chunks"))
+    def from_dict(cls, data: Any) -> WindowSpec:
+        """The spec of ``to_dict()`` output; anything else is a ``ValueError``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"must be an object with one of chunk_size, window or chunks, got {describe(data)}")
+        try:
+            return cls(chunk_size=data.get("chunk_size"), window=data.get("window"), chunks=data.get("chunks"))
+        except ValueError as exc:  # the message names the fields, not the command-line flags
+            message = str(exc).replace("--chunk-size", "chunk_size").replace("--chunks", "chunks")
+            raise ValueError(message.replace("--window", "window")) from None
 
     @property
     def by_rows(self) -> bool:

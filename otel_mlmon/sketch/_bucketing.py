@@ -33,6 +33,12 @@ def check_parameters(center: float, scale: float, precision: int) -> None:
         raise ValueError(f"scale must be finite and > 0, got {scale!r}")
 
 
+def max_magnitude_key(precision: int) -> int:
+    """The largest magnitude key of a bucketing (the bucket of the largest double): signed keys of valid sketches
+    lie in ``-max - 1 .. max``."""
+    return (int(_LARGEST_BITS) - int(_MIN_MAGNITUDE_BITS)) >> (_MANTISSA_BITS - precision)
+
+
 def bucket_keys(values: np.ndarray, center: float, scale: float, precision: int,
                 out: np.ndarray | None = None, work: np.ndarray | None = None) -> np.ndarray:
     """Internal bucket indexes of finite float64 ``values`` (any shape): ``2 * magnitude_key + sign``.

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from otel_mlmon.sketch import _fields as fields
+
 OTHER = "__other__"  # mirrors semconv.OTHER_CATEGORY; the sketch package imports nothing from OTel code
 
 
@@ -132,11 +134,14 @@ class CategoricalSketch:
                 "missing": self.missing}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CategoricalSketch:
-        sketch = cls(int(data.get("max_categories", 1000)))
-        for key, n in data["counts"].items():
-            sketch._add(str(key), int(n))
-        sketch.missing = int(data["missing"])
+    def from_dict(cls, data: Any, where: str = "sketch") -> CategoricalSketch:
+        """The sketch of ``to_dict()`` output; anything else is a ``ValueError`` naming the field."""
+        data = fields.mapping(data, where)
+        sketch = cls(fields.integer(data.get("max_categories", 1000), f"{where}.max_categories", 1, None))
+        counts = fields.mapping(fields.required(data, "counts", where), f"{where}.counts")
+        for key, n in counts.items():
+            sketch._add(str(key), fields.integer(n, f"{where}.counts[{fields.describe(key)}]", 0, 2**62))
+        sketch.missing = fields.integer(fields.required(data, "missing", where), f"{where}.missing", 0, 2**62)
         return sketch
 
     def __getstate__(self) -> dict[str, Any]:

@@ -20,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from otel_mlmon.sketch._bucketing import bucket_keys, check_parameters, index_to_key, key_bounds, key_to_index
+from otel_mlmon.sketch import _fields as fields
+from otel_mlmon.sketch._bucketing import (
+    MAX_PRECISION,
+    bucket_keys,
+    check_parameters,
+    index_to_key,
+    key_bounds,
+    key_to_index,
+    max_magnitude_key,
+)
 from otel_mlmon.sketch._rebucket import rebucket_counts
 
 
@@ -45,6 +54,9 @@ def to_float(values: Any) -> tuple[np.ndarray, int]:
             out[i] = math.nan
             invalid += 1
     return out.reshape(array.shape), invalid
+
+
+_MAX_COUNT = 2**62  # counts read from documents: their sums stay within int64
 
 
 class NumericSketch:
@@ -312,25 +324,44 @@ class NumericSketch:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NumericSketch:
-        sketch = cls(data["center"], data["scale"], data["precision"])
-        keys = key_to_index(np.asarray(data["keys"], dtype=np.int64))
-        counts = np.asarray(data["counts"], dtype=np.int64)
-        if keys.shape != counts.shape:
-            raise ValueError("numeric sketch: 'keys' and 'counts' differ in length")
-        if keys.size:
-            low = int(keys.min())
-            dense = np.zeros(int(keys.max()) - low + 1, dtype=np.int64)
-            np.add.at(dense, keys - low, counts)
+    def from_dict(cls, data: Any, where: str = "sketch") -> NumericSketch:
+        """The sketch of ``to_dict()`` output; anything else is a ``ValueError`` naming the field (``where`` is
+        the field's path in the document, for the message)."""
+        data = fields.mapping(data, where)
+
+        def get(key: str) -> Any:
+            return fields.required(data, key, where)
+
+        precision = fields.integer(get("precision"), f"{where}.precision", 1, MAX_PRECISION)
+        center = fields.number(get("center"), f"{where}.center")
+        scale = fields.number(get("scale"), f"{where}.scale")
+        if scale <= 0:
+            raise ValueError(f"{where}.scale must be > 0, got {scale!r}")
+        sketch = cls(center, scale, precision)
+        limit = max_magnitude_key(precision)
+        keys = fields.integers(get("keys"), f"{where}.keys", -limit - 1, limit)
+        counts = fields.integers(get("counts"), f"{where}.counts", 0, _MAX_COUNT)
+        if len(keys) != len(counts):
+            raise ValueError(f"{where}: 'keys' and 'counts' differ in length ({len(keys)} and {len(counts)})")
+        count = fields.integer(get("count"), f"{where}.count", 0, _MAX_COUNT)
+        if sum(counts) != count:
+            raise ValueError(f"{where}: bucket counts add up to {sum(counts)}, not to count {count}")
+        if keys:
+            index = key_to_index(np.asarray(keys, dtype=np.int64))
+            low = int(index.min())
+            dense = np.zeros(int(index.max()) - low + 1, dtype=np.int64)
+            np.add.at(dense, index - low, np.asarray(counts, dtype=np.int64))
             sketch._add_counts(low, dense)
-        if int(counts.sum()) != int(data["count"]):
-            raise ValueError("numeric sketch: bucket counts do not add up to 'count'")
-        sketch.count = int(data["count"])
-        sketch._mean = float(data["mean"])
-        sketch._m2 = float(data["m2"])
-        sketch._min = math.inf if data.get("min") is None else float(data["min"])
-        sketch._max = -math.inf if data.get("max") is None else float(data["max"])
-        sketch.add_bad(int(data["missing"]), int(data["non_finite"]), int(data["invalid"]))
+        sketch.count = count
+        if count:
+            sketch._mean = fields.number(get("mean"), f"{where}.mean")
+            sketch._m2 = fields.number(get("m2"), f"{where}.m2")
+            sketch._min = fields.number(get("min"), f"{where}.min")
+            sketch._max = fields.number(get("max"), f"{where}.max")
+            if sketch._m2 < 0 or sketch._min > sketch._max:
+                raise ValueError(f"{where}: m2 must be >= 0 and min <= max")
+        sketch.add_bad(*(fields.integer(get(name), f"{where}.{name}", 0, _MAX_COUNT)
+                         for name in ("missing", "non_finite", "invalid")))
         return sketch
 
     def __getstate__(self) -> dict[str, Any]:

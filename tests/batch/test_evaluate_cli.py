@@ -203,6 +203,42 @@ def test_corrupt_and_foreign_profiles_are_refused(files, tmp_path, capsys) -> No
         assert code == 1 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("case", ["nested 100k deep", "columns as a list", "chunk_size 10**30"])
+def test_malformed_profiles_are_a_one_line_data_error(files, tmp_path, capsys, case) -> None:
+    profile = tmp_path / "p.json"
+    assert cli.main(["reference", "build", "--data", str(files["reference"]), "--model", "churn", *FLAGS,
+                     "--chunk-size", "1000", "--output", str(profile)]) == 0
+    capsys.readouterr()
+    data = json.loads(profile.read_text())
+    if case == "nested 100k deep":
+        profile.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        data.update({"columns": list(data["columns"])} if case == "columns as a list" else
+                    {"window": {"chunk_size": 10**30}})
+        profile.write_text(json.dumps(data))
+    code = cli.main(["evaluate", "--reference", str(profile), "--analysis", str(files["analysis"]),
+                     "--output", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and err.startswith(f"mlmon: error: reference profile '{profile}'")
+    assert {"nested 100k deep": "nested too deeply", "columns as a list": "columns must be an object",
+            "chunk_size 10**30": "chunk_size must be a whole number of rows from 1 to 10,000,000"}[case] in err
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--chunk-size", "0"], "--chunk-size must be a whole number of rows from 1 to 10,000,000, got 0"),
+    (["--chunk-size", "10000001"], "--chunk-size must be a whole number of rows from 1 to 10,000,000"),
+    (["--chunks", "1000001"], "--chunks must be a whole number of windows from 1 to 1,000,000"),
+    (["--window", "500ms", "--timestamp-column", "ts"], "--window must be from 1s to 366d, got '500ms'"),
+    (["--window", "400d", "--timestamp-column", "ts"], "--window must be from 1s to 366d"),
+])
+def test_window_bounds_on_the_command_line_are_usage_errors(files, tmp_path, capsys, flags, message) -> None:
+    code = cli.main(["evaluate", "--reference", str(files["reference"]), "--analysis", str(files["analysis"]),
+                     "--prediction-column", "prediction", "--output", str(tmp_path / "o.csv"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
 def test_progress_goes_to_a_terminal_only(capsys, monkeypatch) -> None:
     progress = cli.Progress("reading")
     progress.enabled, progress.started = True, 0.0  # a terminal, and a run that is already long
