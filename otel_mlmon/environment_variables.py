@@ -65,6 +65,20 @@ OTEL_PYTHON_MLMON_MAX_FEATURES: Final = "OTEL_PYTHON_MLMON_MAX_FEATURES"
 """int > 0, default 1000. Input columns sketched per model; wider inputs have only their first columns
 sketched (counted in ``ml.instrumentation.errors`` with ``error.type=too_many_features``)."""
 
+OTEL_PYTHON_MLMON_ID_COLUMN: Final = "OTEL_PYTHON_MLMON_ID_COLUMN"
+"""str, default none. Zero-code label joins: the name of an input column whose values become the prediction ids of
+the rows (``ml.prediction.id``), e.g. ``order_id``. Read from pandas DataFrames, dicts of columns and lists of row
+dicts. The column is not sketched and not captured as a feature. The model receives its input unchanged, so it must
+ignore the column itself: e.g. a Pipeline starting with ``ColumnTransformer([...], remainder="drop")`` that selects
+its features by name (a bare estimator fitted without the column refuses a DataFrame that has it). Rows whose id is
+missing get generated ids (counted as ``id_column_missing``). An explicit ``prediction_ids(ids=...)`` wins."""
+
+OTEL_PYTHON_MLMON_ID_BAGGAGE_KEY: Final = "OTEL_PYTHON_MLMON_ID_BAGGAGE_KEY"
+"""str, default none. Zero-code label joins: the key of a W3C baggage entry (in the context current at the predict
+call) whose value becomes the prediction id: a one-row call gets ``<value>``, a call on n rows gets
+``<value>-0`` … ``<value>-<n-1>`` (row index in the call, from 0). Used when no id column gave the ids; an explicit
+``prediction_ids(ids=...)`` wins over both."""
+
 # --- The processor (``mlmon processor serve``): flags > these > the YAML file > defaults --------------------
 
 OTEL_PYTHON_MLMON_PROCESSOR_GRPC_ENDPOINT: Final = "OTEL_PYTHON_MLMON_PROCESSOR_GRPC_ENDPOINT"
@@ -129,6 +143,8 @@ ALL: Final = (
     OTEL_PYTHON_MLMON_MAX_CATEGORIES,
     OTEL_PYTHON_MLMON_MAX_MODELS,
     OTEL_PYTHON_MLMON_MAX_FEATURES,
+    OTEL_PYTHON_MLMON_ID_COLUMN,
+    OTEL_PYTHON_MLMON_ID_BAGGAGE_KEY,
     OTEL_PYTHON_MLMON_PROCESSOR_GRPC_ENDPOINT,
     OTEL_PYTHON_MLMON_PROCESSOR_HTTP_ENDPOINT,
     OTEL_PYTHON_MLMON_PROCESSOR_STORE,

@@ -94,7 +94,24 @@ class PredictionIds:
             self._token = None
 
 
-def assign(rows: int) -> list[str]:
-    """Ids for a call on ``rows`` rows: from the enclosing ``prediction_ids()`` block, else generated."""
+def assign(rows: int, found: list[str | None] | None = None) -> list[str]:
+    """Ids for a call on ``rows`` rows: the ids given to the enclosing ``prediction_ids(ids=...)`` block, else
+    ``found`` (read from the id column or baggage; rows without one get a generated id), else the block's
+    generated ids, else generated."""
     current = _CURRENT.get()
+    if found is not None and len(found) == rows and (current is None or current._given is None):
+        ids = _complete(found)
+        if current is not None and not current.ids:
+            current.ids = ids  # ``p.ids`` of a block without ids tells what was recorded
+        return ids
     return current.take(rows) if current is not None else generate(rows)
+
+
+def _complete(found: list[str | None]) -> list[str]:
+    if all(found):
+        return found  # type: ignore[return-value]
+    missing = sum(1 for i in found if not i)
+    _guard.failure("id_column_missing", message=(
+        f"{missing} of {len(found)} rows had no id in the id column; they were given generated ids"))
+    fresh = iter(generate(missing))
+    return [i if i else next(fresh) for i in found]

@@ -27,7 +27,7 @@ class InputBatch:
     1-D array of objects. ``rows`` is None when the input could not be read (the output's length is used).
     (A plain slotted class: one is made per model call, and a dataclass's default factories cost more.)"""
 
-    __slots__ = ("categorical", "invalid", "names", "numeric", "numeric_names", "rows")
+    __slots__ = ("categorical", "ids", "invalid", "names", "numeric", "numeric_names", "rows")
 
     def __init__(self, rows: int | None, names: tuple[str, ...] = (), numeric_names: tuple[str, ...] = (),
                  numeric: np.ndarray | None = None, categorical: Mapping[str, np.ndarray] = _NO_COLUMNS,
@@ -38,6 +38,7 @@ class InputBatch:
         self.numeric = numeric
         self.categorical = categorical
         self.invalid = invalid  # non-numbers met in numeric columns
+        self.ids: list[str | None] | None = None  # prediction ids read from the id column (None: missing)
 
     def __repr__(self) -> str:
         return (f"InputBatch(rows={self.rows!r}, names={self.names!r}, categorical={list(self.categorical)!r}, "
@@ -71,8 +72,8 @@ def _names_for(width: int, given: Sequence[str] | None, model: Any) -> tuple[str
 
 
 def read_input(x: Any, model: Any, feature_names: Sequence[str] | None, kinds: Mapping[str, str] | None,
-               max_features: int) -> InputBatch:
-    """Split an input into numeric and categorical columns.
+               max_features: int, id_column: str | None = None) -> InputBatch:
+    """Split an input into numeric and categorical columns (and the id column, when one is named and present).
 
     Args:
         x: the first positional argument of the model call.
@@ -80,7 +81,16 @@ def read_input(x: Any, model: Any, feature_names: Sequence[str] | None, kinds: M
         feature_names: names given by the user, if any.
         kinds: known kind per feature name (from a reference profile or an earlier call).
         max_features: columns beyond this are not read.
+        id_column: a column of prediction ids (DataFrames, dicts of columns, lists of row dicts): read into
+            ``ids`` and left out of the features.
     """
+    if id_column is not None:
+        split = _split_ids(x, id_column)
+        if split is not None:
+            rest, ids = split
+            batch = read_input(rest, model, feature_names, kinds, max_features)
+            batch.ids = ids
+            return batch
     if isinstance(x, Iterator) or x is None:
         return InputBatch(rows=None)
     root = _module_root(x)
@@ -123,6 +133,35 @@ def read_input(x: Any, model: Any, feature_names: Sequence[str] | None, kinds: M
         width = min(array.shape[1], max_features)
         return _from_numeric(np.asarray(array[:, :width], dtype=np.float64), names[:width])
     return _from_matrix(array.astype(object, copy=False), list(names), kinds, max_features)
+
+
+def _id_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and value != value) or str(value) in ("", "<NA>", "NaT"):
+        return None
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def _split_ids(x: Any, id_column: str) -> tuple[Any, list[str | None]] | None:
+    """``(the input without the id column, the ids)``, or None when ``x`` has no such column. Only what is read
+    for telemetry loses the column: the model's own input is never changed."""
+    if _module_root(x) == "pandas" and hasattr(x, "columns"):
+        matches = [j for j, c in enumerate(x.columns) if str(c) == id_column]
+        if not matches:
+            return None
+        ids = [_id_text(v) for v in x.iloc[:, matches[0]].tolist()]
+        keep = [j for j in range(x.shape[1]) if j not in matches]
+        return x.iloc[:, keep], ids
+    if isinstance(x, Mapping) and id_column in x:
+        values = x[id_column]
+        rest = {k: v for k, v in x.items() if k != id_column}
+        if isinstance(values, (list, tuple, np.ndarray)):
+            return rest, [_id_text(v) for v in list(values)]
+        return rest, [_id_text(values)]
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], Mapping) and id_column in x[0]:
+        ids = [_id_text(row.get(id_column)) if isinstance(row, Mapping) else None for row in x]
+        return [{k: v for k, v in row.items() if k != id_column} if isinstance(row, Mapping) else row
+                for row in x], ids
+    return None
 
 
 def _from_numeric(block: np.ndarray, names: Sequence[str]) -> InputBatch:

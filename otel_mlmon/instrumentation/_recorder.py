@@ -191,7 +191,8 @@ class ModelRecorder:
                 block = x if x.dtype is _FLOAT64 or x.dtype == _FLOAT64 else x.astype(np.float64)
                 return InputBatch(rows=x.shape[0], names=names, numeric_names=names, numeric=block)
         kinds = {name: spec.kind for name, spec in self.columns.items()} if self.columns else None
-        batch = read_input(x, model, self.feature_names, kinds, self.settings.max_features)
+        batch = read_input(x, model, self.feature_names, kinds, self.settings.max_features,
+                           self.settings.id_column)
         if batch.names and len(batch.names) >= self.settings.max_features:
             _guard.failure("too_many_features", message=f"model {self.name!r}: only the first "
                            f"{self.settings.max_features} input columns are sketched")

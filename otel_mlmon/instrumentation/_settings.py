@@ -33,6 +33,8 @@ class Settings:
     max_categories: int = 1000
     max_models: int = 100
     max_features: int = 1000
+    id_column: str | None = None
+    id_baggage_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +60,8 @@ class Settings:
                                     None),
             max_models=_integer(environ, env.OTEL_PYTHON_MLMON_MAX_MODELS, default.max_models, 1, None),
             max_features=_integer(environ, env.OTEL_PYTHON_MLMON_MAX_FEATURES, default.max_features, 1, None),
+            id_column=_raw(environ, env.OTEL_PYTHON_MLMON_ID_COLUMN),
+            id_baggage_key=_raw(environ, env.OTEL_PYTHON_MLMON_ID_BAGGAGE_KEY),
         )
 
 

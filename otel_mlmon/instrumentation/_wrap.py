@@ -19,8 +19,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from otel_mlmon import semconv
@@ -264,10 +264,15 @@ class _Call:
             _guard.failure("span", exc)
 
     def _event(self, rows: int, outputs: OutputBatch | None, batch: InputBatch | None, record: SpanRecord) -> None:
-        columns: dict[str, list[Any]] = {semconv.ML_PREDICTION_ID: _ids.assign(rows)}
+        telemetry = self.telemetry
+        found: list[str | None] | None = batch.ids if batch is not None else None
+        if found is None and telemetry.settings.id_baggage_key is not None:
+            value = baggage.get_baggage(telemetry.settings.id_baggage_key, self.parent)
+            if value is not None and str(value):
+                found = [str(value)] if rows == 1 else [f"{value}-{i}" for i in range(rows)]
+        columns: dict[str, list[Any]] = {semconv.ML_PREDICTION_ID: _ids.assign(rows, found)}
         if outputs is not None and outputs.rows == rows:
             columns.update(outputs.event_attributes())
-        telemetry = self.telemetry
         if telemetry.settings.capture_features and batch is not None and batch.rows == rows:
             if batch.numeric is not None:
                 for j, name in enumerate(batch.numeric_names):
