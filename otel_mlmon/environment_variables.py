@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import Final
 
 OTEL_PYTHON_MLMON_CAPTURE_FEATURES: Final = "OTEL_PYTHON_MLMON_CAPTURE_FEATURES"
-"""bool, default ``false``. Put raw feature values on ``ml.predictions`` events (one array attribute per
-feature, ``ml.feature.<name>``). Off by default: raw inputs may be personal data."""
+"""bool, default ``false``. Put raw feature values on ``ml.predictions`` events: one array attribute per
+feature, ``ml.feature.<name>``, while the event has at most 64 attributes in all; a wider model's features go in
+one map attribute ``ml.features`` (feature name -> array of the rows' values), so that the SDK's limit of 128
+attributes per log record never drops a feature, the model name or the ids. Off by default: raw inputs may be
+personal data."""
 
 OTEL_PYTHON_MLMON_FEATURE_SKETCHES: Final = "OTEL_PYTHON_MLMON_FEATURE_SKETCHES"
 """bool, default ``true``. Sketch every input feature and export the sketches as ``ml.feature.*`` metrics."""

@@ -36,6 +36,10 @@ ML_PREDICTION_SCORE_PREFIX: Final = "ml.prediction.score."  # + class label, mul
 ML_PREDICTION_VALUE: Final = "ml.prediction.value"
 ML_LABEL_VALUE: Final = "ml.label.value"
 ML_FEATURE_PREFIX: Final = "ml.feature."  # + feature name; raw values, only with capture enabled
+# Captured raw values of a wide model (more attributes than CAPTURE_PER_KEY_LIMIT): one map attribute (OTLP
+# kvlist_value) of feature name -> array of the rows' values, instead of one ml.feature.<name> attribute per feature.
+ML_FEATURES: Final = "ml.features"
+CAPTURE_PER_KEY_LIMIT: Final = 64  # attributes of an event (all keys) up to which features go one key each
 
 # Values of ml.model.task
 TASK_CLASSIFICATION: Final = "classification"

@@ -31,12 +31,30 @@ def emit(logger: Logger, name: str, attributes: Mapping[str, Any], timestamp_ns:
 
 def emit_rows(logger: Logger, name: str, base: Mapping[str, Any], columns: Mapping[str, Sequence[Any]],
               rows: int, max_rows: int, timestamp_ns: int | None = None, context: Context | None = None) -> None:
-    """Emit ``rows`` rows of columns as events of at most ``max_rows`` rows each."""
+    """Emit ``rows`` rows of columns as events of at most ``max_rows`` rows each.
+
+    Captured features (``ml.feature.<name>`` columns) go one attribute each while the event has at most
+    ``semconv.CAPTURE_PER_KEY_LIMIT`` attributes; a wider event carries them in one ``ml.features`` map attribute
+    (name -> array), so that the SDK's attribute count limit (128 by default) never drops any of them. The model
+    name and version and the ids are added last: the SDK evicts the oldest attributes first, so whatever limit the
+    application set, those that join labels stay.
+    """
+    prefix = semconv.ML_FEATURE_PREFIX
+    packed = len(base) + len(columns) > semconv.CAPTURE_PER_KEY_LIMIT
     for begin in range(0, rows, max_rows):
         end = min(begin + max_rows, rows)
-        attributes = dict(base)
+        attributes: dict[str, Any] = {}
+        features: dict[str, list[Any]] = {}
         for key, values in columns.items():
-            attributes[key] = list(values[begin:end])
+            if packed and key.startswith(prefix):
+                features[key[len(prefix):]] = list(values[begin:end])
+            elif key != semconv.ML_PREDICTION_ID:
+                attributes[key] = list(values[begin:end])
+        if features:
+            attributes[semconv.ML_FEATURES] = features
+        attributes.update(base)
+        if semconv.ML_PREDICTION_ID in columns:
+            attributes[semconv.ML_PREDICTION_ID] = list(columns[semconv.ML_PREDICTION_ID][begin:end])
         emit(logger, name, attributes, timestamp_ns, context)
 
 
