@@ -82,7 +82,8 @@ class Processor:
         self.require_reference = require_reference
         self._active: set[tuple[str, str]] = set(store.streams())  # models to look at next tick
         self._active_lock = threading.Lock()
-        self._failed: dict[tuple[str, str], int] = {}  # model -> the touched count its evaluation failed on
+        self._failed: dict[tuple[str, str], int] = {}  # model -> the touched count its tick failed on
+        self._failed_windows: dict[tuple[str, str, str, int], str] = {}  # window -> the state it failed on
         self._swept_ns = 0
         if otlp is not None:
             otlp.watch(self.counters, store.path)
@@ -105,10 +106,9 @@ class Processor:
             self._active.update(keys)
 
     # --- the sink ------------------------------------------------------------------------------------------
-    def _in_time(self, decoded: Decoded, received_ns: int, items: list[Any], time_of: Callable[[Any], int]
-                 ) -> list[Any]:
+    def _in_time(self, decoded: Decoded, items: list[Any], time_of: Callable[[Any], int]) -> list[Any]:
         """Records with an event time, not too far in the future (a clock gone wrong would close every window)."""
-        limit = received_ns + self.max_future_ns
+        limit = self.clock() + self.max_future_ns
         kept = [item for item in items if 0 < time_of(item) <= limit]
         if len(kept) < len(items):
             decoded.rejected[FUTURE_EVENT] += len(items) - len(kept)
@@ -121,7 +121,7 @@ class Processor:
             decoded.accepted -= n
 
     def accept_logs(self, decoded: Decoded, received_ns: int) -> None:
-        predictions = self._in_time(decoded, received_ns, decoded.predictions, lambda b: b.time_unix_nano)
+        predictions = self._in_time(decoded, decoded.predictions, lambda b: b.time_unix_nano)
         if self.require_reference:  # predictions of models nobody registered a profile for: partial success
             known = [b for b in predictions if (b.model, b.version) in self.monitored]
             unknown = len(predictions) - len(known)
@@ -137,7 +137,7 @@ class Processor:
             self._refused(decoded, self.store.add_labels(decoded.labels, received_ns).refused)
 
     def accept_metrics(self, decoded: Decoded, received_ns: int) -> None:
-        points = self._in_time(decoded, received_ns, decoded.sketches, lambda p: p.time_unix_nano)
+        points = self._in_time(decoded, decoded.sketches, lambda p: p.time_unix_nano)
         decoded.sketches = points
         if points:
             self._activate((p.model, p.version) for p in points)
@@ -152,6 +152,8 @@ class Processor:
         rows = [r.as_json() for r in reference_results(profile, self.policy)]
         self.store.put_results(profile.model, profile.version, rows)
         self._failed.pop(key, None)
+        for window in [w for w in self._failed_windows if w[:2] == key]:
+            del self._failed_windows[window]
         self._activate([key])
 
     def bootstrap(self, key: tuple[str, str], stream: Stream, now: int) -> bool:
@@ -234,8 +236,7 @@ class Processor:
             for row_window in due_row_windows(self.store, *key, watched.window_rows, changes, close_ns):
                 if self.stopping.is_set():
                     return done
-                self.evaluate(watched, row_window, stream, now)
-                done += 1
+                done += self._evaluate_once(watched, row_window, stream, now)
         schemes = [(TIME, watched.window_ns)] if watched.scheme == TIME else \
             ([] if stream.captured else [(SKETCHED, watched.sketch_window_ns)])
         if watched.scheme == ROWS and stream.captured:
@@ -250,10 +251,28 @@ class Processor:
                     return done
                 next_window = queue.pop(0)
                 queue = self._renumber(watched, next_window, queue)
-                self.evaluate(watched, next_window, stream, now)
-                done += 1
+                done += self._evaluate_once(watched, next_window, stream, now)
         self.store.untouch(*key, handled)
         return done
+
+    def _evaluate_once(self, watched: Monitored, window: RowWindow | TimeWindow, stream: Stream, now: int) -> int:
+        """Evaluate a window (1), unless it failed on this very data before (0): a window whose evaluation raises is
+        logged and counted once, and tried again when its data changes; the model's other windows go on."""
+        failed = (watched.profile.model, watched.profile.version, window.scheme, window.key)
+        if self._failed_windows.get(failed) == window.state:
+            return 0
+        try:
+            self.evaluate(watched, window, stream, now)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            _logger.exception("evaluating %s window %s of %s %r failed; tried again when its data or reference "
+                              "changes", window.scheme, window.key, *failed[:2])
+            self.failures[failed[:2]] = self.failures.get(failed[:2], 0) + 1
+            self._failed_windows[failed] = window.state
+            return 0
+        self._failed_windows.pop(failed, None)
+        return 1
 
     def _renumber(self, watched: Monitored, window: TimeWindow, queue: list[TimeWindow]) -> list[TimeWindow]:
         """A time window new before windows already evaluated moves their numbers (windows count from 0 over the

@@ -47,7 +47,7 @@ CREATE INDEX IF NOT EXISTS predictions_pending ON predictions (model, version, t
     WHERE truth IS NULL AND expired = 0;
 CREATE TABLE IF NOT EXISTS orphans (
     model TEXT NOT NULL, version TEXT NOT NULL, id TEXT NOT NULL, truth TEXT NOT NULL, received_ns INTEGER NOT NULL,
-    clock_ns INTEGER NOT NULL, PRIMARY KEY (model, version, id));
+    clock_ns INTEGER, PRIMARY KEY (model, version, id));
 CREATE INDEX IF NOT EXISTS orphans_age ON orphans (model, version, clock_ns);
 CREATE TABLE IF NOT EXISTS sketches (model TEXT NOT NULL, version TEXT NOT NULL, column_name TEXT NOT NULL,
     start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, sketch TEXT NOT NULL);
@@ -242,10 +242,14 @@ class Store:
         return True
 
     def _advance(self, key: tuple[str, str], latest_ns: int, arrived_ns: int, captured: bool) -> None:
-        old = self._streams.get(key)
+        old = self._staged.get(key) or self._streams.get(key)
         stream = Stream(max(latest_ns, old.latest_ns) if old else latest_ns, max(arrived_ns, old.arrived_ns if old
                                                                                     else 0),
                         captured or (old.captured if old else False))
+        if stream.latest_ns > 0 and not (old and old.latest_ns > 0) and \
+                self._orphans.get(key, 0) + self._orphan_delta.get(key, 0):
+            self._db.execute("UPDATE orphans SET clock_ns = ? WHERE model = ? AND version = ? AND clock_ns IS NULL",
+                             (stream.latest_ns, *key))
         self._db.execute("INSERT INTO streams VALUES (?, ?, ?, ?, ?) ON CONFLICT(model, version) DO UPDATE SET "
                          "latest_ns = excluded.latest_ns, arrived_ns = excluded.arrived_ns, captured = "
                          "excluded.captured", (*key, stream.latest_ns, stream.arrived_ns, int(stream.captured)))
@@ -375,7 +379,8 @@ class Store:
                 if not self._admit(key, refused, len(batch)):
                     continue
                 stream = self._staged.get(key) or self._streams.get(key)
-                clock = stream.latest_ns if stream else 0
+                clock = stream.latest_ns if stream and stream.latest_ns > 0 else None  # None: the model's event
+                # clock is not known yet (no prediction seen): its first prediction starts the orphan's TTL
                 for pid, label in zip(batch.ids, batch.labels):
                     truth = json.dumps(label)
                     found = db.execute("UPDATE predictions SET truth = ?, labeled_ns = ? WHERE model = ? AND "
