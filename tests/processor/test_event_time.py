@@ -90,7 +90,7 @@ def _compare(streamed: list[dict], expected_csv: Path) -> None:
     stream = pd.DataFrame(streamed)
     key = ["window", "column", "kind", "metric"]
     merged = batch.merge(stream, on=key, suffixes=("_batch", "_stream"), how="outer", indicator=True)
-    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"][key + ["_merge"]]
+    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"][[*key, "_merge"]]
     for column in ("rows", "labeled_rows", "window_start", "window_end"):
         assert (merged[f"{column}_batch"].astype(str) == merged[f"{column}_stream"].astype(str)).all(), column
     np.testing.assert_allclose(merged["value_batch"].astype(float), merged["value_stream"].astype(float),
