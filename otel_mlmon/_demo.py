@@ -68,17 +68,17 @@ def churn_profile(model: Any, train: Any) -> Any:
     """The reference profile: the training rows with the model's outputs, windowed like the stream."""
     import numpy as np
 
-    from otel_mlmon.engine.columns import profile_from_columns
+    from otel_mlmon.engine.columns import build_profile
     from otel_mlmon.engine.windows import WindowSpec
 
     scores = model.predict_proba(train[FEATURES])[:, 1]
     reference = {name: train[name].to_numpy(dtype=object if name == "plan" else float) for name in FEATURES}
     reference["prediction"] = np.where(scores > 0.5, "1", "0").astype(object)
     reference["score"] = scores
-    profile, _ = profile_from_columns(reference, WindowSpec(chunk_size=WINDOW_ROWS), model="churn", version="1")
-    profile.columns["prediction"].role, profile.columns["score"].role = "prediction", "score"
-    profile.classes, profile.score_columns = ["0", "1"], {"1": "score"}
-    profile.prediction_column, profile.target_column = "prediction", "churned"
+    # No labels: the model's accuracy on its own training rows would set an optimistic performance band.
+    profile, _ = build_profile(reference, WindowSpec(chunk_size=WINDOW_ROWS), model="churn", version="1",
+                               prediction_column="prediction", score_columns={"1": "score"},
+                               target_column="churned", classes=["0", "1"])
     return profile
 
 

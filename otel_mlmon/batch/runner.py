@@ -15,16 +15,15 @@ from typing import Any
 import numpy as np
 
 from otel_mlmon.batch.reader import DataError, DataFile, epoch_seconds, is_numeric_type, is_time_type
+from otel_mlmon.engine.columns import profile_from_windows
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
 from otel_mlmon.engine.evaluate import (
     LabeledRows,
     Policy,
     WindowData,
     evaluate_window,
-    performance,
-    reference_values,
 )
-from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile, bin_keys, choose_bucketing
+from otel_mlmon.engine.profile import ReferenceProfile, choose_bucketing
 from otel_mlmon.engine.results import WindowResult, iso_utc
 from otel_mlmon.engine.windows import WindowSpec
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key, update_columns
@@ -293,33 +292,13 @@ def build_profile(path: str, columns: Columns, spec: WindowSpec, model: str, ver
                  load_labels(labels_path, columns) if labels_path else None)
     windows: list[WindowData] = []
     _windows(data, plan, "reference", windows.append, progress)
-    whole: dict[str, NumericSketch | CategoricalSketch] = {
-        name: NumericSketch(*bucketing[name]) if kind == NUMERIC else CategoricalSketch()
-        for name, kind in all_kinds.items()}
-    for window in windows:
-        for name, part in window.sketches.items():
-            whole[name].merge(part)  # type: ignore[arg-type]
-    profile_columns: dict[str, ColumnProfile] = {}
-    for name, kind in all_kinds.items():
-        role = outputs[name][1] if name in outputs else "feature"
-        column_sketch = whole[name]
-        profile_columns[name] = ColumnProfile(name, kind, role, column_sketch,
-                                              bin_keys(column_sketch) if isinstance(column_sketch, NumericSketch)
-                                              else np.zeros(0, dtype=np.int64))
-    profile = ReferenceProfile(
-        model=model, version=version, task=task, window=spec, columns=profile_columns,
-        rows=sum(w.rows for w in windows), classes=classes,
-        score_columns=dict(columns.score_columns) if columns.score_columns else (
-            {classes[1]: columns.score_column} if columns.score_column and len(classes) == 2 else {}),
-        id_column=columns.id_column, timestamp_column=columns.timestamp_column,
-        target_column=columns.target_column, prediction_column=columns.prediction_column,
-        reference_windows=[{"index": w.index, "rows": w.rows, "labeled_rows": len(w.labeled), "start": w.start,
-                            "end": w.end} for w in windows])
-    profile.reference_values = reference_values(profile, windows, policy)
-    everything = LabeledRows()
-    for window in windows:
-        everything.extend(window.labeled)
-    profile.reference_performance = performance(profile, everything)
+    score_columns = dict(columns.score_columns) if columns.score_columns else (
+        {classes[1]: columns.score_column} if columns.score_column and len(classes) == 2 else {})
+    profile = profile_from_windows(
+        windows, all_kinds, spec, model=model, version=version, task=task,
+        prediction_column=columns.prediction_column, score_columns=score_columns,
+        target_column=columns.target_column, classes=classes, id_column=columns.id_column,
+        timestamp_column=columns.timestamp_column, policy=policy)
     return profile, windows
 
 
