@@ -45,9 +45,16 @@ class ControlApi:
                                   "window_rows": monitored.window_rows,
                                   "window_seconds": monitored.window_ns / 1e9 if monitored.window_ns else None})
 
+    def _state(self) -> dict[str, object]:
+        processor = self.processor
+        healthy = processor.store.healthy
+        return {"status": "ok" if healthy else "store unavailable", "models": len(processor.monitored),
+                "evaluation_failures_by_model": processor.failures_by_model(), **processor.counters()}
+
     async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "models": len(self.processor.monitored),
-                                  **self.processor.counters()})
+        """Liveness: the process answers (200), with what it counted; ``status`` says when the store cannot write."""
+        return web.json_response(self._state())
 
     async def ready(self, request: web.Request) -> web.Response:
-        return await self.health(request)
+        """Readiness: 503 while the store cannot write (disk full, I/O errors), 200 once a write succeeds again."""
+        return web.json_response(self._state(), status=200 if self.processor.store.healthy else 503)

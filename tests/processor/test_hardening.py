@@ -1,0 +1,163 @@
+"""The processor as an operator meets it: a full disk answers 503 + Retry-After and /readyz says so until writes
+succeed again (no restart); one model's flood or bad reference never stops the others; SIGTERM stops promptly and
+unevaluated windows resume after the restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from otel_mlmon import semconv
+from otel_mlmon.engine.columns import profile_from_columns
+from otel_mlmon.engine.windows import WindowSpec
+from otel_mlmon.processor.decode import Decoded, PredictionBatch
+from otel_mlmon.processor.server import build_app
+from otel_mlmon.processor.service import Processor
+from otel_mlmon.processor.store import Store
+
+SECOND = 1_000_000_000
+NOW = 1_796_000_000 * SECOND
+
+
+def _logs_request(model: str, ids: list[str], time_ns: int = NOW) -> bytes:
+    request = ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add()
+    record.event_name = semconv.EVENT_PREDICTIONS
+    record.time_unix_nano = time_ns
+    for key, value in ((semconv.ML_MODEL_NAME, model), (semconv.ML_MODEL_VERSION, "1")):
+        attribute = record.attributes.add()
+        attribute.key, attribute.value.string_value = key, value
+    attribute = record.attributes.add()
+    attribute.key = semconv.ML_PREDICTION_ID
+    attribute.value.array_value.values.extend([])
+    for pid in ids:
+        attribute.value.array_value.values.add().string_value = pid
+    attribute = record.attributes.add()
+    attribute.key = semconv.ML_PREDICTION_VALUE
+    for n in range(len(ids)):
+        attribute.value.array_value.values.add().double_value = float(n)
+    return request.SerializeToString()
+
+
+def _run(processor: Processor, script) -> None:
+    async def main() -> None:
+        async with TestClient(TestServer(build_app(processor), skip_url_asserts=True)) as client:
+            await script(client)
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 2 MiB tmpfs (root only: CI and the developers' machines run as root)."""
+    folder = Path(tempfile.mkdtemp(prefix="mlmon-disk-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        shutil.rmtree(folder)
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_full_disk_answers_503_and_recovers_without_a_restart(small_disk: Path) -> None:
+    processor = Processor(Store(str(small_disk / "p.db")), clock=lambda: NOW)
+    filler = small_disk / "filler"
+
+    async def script(client: TestClient) -> None:
+        headers = {"Content-Type": "application/x-protobuf"}
+        answer = await client.post("/v1/logs", data=_logs_request("m", ["a", "b"]), headers=headers)
+        assert answer.status == 200
+        with open(filler, "wb") as handle:  # fill the disk to the last byte
+            try:
+                while True:
+                    handle.write(b"\0" * 65536)
+                    handle.flush()
+            except OSError:
+                pass
+        big = _logs_request("m", [f"x{i:05d}-{'p' * 40}" for i in range(20000)])
+        answer = await client.post("/v1/logs", data=big, headers=headers)
+        assert answer.status == 503 and answer.headers["Retry-After"]
+        assert (await client.get("/readyz")).status == 503
+        health = await client.get("/healthz")
+        assert health.status == 200 and (await health.json())["status"] == "store unavailable"
+        filler.unlink()
+        answer = await client.post("/v1/logs", data=_logs_request("m", ["c"]), headers=headers)
+        assert answer.status == 200
+        assert (await client.get("/readyz")).status == 200
+
+    _run(processor, script)
+    assert sorted(r.id for r in processor.store.rows("m", "1")) == ["a", "b", "c"]  # the refused request: nothing
+    assert os.path.exists(small_disk / "p.db")
+
+
+def _profile(model: str, chunk_size: int = 100):
+    rng = np.random.default_rng(0)
+    profile, _ = profile_from_columns({"x": rng.normal(0, 1, 1000)}, WindowSpec(chunk_size=chunk_size), model=model,
+                                      version="1")
+    return profile
+
+
+def _rows(processor: Processor, model: str, n: int, start: int = 0) -> None:
+    rng = np.random.default_rng(start)
+    batch = PredictionBatch(model, "1", NOW - 3600 * SECOND + start, [f"{model}-{start + i}" for i in range(n)],
+                            values=rng.normal(0, 1, n).tolist(), features={"x": rng.normal(0, 1, n).tolist()})
+    processor.accept_logs(Decoded(predictions=[batch], accepted=1), NOW - 3600 * SECOND)
+
+
+def test_a_model_whose_evaluation_fails_never_stops_the_others(tmp_path: Path, monkeypatch) -> None:
+    processor = Processor(Store(str(tmp_path / "p.db")), clock=lambda: NOW)
+    for model in ("a", "broken", "c"):
+        processor.register(_profile(model))
+        _rows(processor, model, 300)
+    from otel_mlmon.processor import windows
+
+    real = windows.due_row_windows
+
+    def failing(store, model, *args, **kwargs):
+        if model == "broken":
+            raise OverflowError("a window spec the engine cannot take")
+        return real(store, model, *args, **kwargs)
+
+    monkeypatch.setattr("otel_mlmon.processor.service.due_row_windows", failing)
+    assert processor.tick() == 6  # three windows each of a and c
+    assert processor.failures_by_model() == {"broken@1": 1}
+    evaluated = {r["model"] for r in processor.store.results(period="analysis")}
+    assert evaluated == {"a", "c"}
+
+
+def test_a_tick_stops_between_windows_and_the_rest_resumes_after_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "p.db")
+    processor = Processor(Store(path), clock=lambda: NOW)
+    processor.register(_profile("m"))
+    _rows(processor, "m", 1000)
+    calls = []
+    real = processor.evaluate
+
+    def evaluate(*args, **kwargs) -> None:
+        calls.append(1)
+        real(*args, **kwargs)
+        if len(calls) == 3:
+            processor.stopping.set()  # SIGTERM arrives while the tick works
+
+    processor.evaluate = evaluate  # type: ignore[method-assign]
+    assert processor.tick() == 3
+    processor.store.close()
+    processor.alerts.close()
+    restarted = Processor(Store(path), clock=lambda: NOW)
+    assert restarted.tick() == 7  # the windows left over, none twice
+    windows = sorted({r["window"] for r in restarted.store.results(model="m", period="analysis")})
+    assert windows == list(range(10))
