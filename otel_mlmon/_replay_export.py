@@ -10,8 +10,10 @@ own encoder, ``encode_logs``) over OTLP/HTTP or gRPC and reads each answer per t
 - anything else (400, 401, 413, 415, 500, INVALID_ARGUMENT, …): not retried, the records count as rejected.
 
 Rows are counted per event from its ``ml.prediction.id`` array, separately for ``ml.predictions`` and
-``ml.labels``. A partial success names how many records were rejected, not which: when the rejected records of one
-request differ in rows, the largest are counted as lost (an upper bound, flagged ``uncertain``).
+``ml.labels``. A partial success names how many records were rejected, not which: when the records of the request
+differ in rows, its halves are sent again until each answer is exact (the processor takes a prediction id or a
+label it already holds as a duplicate, so nothing counts twice there). A request over ``max_request_bytes`` is
+sent in halves as well.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from otel_mlmon import semconv
 
 _logger = logging.getLogger(__name__)
 
+MAX_REQUEST_BYTES = 3 << 20  # under the 4 MiB gRPC default message cap (and the processor's 16 MiB HTTP cap)
 RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
 # OTLP/gRPC: retryable status codes (RESOURCE_EXHAUSTED only with RetryInfo, checked apart).
 _RETRYABLE_GRPC = ("CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS")
@@ -46,7 +49,6 @@ class Delivery:
 
     exported: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVENTS, 0))
     acknowledged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVENTS, 0))
-    uncertain: bool = False  # a partial success whose lost rows were estimated (upper bound)
     errors: list[str] = field(default_factory=list)  # the first few reasons, for the user
 
     def note(self, message: str) -> None:
@@ -86,7 +88,8 @@ class AcknowledgingLogExporter(LogRecordExporter):
     """
 
     def __init__(self, endpoint: str, protocol: str = "http/protobuf", retry_for_s: float = 60.0,
-                 timeout_s: float = 10.0, headers: Mapping[str, str] | None = None) -> None:
+                 timeout_s: float = 10.0, headers: Mapping[str, str] | None = None,
+                 max_request_bytes: int = MAX_REQUEST_BYTES) -> None:
         if protocol not in ("http/protobuf", "grpc"):
             raise ValueError(f"protocol must be http/protobuf or grpc, got {protocol!r}")
         if retry_for_s < 0:
@@ -96,6 +99,7 @@ class AcknowledgingLogExporter(LogRecordExporter):
         self.retry_for_s = retry_for_s
         self.timeout_s = timeout_s
         self.headers = dict(headers or {})
+        self.max_request_bytes = max_request_bytes
         self.delivery = Delivery()
         self._lock = threading.Lock()
         self._failing_since: float | None = None  # monotonic time of the first failure of the current outage
@@ -107,18 +111,34 @@ class AcknowledgingLogExporter(LogRecordExporter):
 
     # --- LogRecordExporter ---------------------------------------------------------------------------------
     def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
-        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
-
         rows = [_rows(record) for record in batch]
         with self._lock:
             for name, count in rows:
                 if name is not None:
                     self.delivery.exported[name] += count
-        body = encode_logs(batch).SerializeToString()
+        return LogRecordExportResult.SUCCESS if self._deliver(list(batch), rows) else LogRecordExportResult.FAILURE
+
+    def _deliver(self, records: list[Any], rows: list[tuple[str | None, int]]) -> bool:
+        """Send records (halves of them when the request would be too large, or when a partial success does not
+        say which records of different sizes it rejected); True when all were acknowledged."""
+        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+        body = encode_logs(records).SerializeToString()
+        if len(body) > self.max_request_bytes and len(records) > 1:
+            return self._halves(records, rows)
         answer = self._send_with_retries(body)
+        if answer.ok and 0 < answer.rejected < len(records) and len({count for _, count in rows}) > 1:
+            # Which records were rejected is not said and their rows differ: ask again in halves (the processor
+            # takes a prediction id or a label it already has as a duplicate, so nothing is counted twice).
+            return self._halves(records, rows)
         with self._lock:
             self._account(rows, answer)
-        return LogRecordExportResult.SUCCESS if answer.ok and not answer.rejected else LogRecordExportResult.FAILURE
+        return answer.ok and not answer.rejected
+
+    def _halves(self, records: list[Any], rows: list[tuple[str | None, int]]) -> bool:
+        middle = len(records) // 2
+        first = self._deliver(records[:middle], rows[:middle])
+        return self._deliver(records[middle:], rows[middle:]) and first
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
@@ -139,13 +159,8 @@ class AcknowledgingLogExporter(LogRecordExporter):
             self.delivery.note(answer.message or f"the endpoint rejected {answer.rejected} of {len(rows)} records")
             if answer.rejected >= len(rows):
                 return
-            sizes = sorted((count for _, count in rows), reverse=True)
-            if len(set(sizes)) > 1:  # which records were rejected is not said: count the largest as lost
-                self.delivery.uncertain = True
-            # Drop the `rejected` largest records (of any name) from what is acknowledged.
-            order = sorted(range(len(rows)), key=lambda i: rows[i][1], reverse=True)
-            lost = set(order[:answer.rejected])
-            kept = [row for i, row in enumerate(rows) if i not in lost]
+            # Records of equal rows (else _deliver asked again in halves): any `rejected` of them were lost.
+            kept = rows[answer.rejected:]
         for name, count in kept:
             if name is not None:
                 self.delivery.acknowledged[name] += count

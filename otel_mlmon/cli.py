@@ -370,10 +370,9 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"replayed {result.rows_acknowledged} predictions and {result.labels_acknowledged} labels to "
               f"{args.endpoint} (all acknowledged)", file=sys.stderr)
         return 0
-    bound = "up to " if result.uncertain else ""
     reasons = "; ".join(result.errors) or "no answer"
-    print(f"mlmon: error: {bound}{result.rows_lost} of {result.rows} predictions and {bound}{result.labels_lost} "
-          f"of {result.labels} labels were not delivered to {args.endpoint} ({reasons})", file=sys.stderr)
+    print(f"mlmon: error: {result.rows_lost} of {result.rows} predictions and {result.labels_lost} of "
+          f"{result.labels} labels were not delivered to {args.endpoint} ({reasons})", file=sys.stderr)
     return 1
 
 

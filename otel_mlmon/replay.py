@@ -80,7 +80,6 @@ class ReplayResult:
     rows_acknowledged: int = 0
     labels: int = 0
     labels_acknowledged: int = 0
-    uncertain: bool = False  # a partial success did not say which records it rejected: the loss is an upper bound
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -348,7 +347,6 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
     if options.service is None:
         result.rows_acknowledged = delivery.acknowledged[semconv.EVENT_PREDICTIONS]
     result.labels_acknowledged = delivery.acknowledged[semconv.EVENT_LABELS]
-    result.uncertain = delivery.uncertain
     result.errors = list(delivery.errors)
     return result
 

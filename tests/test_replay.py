@@ -209,71 +209,81 @@ class _Processor:
             self.process.wait(30)
 
 
-def _replay_process(path: Path, endpoint: str, *extra: str) -> Any:
-    import os
-    import subprocess
-    import sys
+def _replay_in_background(path: Path, endpoint: str, *extra: str) -> Any:
+    """``mlmon replay`` running in a thread (its stderr goes to capsys); call the result for its exit code."""
+    import threading
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.Popen([sys.executable, "-m", "otel_mlmon.cli", *_replay_args(path, endpoint, *extra)], env=env,
-                            stderr=subprocess.PIPE, text=True)
+    done: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: done.setdefault("code", cli.main(_replay_args(path, endpoint, *extra))),
+                              daemon=True)
+    thread.start()
+
+    def wait(timeout_s: float = 120) -> int:
+        thread.join(timeout_s)
+        return done["code"]
+
+    return wait
 
 
 def _not_delivered(err: str) -> tuple[int, int]:
     import re
 
-    found = re.search(r"(\d+) of \d+ predictions and (?:up to )?(\d+) of \d+ labels were not delivered", err)
+    found = re.search(r"(\d+) of \d+ predictions and (\d+) of \d+ labels were not delivered", err)
     assert found, err
     return int(found.group(1)), int(found.group(2))
 
 
-def test_replay_across_a_processor_killed_and_restarted_counts_what_was_stored(tmp_path: Path) -> None:
+def test_replay_across_a_processor_killed_and_restarted_counts_what_was_stored(tmp_path: Path, capsys) -> None:
     import time
 
     _binary(3000, 8).to_parquet(tmp_path / "data.parquet")
     processor = _Processor(tmp_path)
     processor.start()
     try:
-        replaying = _replay_process(tmp_path / "data.parquet", processor.endpoint, "--rate", "1000", "--batch-rows",
-                                    "50", "--retry-for", "60")
+        replaying = _replay_in_background(tmp_path / "data.parquet", processor.endpoint, "--rate", "1000",
+                                          "--batch-rows", "50", "--retry-for", "60")
         processor.wait_for_predictions()  # mid-stream
         processor.kill()
         time.sleep(0.5)
         processor.start()
-        _, err = replaying.communicate(timeout=120)
+        code = replaying()
         health = processor.health()
     finally:
         processor.stop()
-    if replaying.returncode == 0:
+    err = capsys.readouterr().err
+    if code == 0:
         assert "replayed 3000 predictions and 3000 labels" in err
         assert health["predictions"] == 3000 and health["labels_joined"] == 3000
     else:
-        assert replaying.returncode == 1, err
+        assert code == 1, err
         rows, labels = _not_delivered(err)
         assert health["predictions"] == 3000 - rows and health["labels_joined"] == 3000 - labels
 
 
-def test_replay_to_a_processor_that_dies_exits_1_with_exactly_the_rows_not_stored(tmp_path: Path) -> None:
+def test_replay_to_a_processor_that_dies_exits_1_with_exactly_the_rows_not_stored(tmp_path: Path, capsys) -> None:
     _binary(3000, 9).to_parquet(tmp_path / "data.parquet")
     processor = _Processor(tmp_path)
     processor.start()
     try:
-        replaying = _replay_process(tmp_path / "data.parquet", processor.endpoint, "--rate", "1000", "--batch-rows",
-                                    "50", "--retry-for", "1")
+        replaying = _replay_in_background(tmp_path / "data.parquet", processor.endpoint, "--rate", "1000",
+                                          "--batch-rows", "50", "--retry-for", "1")
         processor.wait_for_predictions()  # some rows were acknowledged, the rest will find no one
         processor.kill()
-        _, err = replaying.communicate(timeout=120)
+        code = replaying()
         processor.start()  # to read what the store holds
         health = processor.health()
     finally:
         processor.stop()
-    assert replaying.returncode == 1, err
+    err = capsys.readouterr().err
+    assert code == 1, err
     rows, labels = _not_delivered(err)
     assert 0 < rows < 3000 and labels == 3000
     assert health["predictions"] == 3000 - rows
 
 
-def test_replay_of_a_wide_file_stores_every_row(tmp_path: Path) -> None:
+def test_replay_of_a_wide_file_over_grpc_stores_every_row(tmp_path: Path, capsys) -> None:
+    """150 features: more attributes than the SDK's default limit of 128, events over the 4 MiB gRPC cap if
+    batched whole."""
     rng = np.random.default_rng(10)
     frame = _binary(2000, 10)
     wide = pd.DataFrame(rng.normal(size=(2000, 150)), columns=[f"f{j:03d}" for j in range(150)])
@@ -281,11 +291,94 @@ def test_replay_of_a_wide_file_stores_every_row(tmp_path: Path) -> None:
     processor = _Processor(tmp_path)
     processor.start()
     try:
-        replaying = _replay_process(tmp_path / "wide.parquet", processor.endpoint)
-        _, err = replaying.communicate(timeout=180)
+        code = cli.main(_replay_args(tmp_path / "wide.parquet", f"127.0.0.1:{processor.grpc_port}", "--protocol",
+                                     "grpc", "--batch-rows", "500"))
         health = processor.health()
     finally:
         processor.stop()
-    assert replaying.returncode == 0, err  # never "replayed 2000" with nothing stored
+    err = capsys.readouterr().err
+    assert code == 0, err  # never "replayed 2000" with nothing stored
     assert "replayed 2000 predictions and 2000 labels" in err
     assert health["predictions"] == 2000 and health["labels_joined"] == 2000
+
+
+def test_records_the_endpoint_rejects_are_counted_as_not_delivered(tmp_path: Path, capsys) -> None:
+    frame = _binary(200, 11)
+    now_s = 1_700_000_000
+    future_s = 4_102_444_800  # 2100: the processor refuses event times that far ahead (partial success)
+    frame["ts"] = pd.to_datetime([(now_s if i < 100 else future_s) + i // 10 for i in range(200)], unit="s")
+    frame.to_parquet(tmp_path / "data.parquet")
+    processor = _Processor(tmp_path)
+    processor.start()
+    try:
+        code = cli.main(_replay_args(tmp_path / "data.parquet", processor.endpoint, "--timestamp-column", "ts"))
+        health = processor.health()
+    finally:
+        processor.stop()
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "100 of 200 predictions and 0 of 200 labels were not delivered" in err  # events of 10 rows each: exact
+    assert health["predictions"] == 100
+
+
+def test_replay_waits_as_long_as_retry_after_says(tmp_path: Path) -> None:
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    attempts: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            first = self.path == "/v1/logs" and not attempts
+            if self.path == "/v1/logs":
+                attempts.append(time.monotonic())
+            self.send_response(503 if first else 200)
+            if first:
+                self.send_header("Retry-After", "2")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    _binary(50, 12).to_parquet(tmp_path / "data.parquet")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        assert cli.main(_replay_args(tmp_path / "data.parquet", endpoint, "--label-fraction", "0.5")) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(attempts) >= 2 and attempts[1] - attempts[0] >= 1.9  # not the 0.1 s backoff: the server's 2 s
+
+
+def test_the_exporter_sends_a_large_batch_in_requests_under_its_cap() -> None:
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    from otel_mlmon._replay_export import AcknowledgingLogExporter
+
+    with OtlpReceiver() as receiver:
+        exporter = AcknowledgingLogExporter(receiver.endpoint, max_request_bytes=4000)
+        records = []
+
+        class Collect(SimpleLogRecordProcessor):
+            def on_emit(self, log_record: Any) -> None:
+                records.append(log_record)
+
+        provider = LoggerProvider()
+        provider.add_log_record_processor(Collect(exporter))
+        logger = provider.get_logger("test")
+        for n in range(20):
+            logger.emit(event_name=semconv.EVENT_PREDICTIONS, attributes={
+                semconv.ML_MODEL_NAME: "m", semconv.ML_PREDICTION_ID: [f"{n}-{i}" for i in range(n + 1)],
+                semconv.ML_PREDICTION_VALUE: [float(i) for i in range(n + 1)]})
+        assert exporter.export(records).name == "SUCCESS"
+        requests = len(receiver.requests["/v1/logs"])
+        assert max(len(r.SerializeToString()) for r in receiver.requests["/v1/logs"]) <= 4000
+        provider.shutdown()
+    assert requests > 1
+    assert exporter.delivery.acknowledged[semconv.EVENT_PREDICTIONS] == sum(range(1, 21)) == len(_rows(receiver))
