@@ -34,6 +34,10 @@ ML_PREDICTION_LABEL: Final = "ml.prediction.label"
 ML_PREDICTION_SCORE: Final = "ml.prediction.score"
 ML_PREDICTION_SCORE_PREFIX: Final = "ml.prediction.score."  # + class label, multiclass
 ML_PREDICTION_VALUE: Final = "ml.prediction.value"
+# Event time of each row (int array, ns since the Unix epoch, in row order): the time of the predict call that made
+# the row. Only on an ml.predictions event whose rows do not all share the log record's timestamp (rows of several
+# calls buffered together); absent, every row's time is the record's timestamp.
+ML_PREDICTION_TIME: Final = "ml.prediction.time"
 ML_LABEL_VALUE: Final = "ml.label.value"
 ML_FEATURE_PREFIX: Final = "ml.feature."  # + feature name; raw values, only with capture enabled
 # Captured raw values of a wide model (more attributes than CAPTURE_PER_KEY_LIMIT): one map attribute (OTLP

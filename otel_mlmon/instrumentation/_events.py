@@ -2,8 +2,9 @@
 
 ``opentelemetry._logs`` is still underscore-private; everything that touches it is here. Events carry their rows
 as columnar array attributes. In buffered mode rows of several calls of one model share an event, flushed at
-``event_max_rows`` rows, every ``event_flush_interval_s`` and at exit; in per-call mode each call emits its own
-event inside the call's span context.
+``event_max_rows`` rows, every ``event_flush_interval_s`` and at exit, each row keeping its call's time
+(``ml.prediction.time``, when the calls' times differ); in per-call mode each call emits its own event inside the
+call's span context, its timestamp the call's time.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def emit(logger: Logger, name: str, attributes: Mapping[str, Any], timestamp_ns:
 
 
 def emit_rows(logger: Logger, name: str, base: Mapping[str, Any], columns: Mapping[str, Sequence[Any]],
-              rows: int, max_rows: int, timestamp_ns: int | None = None, context: Context | None = None) -> None:
+              rows: int, max_rows: int, timestamp_ns: int | None = None, context: Context | None = None,
+              row_times: Sequence[int] | None = None) -> None:
     """Emit ``rows`` rows of columns as events of at most ``max_rows`` rows each.
 
     Captured features (``ml.feature.<name>`` columns) go one attribute each while the event has at most
@@ -38,9 +40,13 @@ def emit_rows(logger: Logger, name: str, base: Mapping[str, Any], columns: Mappi
     (name -> array), so that the SDK's attribute count limit (128 by default) never drops any of them. The model
     name and version and the ids are added last: the SDK evicts the oldest attributes first, so whatever limit the
     application set, those that join labels stay.
+
+    ``row_times`` (one event time per row, ns since the epoch; rows of several calls) makes each event's timestamp
+    the time of its first row, and gives an event whose rows do not all share that time an
+    ``ml.prediction.time`` attribute (the rows' times), just before the model name, version and ids.
     """
     prefix = semconv.ML_FEATURE_PREFIX
-    packed = len(base) + len(columns) > semconv.CAPTURE_PER_KEY_LIMIT
+    packed = len(base) + len(columns) + (row_times is not None) > semconv.CAPTURE_PER_KEY_LIMIT
     for begin in range(0, rows, max_rows):
         end = min(begin + max_rows, rows)
         attributes: dict[str, Any] = {}
@@ -52,10 +58,16 @@ def emit_rows(logger: Logger, name: str, base: Mapping[str, Any], columns: Mappi
                 attributes[key] = list(values[begin:end])
         if features:
             attributes[semconv.ML_FEATURES] = features
+        timestamp = timestamp_ns
+        if row_times is not None:
+            times = list(row_times[begin:end])
+            timestamp = times[0]
+            if times.count(timestamp) != len(times):
+                attributes[semconv.ML_PREDICTION_TIME] = times
         attributes.update(base)
         if semconv.ML_PREDICTION_ID in columns:
             attributes[semconv.ML_PREDICTION_ID] = list(columns[semconv.ML_PREDICTION_ID][begin:end])
-        emit(logger, name, attributes, timestamp_ns, context)
+        emit(logger, name, attributes, timestamp, context)
 
 
 @dataclass
@@ -65,6 +77,21 @@ class _Pending:
     time_ns: int | None = None  # the event's timestamp: its first call's time (None: when it was made)
     rows: int = 0
     first_ns: int = field(default_factory=time.time_ns)  # when it was made (for the flush interval)
+    calls: list[tuple[int, int]] = field(default_factory=list)  # (rows, time) of each call, in row order
+
+    def row_times(self) -> list[int] | None:
+        """The event time of each row, or None when every row has the time of the first call."""
+        calls = self.calls
+        first = calls[0][1] if calls else None
+        if all(t == first for _, t in calls):
+            return None
+        times: list[int] = []
+        for rows, t in calls:
+            if rows == 1:
+                times.append(t)
+            else:
+                times += [t] * rows
+        return times
 
 
 READY_LIMIT = 8  # full events waiting for the flusher before the caller emits them itself
@@ -73,9 +100,12 @@ READY_LIMIT = 8  # full events waiting for the flusher before the caller emits t
 class PredictionBuffer:
     """Rows waiting for their ``ml.predictions`` event, per (model, version, time slot, set of columns).
 
-    An event's timestamp is the time of its first call. Rows share an event only when their calls fall in the same
-    interval of the Unix clock (``interval_ns``, the sketch export interval), so an event never spans a boundary
-    of the sketch exports; rows given an exact time (``recorded_as``) share an event only with rows of that time.
+    An event's timestamp is the time of its first call; when its rows come from calls of different times, it also
+    carries each row's call time (``ml.prediction.time``), so the receiver orders rows as they were made. A call
+    costs one append here, expanded to rows on the flusher thread. Rows share an event only when their calls fall
+    in the same interval of the Unix clock (``interval_ns``, the sketch export interval), so an event never spans a
+    boundary of the sketch exports; rows given an exact time (``recorded_as``) share an event only with rows of
+    that time.
 
     An event that fills up (``max_rows``) is handed to the flusher thread (``wake``) rather than emitted by the
     call that filled it: emitting a 4096-row event costs ~2 ms in the SDK (it validates every value), which would
@@ -113,6 +143,7 @@ class PredictionBuffer:
                 pending = self._pending[key] = _Pending(dict(base), {k: [] for k in columns}, time_ns)
             for k, values in columns.items():
                 pending.columns[k].extend(values)
+            pending.calls.append((rows, time_ns))  # one append per call; expanded to rows on the flusher
             pending.rows += rows
             if pending.rows < self.max_rows:
                 return
@@ -144,4 +175,4 @@ class PredictionBuffer:
 
     def _emit(self, item: _Pending) -> None:
         emit_rows(self.logger, semconv.EVENT_PREDICTIONS, item.base, item.columns, item.rows, self.max_rows,
-                  item.first_ns if item.time_ns is None else item.time_ns)
+                  item.first_ns if item.time_ns is None else item.time_ns, row_times=item.row_times())
