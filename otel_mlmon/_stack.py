@@ -3,7 +3,7 @@ loopback ports instead of container names.
 
     model service (examples/model_service.py under opentelemetry-instrument)
         --OTLP/HTTP--> Collector (collector/otelcol-config.yaml, built by collector/build.sh)
-            --OTLP/gRPC, gzip, persistent queue--> processor (mlmon processor serve)
+            --OTLP/gRPC, gzip, persistent queue, TLS + bearer token--> processor (mlmon processor serve)
             --OTLP/gRPC--> Collector --> Prometheus exporter <-- Prometheus (collector/prometheus/) --> Alertmanager
         --traces--> Jaeger (collector/jaeger/config.yaml)
     load driver: mlmon replay --service (rows to the model service; labels, late, over OTLP to the Collector)
@@ -77,6 +77,75 @@ def find_binaries(repo: Path = REPO) -> tuple[Binaries | None, list[str]]:
     return Binaries(collector, prometheus, alertmanager, jaeger), []
 
 
+@dataclass(frozen=True)
+class Certificates:
+    """PEM files of a throwaway CA, a server certificate it signed and a client certificate it signed."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_certificates(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+                      days: int = 30) -> Certificates:
+    """A CA and server/client certificates for ``hosts`` (IP or DNS names), made with the ``openssl`` command
+    (P-256 keys); for the native stack, the compose stack's one-shot ``secrets`` service and the tests."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is needed to make the stack's TLS certificates "
+                           "(apt-get install openssl)")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*argv: str) -> None:
+        done = subprocess.run([openssl, *argv], cwd=folder, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(argv[:2])} failed: {done.stderr.strip()[-500:]}")
+
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *key, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", str(days),
+        "-subj", "/CN=otel-mlmon CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    names = ",".join(("IP:" if _is_ip(h) else "DNS:") + h for h in hosts)
+    for role, usage in (("server", "serverAuth"), ("client", "clientAuth")):
+        (folder / f"{role}.ext").write_text(f"basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n" +
+                                            (f"subjectAltName={names}\n" if role == "server" else ""))
+        run("req", *key, "-keyout", f"{role}-key.pem", "-out", f"{role}.csr", "-subj", f"/CN=otel-mlmon {role}")
+        run("x509", "-req", "-in", f"{role}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-set_serial",
+            str(random.getrandbits(63)), "-days", str(days), "-extfile", f"{role}.ext", "-out", f"{role}.pem")
+    return Certificates(folder / "ca.pem", folder / "server.pem", folder / "server-key.pem",
+                        folder / "client.pem", folder / "client-key.pem")
+
+
+def write_secrets(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> tuple[Path, Certificates]:
+    """The processor's bearer token (``folder/token``, 64 hex digits) and certificates for ``hosts`` (see
+    :func:`make_certificates`), made once: files already there are kept (delete them to rotate)."""
+    import secrets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    token = folder / "token"
+    if not token.exists():
+        token.write_text(secrets.token_hex(32) + "\n")
+        token.chmod(0o644)  # the Collector's container user reads it too (compose); only its mounts see it
+    if (folder / "server.pem").exists():
+        certs = Certificates(folder / "ca.pem", folder / "server.pem", folder / "server-key.pem",
+                             folder / "client.pem", folder / "client-key.pem")
+    else:
+        certs = make_certificates(folder, hosts)
+    return token, certs
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 _handed_out: set[int] = set()
 
 
@@ -136,6 +205,7 @@ class NativeStack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)  # model, reference, serving: prepare() writes them
+    secrets: tuple[Path, Certificates] | None = None  # the processor's token file and TLS files: start() makes them
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -147,7 +217,20 @@ class NativeStack:
 
     # --- URLs --------------------------------------------------------------------------------------------
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
+        scheme = "https" if name == "processor_http" else "http"  # the processor's listeners speak TLS
+        return f"{scheme}://127.0.0.1:{self.ports[name]}"
+
+    def processor_api(self, path: str) -> Any:
+        """GET a JSON document of the processor's API, over TLS with its bearer token."""
+        import ssl
+
+        assert self.secrets is not None, "start() makes the processor's token and certificates"
+        token, certs = self.secrets
+        request = urllib.request.Request(self.url("processor_http") + path,
+                                         headers={"Authorization": f"Bearer {token.read_text().strip()}"})
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        with urllib.request.urlopen(request, timeout=5, context=context) as answer:
+            return json.loads(answer.read() or b"null")
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -184,6 +267,7 @@ class NativeStack:
         """Alertmanager, Prometheus, the processor, the Collector, the model service; each waited for."""
         if not self.inputs:
             self.prepare()
+        self.secrets = write_secrets(self.folder / "secrets")
         self._start_alertmanager()
         self._start_prometheus()
         self._start_processor()
@@ -228,17 +312,19 @@ class NativeStack:
                                                                 timeout=2).status == 200)
 
     def _start_processor(self) -> None:
+        assert self.secrets is not None
+        token, certs = self.secrets
         self._spawn("processor", [
             sys.executable, "-m", "otel_mlmon.cli", "processor", "serve",
             "--grpc-endpoint", f"127.0.0.1:{self.ports['processor_grpc']}",
             "--http-endpoint", f"127.0.0.1:{self.ports['processor_http']}",
             "--store", str(self.folder / "processor.db"), "--reference", self.inputs["reference"],
-            "--alertmanager", self.url("alertmanager")], env={
+            "--alertmanager", self.url("alertmanager"), "--auth-token-file", str(token),
+            "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)], env={
             "OTEL_SERVICE_NAME": "mlmon-processor", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.url("results_grpc"),
             "OTEL_METRIC_EXPORT_INTERVAL": str(int(self.interval_s * 1000)), "OTEL_BLRP_SCHEDULE_DELAY": "500"})
-        self._wait("processor", lambda: urllib.request.urlopen(self.url("processor_http") + "/healthz",
-                                                               timeout=2).status == 200)
+        self._wait("processor", lambda: self.processor_api("/healthz")["status"] == "ok")
 
     def _start_jaeger(self) -> None:
         assert self.binaries.jaeger is not None
@@ -250,7 +336,10 @@ class NativeStack:
         self._wait("jaeger", lambda: _get(self.url("jaeger_query") + "/api/services") is not None)
 
     def collector_env(self) -> dict[str, str]:
-        return {"MLMON_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['otlp_grpc']}",
+        assert self.secrets is not None
+        token, certs = self.secrets
+        return {"MLMON_PROCESSOR_TOKEN": token.read_text().strip(), "MLMON_PROCESSOR_CA_FILE": str(certs.ca),
+                "MLMON_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['otlp_grpc']}",
                 "MLMON_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['otlp_http']}",
                 "MLMON_RESULTS_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['results_grpc']}",
                 "MLMON_RESULTS_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['results_http']}",
@@ -365,5 +454,10 @@ class NativeStack:
 
     def results(self) -> list[dict[str, Any]]:
         """The processor's window results (its GET /v1/results)."""
-        answer = _get(self.url("processor_http") + "/v1/results?" + urllib.parse.urlencode({"model": MODEL}))
+        answer = self.processor_api("/v1/results?" + urllib.parse.urlencode({"model": MODEL}))
         return list(answer["results"])
+
+
+if __name__ == "__main__":  # the compose stack's one-shot `secrets` service: python -m otel_mlmon._stack DIR HOST…
+    made, _ = write_secrets(Path(sys.argv[1]), tuple(sys.argv[2:]) or ("127.0.0.1", "localhost"))
+    print(f"the processor's token and TLS files are in {made.parent}")

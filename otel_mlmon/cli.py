@@ -107,6 +107,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--alertmanager", help="Alertmanager base URL (alerts go to its /api/v2/alerts)")
     serve.add_argument("--webhook", help="URL that receives every alert transition as JSON")
     serve.add_argument("--config", help="YAML file of settings (flags > OTEL_PYTHON_MLMON_PROCESSOR_* > file)")
+    auth = serve.add_argument_group("authentication and TLS (both listeners; without a token: loopback only)")
+    token = auth.add_mutually_exclusive_group()
+    token.add_argument("--auth-token-file", metavar="FILE", help="file holding the bearer token that OTLP and the "
+                       "API require (all but /healthz and /readyz)")
+    token.add_argument("--auth-token", metavar="TOKEN", help="the bearer token itself (visible to other users in "
+                       "the process list: prefer --auth-token-file or OTEL_PYTHON_MLMON_PROCESSOR_AUTH_TOKEN)")
+    auth.add_argument("--tls-cert", metavar="PEM", help="server certificate (chain): TLS on both listeners")
+    auth.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (unencrypted PEM)")
+    auth.add_argument("--tls-client-ca", metavar="PEM", help="CA of the client certificates: mTLS, clients "
+                      "without a certificate it signed are refused")
+    auth.add_argument("--allow-unauthenticated", action="store_true", default=None, help="bind a non-loopback "
+                      "address without a token or client certificates (only behind something that "
+                      "authenticates, such as a service mesh)")
 
     replay = commands.add_parser("replay", help="send a dataset's predictions and labels over OTLP")
     replay.add_argument("--analysis", required=True, help="data file with the model's outputs")
@@ -312,14 +325,18 @@ def _serve(args: argparse.Namespace) -> int:
     from otel_mlmon.processor import grpc_receiver
     from otel_mlmon.processor.config import load
     from otel_mlmon.processor.export import AlertmanagerSink, WebhookSink
+    from otel_mlmon.processor.security import Security
     from otel_mlmon.processor.server import serve
     from otel_mlmon.processor.service import Processor
     from otel_mlmon.processor.store import Store
 
     _json_logs()
     config = load({"grpc_endpoint": args.grpc_endpoint, "http_endpoint": args.http_endpoint, "store": args.store,
-                   "references": tuple(args.reference), "alertmanager": args.alertmanager, "webhook": args.webhook},
-                  yaml_path=args.config)
+                   "references": tuple(args.reference), "alertmanager": args.alertmanager, "webhook": args.webhook,
+                   "auth_token": args.auth_token, "auth_token_file": args.auth_token_file, "tls_cert": args.tls_cert,
+                   "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
+                   "allow_unauthenticated": args.allow_unauthenticated}, yaml_path=args.config)
+    security = Security.from_config(config)  # a missing or empty token file, bad TLS files: refused here
     host, _, port = config.http_endpoint.rpartition(":")
     profiles = [ReferenceProfile.load(path) for path in config.references]  # bad profiles stop startup
     store = Store(config.store, label_ttl_s=config.label_ttl_s, orphan_ttl_s=config.orphan_ttl_s,
@@ -332,21 +349,27 @@ def _serve(args: argparse.Namespace) -> int:
                           webhook=WebhookSink(config.webhook) if config.webhook else None)
     for profile in profiles:
         processor.register(profile)
-    grpc_server, _ = grpc_receiver.start(processor, config.grpc_endpoint, config.max_grpc_message_bytes)
+    grpc_server, _ = grpc_receiver.start(processor, config.grpc_endpoint, config.max_grpc_message_bytes,
+                                         credentials=security.tls.grpc if security.tls else None,
+                                         interceptors=security.grpc_interceptors())
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        logging.getLogger("otel_mlmon.processor").info(
-            "serving OTLP/HTTP and the API on http://%s:%s, OTLP/gRPC on %s; %d model(s) monitored", host, port,
-            config.grpc_endpoint, len(processor.monitored))
-        await serve(processor, host, int(port), config.tick_s, stop, config.max_body_bytes)
+        log = logging.getLogger("otel_mlmon.processor")
+        log.info("serving OTLP/HTTP and the API on %s://%s:%s, OTLP/gRPC on %s; %d model(s) monitored",
+                 "https" if security.tls else "http", host, port, config.grpc_endpoint, len(processor.monitored))
+        (log.info if config.authenticated else log.warning)("access: %s", security.describe(config))
+        await serve(processor, host, int(port), config.tick_s, stop, config.max_body_bytes, security=security)
         processor.tick()
 
     asyncio.run(main())
     grpc_server.stop(grace=5).wait()
+    for sink in (processor.alertmanager, processor.webhook):
+        if sink is not None:
+            sink.close(timeout_s=2.0)  # what waits goes out (one try each), bounded: SIGTERM stops within 10 s
     if processor.otlp is not None:
         processor.otlp.close()  # before the store closes: the SDK's last collection reads the store's counters
     processor.store.close()

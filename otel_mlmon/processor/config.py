@@ -2,10 +2,17 @@
 
 A plain frozen object with ``validate()``; the defaults live here only. An invalid setting — from any source —
 refuses startup with a message that names the setting and its source.
+
+Security settings: ``auth_token`` or ``auth_token_file`` (one token, from whichever source ranks higher; both from
+the same source is an error), ``tls_cert`` + ``tls_key`` (TLS on both listeners), ``tls_client_ca`` (mTLS: client
+certificates signed by this CA are required). Without a token nor client certificates the processor only binds
+loopback addresses, unless ``allow_unauthenticated`` says that something in front of it (a service mesh, a network
+policy) authenticates instead.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -32,6 +39,17 @@ class ProcessorConfig:
     tick_s: float = 1.0
     bootstrap_windows: int = 10
     bootstrap_window_rows: int = 1000
+    auth_token: str | None = field(default=None, repr=False)
+    auth_token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    allow_unauthenticated: bool = False
+
+    @property
+    def authenticated(self) -> bool:
+        """Clients must prove who they are: a bearer token, or a client certificate (mTLS)."""
+        return bool(self.auth_token or self.auth_token_file or self.tls_client_ca)
 
     def validate(self) -> ProcessorConfig:
         for name in ("grpc_endpoint", "http_endpoint"):
@@ -53,7 +71,47 @@ class ProcessorConfig:
             url = getattr(self, name)
             if url is not None and not url.startswith(("http://", "https://")):
                 raise ValueError(f"setting {name}: {url!r} is not an http(s) URL")
+        self._validate_security()
         return self
+
+    def _validate_security(self) -> None:
+        if self.auth_token is not None and self.auth_token_file is not None:
+            raise ValueError("settings auth_token and auth_token_file: give one of them, not both")
+        if self.auth_token is not None:
+            if not self.auth_token.strip():
+                raise ValueError("setting auth_token: the token is empty; set a secret of 16 or more characters")
+            if not all(33 <= ord(c) <= 126 for c in self.auth_token):
+                raise ValueError("setting auth_token: a token is printable ASCII without spaces (it travels in an "
+                                 "HTTP header and gRPC metadata); e.g. `openssl rand -hex 32`")
+        for name in ("auth_token_file", "tls_cert", "tls_key", "tls_client_ca"):
+            if getattr(self, name) == "":
+                raise ValueError(f"setting {name}: a file path is needed (or leave it unset)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("settings tls_cert and tls_key: TLS needs both the certificate and its private key")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("setting tls_client_ca: client certificates are checked over TLS; set tls_cert and "
+                             "tls_key too")
+        if self.authenticated or self.allow_unauthenticated:
+            return
+        for name in ("grpc_endpoint", "http_endpoint"):
+            host = getattr(self, name).rpartition(":")[0]
+            if not is_loopback(host):
+                raise ValueError(
+                    f"setting {name}: {getattr(self, name)!r} is reachable from other machines, and no "
+                    f"authentication is set: set a token (--auth-token-file FILE, or {ENV_PREFIX}AUTH_TOKEN), or "
+                    "client certificates (--tls-client-ca), or bind 127.0.0.1; --allow-unauthenticated only if "
+                    "something in front of the processor authenticates its clients")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (of HOST:PORT) only binds loopback addresses: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _convert(name: str, raw: Any, source: str) -> Any:
@@ -105,11 +163,18 @@ def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | No
             raise ValueError(f"config file {yaml_path!r}: unknown setting(s) {', '.join(unknown)} "
                              f"(settings: {', '.join(names)})")
         values.update({k: _convert(k, v, yaml_path) for k, v in document.items()})
+    rank = dict.fromkeys(values, 1)  # which source each setting came from: 1 file, 2 environment, 3 flags
     for name in names:
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None and raw.strip():
             values[name] = _convert(name, raw.strip(), ENV_PREFIX + name.upper())
+            rank[name] = 2
     for name, raw in (flags or {}).items():
-        if raw is not None and raw != () and raw != []:
+        if raw is not None and raw != () and raw != [] and raw is not False:
             values[name] = _convert(name, raw, "the command line")
+            rank[name] = 3
+    # The token and the token file are one setting: the higher source wins (--auth-token-file over the variable
+    # OTEL_PYTHON_MLMON_PROCESSOR_AUTH_TOKEN); both from the same source is refused by validate().
+    if "auth_token" in values and "auth_token_file" in values and rank["auth_token"] != rank["auth_token_file"]:
+        del values["auth_token" if rank["auth_token"] < rank["auth_token_file"] else "auth_token_file"]
     return replace(ProcessorConfig(), **values).validate()

@@ -6,17 +6,22 @@ given): gauges of the newest window per series (``ml.drift.score``, ``ml.drift.t
 fires, 0 once resolved), the ``ml.alerts`` counter, and an
 ``ml.alert`` event per transition (WARN for drift and data quality, ERROR for performance). Alertmanager gets
 ``POST /api/v2/alerts`` with every firing alert, resent each ``resend_s`` while it fires, and an ``endsAt`` when it
-resolves. Export failures are counted and never stop the processor.
+resolves. Alertmanager and webhook sends leave the tick: one background thread per sink with a bounded queue, a
+timeout per request, a few retries with backoff, and no redirects followed (a 3xx is a failed delivery). Export
+failures are counted and never stop the processor.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
+import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -163,27 +168,151 @@ class OtlpExport:
                                     semconv.ML_ALERT_KIND: r["kind"]})
 
 
-def post_json(url: str, document: Any, timeout_s: float, what: str) -> bool:
-    """POST a JSON document; True on a 2xx answer. Failures are logged, never raised."""
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx answer is an answer, not an instruction: urllib then raises it as an HTTPError (a failed delivery)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def post_json(url: str, document: Any, timeout_s: float) -> tuple[bool, bool, str]:
+    """POST a JSON document once: (delivered, worth retrying, what happened). Never raises for the network."""
     request = urllib.request.Request(url, data=json.dumps(document).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
-            return 200 <= answer.status < 300
-    except OSError as exc:
-        _logger.warning("%s at %s failed: %s", what, url, exc)
+        with _OPENER.open(request, timeout=timeout_s) as answer:
+            status = int(answer.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if 300 <= exc.code < 400:
+            return False, False, f"answered {exc.code} (redirects are not followed: configure the final URL)"
+        return False, exc.code in _RETRYABLE_STATUS, f"answered {exc.code}"
+    except (OSError, ValueError) as exc:  # refused, unreachable, timed out, reset; a malformed answer
+        return False, True, str(exc) or type(exc).__name__
+    if 200 <= status < 300:
+        return True, False, f"answered {status}"
+    return False, status in _RETRYABLE_STATUS, f"answered {status}"
+
+
+class Delivery:
+    """Posts JSON documents to one URL from one background thread, in order, off the caller's path.
+
+    A bounded queue (a full queue counts the document as failed), a timeout per request, ``attempts`` tries
+    per document with exponential backoff from ``backoff_s`` (connection errors, timeouts, 408/429/5xx; never a
+    redirect or another 4xx). ``failures`` counts documents that were not delivered.
+    """
+
+    def __init__(self, url: str, what: str, timeout_s: float = 5.0, attempts: int = 3, backoff_s: float = 1.0,
+                 max_queue: int = 256, on_done: Callable[[bool, Any], None] | None = None) -> None:
+        if attempts < 1 or max_queue < 1 or not timeout_s > 0 or backoff_s < 0:
+            raise ValueError("Delivery: attempts and max_queue must be >= 1, timeout_s > 0, backoff_s >= 0")
+        self.url = url
+        self.what = what
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.max_queue = max_queue
+        self.on_done = on_done
+        self.delivered = 0
+        self.failures = 0
+        self._pending: deque[tuple[Any, Any]] = deque()
+        self._busy = False
+        self._closed = False
+        self._closing = threading.Event()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, document: Any, tag: Any = None) -> bool:
+        """Queue a document (``tag`` goes back to ``on_done``); False when the queue is full or closed."""
+        with self._cond:
+            if self._closed or len(self._pending) >= self.max_queue:
+                self.failures += 1
+                _logger.warning("%s: %s; an alert delivery to %s was dropped", self.what,
+                                "closed" if self._closed else f"{self.max_queue} deliveries already wait", self.url)
+                return False
+            self._pending.append((document, tag))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"mlmon-{self.what}", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        return True
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every queued document was delivered or given up; False if ``timeout_s`` passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout_s)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Deliver what waits within ``timeout_s`` (no more retries), then stop; the rest counts as failed."""
+        self._closing.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        with self._cond:
+            self._closed = True
+            abandoned = len(self._pending) + self._busy
+            self.failures += len(self._pending)
+            self._pending.clear()
+        if abandoned:
+            _logger.warning("%s: %d alert deliveries to %s were not done at shutdown", self.what, abandoned,
+                            self.url)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._closing.is_set())
+                if not self._pending:
+                    return
+                document, tag = self._pending.popleft()
+                self._busy = True
+            ok = False
+            try:
+                ok = self._deliver(document)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    if ok:
+                        self.delivered += 1
+                    else:
+                        self.failures += 1
+                    self._cond.notify_all()
+            if self.on_done is not None:
+                self.on_done(ok, tag)
+
+    def _deliver(self, document: Any) -> bool:
+        detail = ""
+        for attempt in range(self.attempts):
+            ok, retryable, detail = post_json(self.url, document, self.timeout_s)
+            if ok:
+                return True
+            if not retryable or attempt + 1 == self.attempts or self._closing.wait(self.backoff_s * 2 ** attempt):
+                break
+        _logger.warning("%s at %s failed: %s", self.what, self.url, detail)
         return False
 
 
 class AlertmanagerSink:
-    """Posts alerts to Alertmanager's v2 API; firing alerts are resent so that Alertmanager keeps them."""
+    """Posts alerts to Alertmanager's v2 API; firing alerts are resent so that Alertmanager keeps them.
 
-    def __init__(self, url: str, resend_s: float = 60.0, timeout_s: float = 5.0) -> None:
+    Sends leave the caller at once (a :class:`Delivery` thread posts them); a resend that fails is tried again at
+    the next call instead of ``resend_s`` later."""
+
+    def __init__(self, url: str, resend_s: float = 60.0, timeout_s: float = 5.0, attempts: int = 3,
+                 backoff_s: float = 1.0, max_queue: int = 256) -> None:
         self.url = url.rstrip("/") + "/api/v2/alerts"
         self.resend_s = resend_s
-        self.timeout_s = timeout_s
-        self.failures = 0
-        self._last_sent = 0.0
+        self.delivery = Delivery(self.url, "sending alerts to Alertmanager", timeout_s, attempts, backoff_s,
+                                 max_queue, on_done=self._done)
+        self._last_sent = -math.inf
+
+    @property
+    def failures(self) -> int:
+        return self.delivery.failures
 
     @staticmethod
     def payload(t: Transition, now_ns: int) -> dict[str, Any]:
@@ -201,33 +330,51 @@ class AlertmanagerSink:
 
     def send(self, transitions: Sequence[Transition], firing: Sequence[Transition], now_ns: int,
              force: bool = False) -> bool:
-        """Post the transitions, plus every firing alert when a resend is due."""
+        """Queue the transitions, plus every firing alert when a resend is due; False if it could not be queued."""
         due = force or time.monotonic() - self._last_sent >= self.resend_s
         chosen = list(transitions) + ([t for t in firing if t not in transitions] if due else [])
         if not chosen:
             return True
-        ok = post_json(self.url, [self.payload(t, now_ns) for t in chosen], self.timeout_s,
-                       f"sending {len(chosen)} alert(s) to Alertmanager")
-        if ok and due:
+        queued = self.delivery.submit([self.payload(t, now_ns) for t in chosen], tag=due)
+        if queued and due:
             self._last_sent = time.monotonic()
-        self.failures += not ok
-        return ok
+        return queued
+
+    def _done(self, ok: bool, resend: Any) -> None:
+        if resend and not ok:
+            self._last_sent = -math.inf  # the firing alerts did not get through: resend at the next tick
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        return self.delivery.flush(timeout_s)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        self.delivery.close(timeout_s)
 
 
 class WebhookSink:
-    """POSTs each alert transition as JSON to a URL (for example to start a retraining job)."""
+    """POSTs each alert transition as JSON to a URL (for example to start a retraining job), off the caller's
+    path: a :class:`Delivery` thread, no redirects followed."""
 
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 5.0, attempts: int = 3, backoff_s: float = 1.0,
+                 max_queue: int = 256) -> None:
         self.url = url
-        self.timeout_s = timeout_s
-        self.failures = 0
+        self.delivery = Delivery(url, "sending alerts to the webhook", timeout_s, attempts, backoff_s, max_queue)
+
+    @property
+    def failures(self) -> int:
+        return self.delivery.failures
 
     def send(self, transitions: Sequence[Transition], now_ns: int) -> bool:
+        """Queue the transitions; False if they could not be queued (counted as a failure)."""
         document = {"alerts": [{"state": t.state, "since": iso_utc_ns(t.since_ns), **t.labels,
                                 "value": t.result["value"], "window": t.result["window"],
                                 "upper_threshold": t.result.get("upper_threshold"),
                                 "lower_threshold": t.result.get("lower_threshold")} for t in transitions],
                     "sent": iso_utc_ns(now_ns)}
-        ok = post_json(self.url, document, self.timeout_s, f"sending {len(transitions)} alert(s) to the webhook")
-        self.failures += not ok
-        return ok
+        return self.delivery.submit(document)
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        return self.delivery.flush(timeout_s)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        self.delivery.close(timeout_s)

@@ -1,4 +1,9 @@
-"""The HTTP listener (OTLP/HTTP receiver and control API in one aiohttp application) and the serving loop."""
+"""The HTTP listener (OTLP/HTTP receiver and control API in one aiohttp application) and the serving loop.
+
+With a :class:`~otel_mlmon.processor.security.Security` that has a token, every route but ``/healthz`` and
+``/readyz`` needs ``Authorization: Bearer <token>`` (401 otherwise); with TLS, the listener speaks only HTTPS (and
+asks for client certificates under mTLS).
+"""
 
 from __future__ import annotations
 
@@ -12,28 +17,33 @@ from otel_mlmon.processor.api import ControlApi
 from otel_mlmon.processor.receiver import DEFAULT_MAX_BODY, Receiver
 
 if TYPE_CHECKING:
+    from otel_mlmon.processor.security import Security
     from otel_mlmon.processor.service import Processor
 
 _logger = logging.getLogger("otel_mlmon.processor")
 
 
-def build_app(processor: Processor, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
-    """The aiohttp application: the OTLP/HTTP routes and the control API."""
+def build_app(processor: Processor, max_body: int = DEFAULT_MAX_BODY, *,
+              security: Security | None = None) -> web.Application:
+    """The aiohttp application: the OTLP/HTTP routes and the control API, behind the token when one is set."""
     receiver = Receiver(processor, max_body, processor.clock)
     processor.receiver_counters = receiver.counters
-    application = web.Application(client_max_size=max_body)
+    application = web.Application(client_max_size=max_body,
+                                  middlewares=security.http_middlewares() if security is not None else [])
     application.add_routes(receiver.routes())
     application.add_routes(ControlApi(processor).routes())
     return application
 
 
 async def serve(processor: Processor, host: str, port: int, tick_s: float = 1.0,
-                stop: asyncio.Event | None = None, max_body: int = DEFAULT_MAX_BODY) -> None:
+                stop: asyncio.Event | None = None, max_body: int = DEFAULT_MAX_BODY, *,
+                security: Security | None = None) -> None:
     """Serve until ``stop`` is set; windows are ticked every ``tick_s``."""
     # auto_decompress=False: the receiver inflates bodies itself, under its cap (aiohttp would inflate first).
-    runner = web.AppRunner(build_app(processor, max_body), auto_decompress=False)
+    runner = web.AppRunner(build_app(processor, max_body, security=security), auto_decompress=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    tls = security.tls if security is not None else None
+    site = web.TCPSite(runner, host, port, ssl_context=tls.http if tls is not None else None)
     await site.start()
     stop = stop or asyncio.Event()
     try:

@@ -111,6 +111,24 @@ def test_one_firing_until_resolved_and_no_refire_after_restart(tmp_path: Path) -
     assert firing_gauge() == {e[semconv.ML_ALERT_METRIC]: 0 for e in fired}
 
 
+HOUR = 3600 * 10**9
+
+
+def _drifting(processor: Processor) -> Processor:
+    """A normal window, then a drifted one, an hour apart; the processor's clock ten hours later (both closed)."""
+    processor.register(_profile())
+    for window, shift in enumerate([0, 15]):
+        rng = np.random.default_rng(window + 1)
+        batch = PredictionBatch("m", "1", 10**18 + window * HOUR, [f"{window}-{i}" for i in range(ROWS)],
+                                features={"age": rng.normal(40 + shift, 10, ROWS).tolist()})
+        processor.accept_logs(Decoded(predictions=[batch]), 10**18 + window * HOUR)  # received when made
+    return processor
+
+
+def _late_clock() -> int:
+    return 10**18 + 10 * HOUR
+
+
 @pytest.fixture
 def alertmanager(tmp_path: Path):
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -137,11 +155,10 @@ def alertmanager(tmp_path: Path):
 @pytest.mark.integration
 def test_drift_alerts_reach_a_real_alertmanager_and_resolve(tmp_path: Path, alertmanager: str) -> None:
     sink = AlertmanagerSink(alertmanager, resend_s=3600)
-    processor = Processor(Store(str(tmp_path / "p.db")), alertmanager=sink)
-    processor.register(_profile())
-    for window, shift in enumerate([0, 15]):
-        _send(processor, window, shift)
+    clock = [_late_clock()]
+    processor = _drifting(Processor(Store(str(tmp_path / "p.db")), clock=lambda: clock[0], alertmanager=sink))
     processor.tick()
+    assert sink.flush(30)  # sends leave the tick: wait for the sink's thread
 
     def active() -> list[dict]:
         alerts = json.loads(urllib.request.urlopen(f"{alertmanager}/api/v2/alerts", timeout=5).read())
@@ -152,8 +169,13 @@ def test_drift_alerts_reach_a_real_alertmanager_and_resolve(tmp_path: Path, aler
     assert drift and {a["labels"]["column"] for a in drift} == {"age"}
     assert all(a["labels"]["model"] == "m" and a["labels"]["severity"] == "warning" for a in drift)
     assert sink.failures == 0
-    _send(processor, 2, 0)
+    batch = PredictionBatch("m", "1", 10**18 + 9 * HOUR, [f"2-{i}" for i in range(ROWS)],
+                            features={"age": np.random.default_rng(3).normal(40, 10, ROWS).tolist()})
+    processor.accept_logs(Decoded(predictions=[batch]), clock[0])  # back to normal
     processor.tick()
+    clock[0] += 10 * HOUR  # idle since: its window closes
+    processor.tick()
+    assert sink.flush(30)
     deadline = time.monotonic() + 10
     while active() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -239,12 +261,10 @@ def test_alert_transitions_reach_a_webhook(tmp_path: Path) -> None:
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        processor = Processor(Store(str(tmp_path / "p.db")),
-                              webhook=WebhookSink(f"http://127.0.0.1:{server.server_address[1]}/retrain"))
-        processor.register(_profile())
-        for window, shift in enumerate([0, 15]):
-            _send(processor, window, shift)
+        processor = _drifting(Processor(Store(str(tmp_path / "p.db")), clock=_late_clock,
+                                        webhook=WebhookSink(f"http://127.0.0.1:{server.server_address[1]}/retrain")))
         processor.tick()
+        assert processor.webhook is not None and processor.webhook.flush(30)
     finally:
         server.shutdown()
     alerts = [a for message in received for a in message["alerts"]]
@@ -280,3 +300,146 @@ def test_a_window_that_fails_to_evaluate_is_counted_and_the_others_go_on(tmp_pat
     processor.accept_logs(Decoded(labels=[LabelBatch("m", "1", 10**18 + 5, ["1-0"], [1.0])]), 10**18 + 5)
     assert processor.tick() == 1
     assert {r["window"] for r in processor.store.results(model="m", period="analysis")} == {0, 1, 2}
+
+
+# --- the sinks' delivery: off the tick, no redirects, retries, counted failures -------------------------------
+class _Endpoint:
+    """A loopback HTTP server whose answer the test sets: a status (with an optional Location), or "hold" (read
+    the request, never answer until ``release`` is set, then drop the connection)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.answer: tuple[int, str | None] | str = (200, None)
+        self.requests: list[tuple[str, str, object]] = []  # method, path, JSON body
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                endpoint.requests.append((self.command, self.path, body))
+                answer = endpoint.answer
+                if answer == "hold":
+                    endpoint.holding.set()
+                    endpoint.release.wait(60)
+                    self.close_connection = True
+                    return
+                status, location = answer
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET = _handle
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def endpoint():
+    found = _Endpoint()
+    yield found
+    found.close()
+
+
+def test_a_webhook_that_never_answers_does_not_hold_the_tick_and_is_counted(tmp_path: Path, endpoint) -> None:
+    from otel_mlmon.processor.export import WebhookSink
+
+    endpoint.answer = "hold"
+    sink = WebhookSink(endpoint.url + "/hook", timeout_s=60, attempts=2, backoff_s=0.01)
+    processor = _drifting(Processor(Store(str(tmp_path / "p.db")), clock=_late_clock, webhook=sink))
+    assert processor.tick() == 2  # returned while the webhook still holds the request unanswered:
+    assert endpoint.holding.wait(30) and not endpoint.release.is_set()
+    assert sink.failures == 0 and not sink.flush(0)  # the delivery is still under way, off the tick
+    endpoint.release.set()  # the webhook drops the connection without an answer, and every retry too
+    assert sink.flush(30)
+    assert sink.failures == 1 and sink.delivery.delivered == 0
+    assert processor.counters()["export_failures"] == 1
+    assert [method for method, _, _ in endpoint.requests] == ["POST", "POST"]  # tried twice
+
+
+def test_a_sink_request_times_out_and_is_retried_then_counted(endpoint) -> None:
+    from otel_mlmon.processor.export import Delivery
+
+    endpoint.answer = "hold"
+    delivery = Delivery(endpoint.url + "/slow", "test", timeout_s=0.2, attempts=3, backoff_s=0.01)
+    assert delivery.submit({"n": 1})
+    assert delivery.flush(30)
+    assert (delivery.failures, delivery.delivered, len(endpoint.requests)) == (1, 0, 3)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_sinks_follow_no_redirect_and_count_it_as_a_failure(endpoint, status: int) -> None:
+    from otel_mlmon.processor.export import WebhookSink
+
+    endpoint.answer = (status, endpoint.url + "/elsewhere")
+    sink = WebhookSink(endpoint.url + "/hook", attempts=3, backoff_s=0.01)
+    assert sink.send([], 0)
+    assert sink.flush(30)
+    assert sink.failures == 1 and sink.delivery.delivered == 0
+    assert [(m, p) for m, p, _ in endpoint.requests] == [("POST", "/hook")]  # no GET, no retry of a redirect
+    alertmanager = AlertmanagerSink(endpoint.url, attempts=3, backoff_s=0.01)
+    assert alertmanager.send([], [], 0, force=True) is True  # nothing to send
+    endpoint.requests.clear()
+    from otel_mlmon.processor.alerts import Transition
+
+    firing = Transition("firing", 0, {"model": "m", "model_version": "1", "kind": "drift", "column": "age",
+                                      "metric": "psi", "value": 1.0, "window": 3, "upper_threshold": 0.2})
+    assert alertmanager.send([firing], [firing], 0)
+    assert alertmanager.flush(30)
+    assert alertmanager.failures == 1 and [(m, p) for m, p, _ in endpoint.requests] == [("POST", "/api/v2/alerts")]
+
+
+def test_alertmanager_gets_firing_alerts_again_and_a_failed_resend_is_retried_at_the_next_tick(
+        tmp_path: Path, endpoint) -> None:
+    sink = AlertmanagerSink(endpoint.url, resend_s=3600, attempts=1)
+    processor = _drifting(Processor(Store(str(tmp_path / "p.db")), clock=_late_clock, alertmanager=sink))
+    endpoint.answer = (503, None)
+    processor.tick()  # the drift fires; Alertmanager is down
+    assert sink.flush(30) and sink.failures == 1
+
+    def posted() -> list[dict]:
+        assert sink.flush(30)
+        alerts = [alert for _, _, body in endpoint.requests for alert in body]  # type: ignore[union-attr]
+        endpoint.requests.clear()
+        return alerts
+
+    fired = posted()
+    assert fired and {a["labels"]["column"] for a in fired} == {"age"} and all("endsAt" not in a for a in fired)
+    endpoint.answer = (200, None)
+    processor.tick()  # no new window, and an hour is not over: still resent, since the last resend failed
+    resent = posted()
+    assert sorted(a["labels"]["metric"] for a in resent) == sorted(a["labels"]["metric"] for a in fired)
+    assert sink.failures == 1 and sink.delivery.delivered == 1
+    processor.tick()  # delivered: the next resend waits for resend_s
+    assert posted() == []
+    sink.resend_s = 0
+    processor.tick()  # due again: every firing alert once more, Alertmanager keeps them active
+    assert sorted(a["labels"]["metric"] for a in posted()) == sorted(a["labels"]["metric"] for a in fired)
+
+
+def test_close_delivers_what_waits_and_refuses_what_comes_after(endpoint) -> None:
+    from otel_mlmon.processor.export import WebhookSink
+
+    sink = WebhookSink(endpoint.url + "/hook")
+    for n in range(5):
+        assert sink.send([], n)
+    sink.close(timeout_s=30)
+    assert sink.delivery.delivered == 5 and len(endpoint.requests) == 5
+    assert not sink.send([], 6) and sink.failures == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,9 +26,13 @@ OVERLAYS = sorted(p for p in (COLLECTOR / "examples").glob("*.yaml") if "service
 STANDALONE = sorted(p for p in (COLLECTOR / "examples").glob("*.yaml") if p not in OVERLAYS)
 
 
-def _validate(binary: str, *configs: Path | str) -> subprocess.CompletedProcess[str]:
+def _validate(binary: str, *configs: Path | str, token: str | None = "a-token") -> subprocess.CompletedProcess[str]:
+    """`validate`, with the processor's token in MLMON_PROCESSOR_TOKEN as a deployment sets it (None: unset)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLMON_PROCESSOR_TOKEN")}
+    if token is not None:
+        environment["MLMON_PROCESSOR_TOKEN"] = token
     return subprocess.run([binary, "validate", *(f"--config={c}" for c in configs)], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=environment)
 
 
 def test_the_examples_are_sorted_into_overlays_and_standalone_configs() -> None:
@@ -47,7 +52,7 @@ def test_builds_have_exactly_the_manifest_components(otelcol: str, otelcol_cloud
     assert core["receivers"] == {"otlp"}
     assert core["processors"] == {"memory_limiter", "batch", "filter"}
     assert core["connectors"] == {"routing"}
-    assert core["extensions"] == {"file_storage", "health_check"}
+    assert core["extensions"] == {"file_storage", "health_check", "bearertokenauth"}
     assert {"otlp_grpc", "otlp_http", "debug", "prometheus", "file", "loadbalancing"} <= core["exporters"]
     cloud = components(otelcol_cloud)
     assert cloud["exporters"] - core["exporters"] == {"awsemf", "googlecloud", "azuremonitor", "elasticsearch",
@@ -57,6 +62,22 @@ def test_builds_have_exactly_the_manifest_components(otelcol: str, otelcol_cloud
 def test_the_pipeline_config_validates(otelcol: str) -> None:
     done = _validate(otelcol, COLLECTOR / "otelcol-config.yaml")
     assert done.returncode == 0, done.stderr
+
+
+def test_the_collector_sends_to_the_processor_over_tls_with_a_token_and_needs_one(otelcol: str) -> None:
+    for path in (COLLECTOR / "otelcol-config.yaml", COLLECTOR / "examples" / "sharded-processors.yaml"):
+        config = yaml.safe_load(path.read_text())
+        to_processors = {name: exporter for name, exporter in config["exporters"].items() if "processor" in name}
+        assert to_processors, path.name
+        for name, exporter in to_processors.items():
+            assert not exporter["tls"].get("insecure"), f"{path.name}: {name} sends in plaintext"
+            assert exporter["tls"]["ca_file"] == "${env:MLMON_PROCESSOR_CA_FILE:-}"
+            authenticator = exporter["auth"]["authenticator"]
+            assert config["extensions"][authenticator] == {"token": "${env:MLMON_PROCESSOR_TOKEN:-}",
+                                                           "filename": "${env:MLMON_PROCESSOR_TOKEN_FILE:-}"}
+            assert authenticator in config["service"]["extensions"]
+        done = _validate(otelcol, path, token=None)  # no token: the Collector does not start
+        assert done.returncode != 0 and "no bearer token provided" in done.stderr, path.name
 
 
 def test_validate_is_a_real_check(otelcol: str, tmp_path: Path) -> None:
@@ -147,8 +168,8 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
 def test_compose_has_the_design_cards_services() -> None:
-    assert set(COMPOSE["services"]) == {"trainer", "model", "loadgen", "processor", "collector", "prometheus",
-                                        "alertmanager", "grafana", "jaeger"}
+    assert set(COMPOSE["services"]) == {"secrets", "trainer", "model", "loadgen", "processor", "collector",
+                                        "prometheus", "alertmanager", "grafana", "jaeger"}
     for name, service in COMPOSE["services"].items():
         for dependency in service.get("depends_on", []):
             assert dependency in COMPOSE["services"], f"{name} depends on unknown {dependency}"
@@ -211,6 +232,35 @@ def test_compose_addresses_match_the_collector_and_prometheus_configs() -> None:
                        "collector:" + default("MLMON_COLLECTOR_TELEMETRY_PORT")}
     assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
     assert "http://alertmanager:9093" in processor["command"]
+
+
+def test_compose_processor_takes_tls_and_a_token_made_by_the_secrets_service(tmp_path: Path) -> None:
+    from otel_mlmon._stack import write_secrets
+
+    services = COMPOSE["services"]
+    secrets = services["secrets"]
+    assert secrets["entrypoint"][:3] == ["python", "-m", "otel_mlmon._stack"]
+    folder, hosts = secrets["entrypoint"][3], tuple(secrets["entrypoint"][4:])
+    processor = cli._parser().parse_args(services["processor"]["command"])
+    assert (processor.auth_token_file, processor.tls_cert, processor.tls_key) == (
+        f"{folder}/token", f"{folder}/server.pem", f"{folder}/server-key.pem")
+    collector = services["collector"]
+    assert collector["environment"]["MLMON_PROCESSOR_TOKEN_FILE"] == f"{folder}/token"
+    assert collector["environment"]["MLMON_PROCESSOR_CA_FILE"] == f"{folder}/ca.pem"
+    for name in ("processor", "collector"):
+        assert f"processor-secrets:{folder}:ro" in services[name]["volumes"]
+        assert services[name]["depends_on"]["secrets"]["condition"] == "service_completed_successfully"
+    # What the service writes: a certificate for the name the Collector dials, and a token the processor reads.
+    dialed = collector["environment"]["MLMON_PROCESSOR_ENDPOINT"].rsplit(":", 1)[0]
+    assert dialed in hosts
+    token, certs = write_secrets(tmp_path, hosts)
+    import ssl
+
+    names = ssl._ssl._test_decode_cert(str(certs.server_cert))["subjectAltName"]  # type: ignore[attr-defined]
+    assert ("DNS", dialed) in names
+    assert len(token.read_text().strip()) == 64 and oct(token.stat().st_mode)[-3:] == "644"
+    assert write_secrets(tmp_path, hosts)[0].read_text() == token.read_text()  # made once, kept
+    assert "/secrets" in (REPO / "Dockerfile").read_text()  # the volume's folder belongs to the image's user
 
 
 def test_docker_compose_config_where_the_client_has_compose() -> None:

@@ -24,7 +24,7 @@ ROWS = 3000
 
 
 def _counters(stack: NativeStack) -> dict[str, int]:
-    return dict(_get(stack.url("processor_http") + "/healthz"))
+    return dict(stack.processor_api("/healthz"))
 
 
 def _final_results(stack: NativeStack) -> list[dict[str, Any]]:
@@ -50,6 +50,30 @@ def test_every_row_and_label_arrives_despite_a_processor_crash(stack: NativeStac
     assert queued and max(float(q["value"][1]) for q in queued) > 0
     processor_log = (stack.folder / "processor.log").read_text()
     assert processor_log.count("serving OTLP/HTTP and the API") == 2, "the processor was not killed and restarted"
+
+
+def test_the_collector_reaches_the_processor_over_tls_with_its_token_and_nobody_else_does(
+        stack: NativeStack) -> None:
+    """Every row above came through the Collector's bearertokenauth over TLS: the processor takes nothing else."""
+    import http.client
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    assert stack.secrets is not None
+    token, certs = stack.secrets
+    log = (stack.folder / "processor.log").read_text()
+    assert "access: bearer token required; TLS on both listeners" in log
+    assert _counters(stack)["predictions"] == ROWS
+    trusted = ssl.create_default_context(cafile=str(certs.ca))
+    anonymous = urllib.request.Request(stack.url("processor_http") + "/v1/logs", data=b"", method="POST",
+                                       headers={"Content-Type": "application/x-protobuf"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(anonymous, timeout=5, context=trusted)
+    assert refused.value.code == 401
+    with pytest.raises((OSError, http.client.HTTPException)):  # the processor speaks TLS only
+        urllib.request.urlopen(stack.url("processor_http").replace("https:", "http:") + "/healthz", timeout=5)
+    assert token.read_text().strip() not in log  # the token never reaches a log
 
 
 def test_drift_is_found_from_the_injected_window_on_and_not_before(stack: NativeStack) -> None:
