@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from otel_mlmon.batch.order import event_ranks
 from otel_mlmon.batch.reader import DataError, DataFile, epoch_seconds, is_numeric_type, is_time_type
 from otel_mlmon.engine.columns import profile_from_windows
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
@@ -182,11 +183,28 @@ def _joined(batch: dict[str, np.ndarray], plan: _Plan, mask: np.ndarray | None) 
 
 def _windows(data: DataFile, plan: _Plan, period: str,
              on_window: Callable[[WindowData], None], progress: Callable[[int], None] | None = None) -> None:
-    """Stream a file into windows; ``on_window`` gets each complete window (row windows as soon as complete)."""
+    """Stream a file into windows; ``on_window`` gets each complete window, in window order (row windows as soon
+    as they and the windows before them are complete).
+
+    Row windows follow event-time order (``order.event_ranks``): a file already in order is streamed with one
+    window open at a time; an unsorted one is streamed too, each row going to the window of its rank, and a window
+    closes once it holds all its rows. Time windows are numbered by the windows that have rows: the earliest is 0,
+    and an empty window takes no number.
+    """
     spec = plan.spec
-    total = data.num_rows() if spec.chunks is not None else None
-    open_windows: dict[float, _Accumulator] = {}
     columns = plan.columns
+    ranks = None
+    if spec.by_rows and columns.timestamp_column:  # ids break ties when the file has them (reference data may not)
+        ids = columns.id_column if columns.id_column in data.columns() else None
+        ranks = event_ranks(data, columns.timestamp_column, ids)
+    total = (ranks.size if ranks is not None else data.num_rows()) if spec.chunks is not None or ranks is not None \
+        else None
+    expected: dict[float, int] = {}
+    if ranks is not None:  # rows each window will hold, to close it once complete
+        sizes = np.bincount(spec.rank_windows(np.arange(ranks.size, dtype=np.int64), total))
+        expected = {float(k): int(n) for k, n in enumerate(sizes.tolist()) if n}
+    open_windows: dict[float, _Accumulator] = {}
+    complete: set[float] = set()  # complete row windows waiting for an earlier one to close
     first_row = 0
 
     def close(key: float) -> None:
@@ -202,7 +220,9 @@ def _windows(data: DataFile, plan: _Plan, period: str,
         n = len(next(iter(batch.values())))
         times = (epoch_seconds(batch[columns.timestamp_column], data.path, columns.timestamp_column)
                  if columns.timestamp_column else None)
-        if spec.by_rows:
+        if ranks is not None:
+            keys = spec.rank_windows(ranks[first_row: first_row + n], total).astype(np.float64)
+        elif spec.by_rows:
             keys = spec.row_windows(first_row, n, total).astype(np.float64)
         else:
             assert times is not None
@@ -219,7 +239,12 @@ def _windows(data: DataFile, plan: _Plan, period: str,
                 accumulator = open_windows[key] = _Accumulator(plan.kinds, plan.bucketing)
             accumulator.add(batch, mask, times)
             accumulator.labeled.extend(_joined(batch, plan, mask))
-        if spec.by_rows:  # earlier row windows are complete
+        if ranks is not None:  # windows holding all their rows are complete; close them in window order
+            complete.update(k for k in unique.tolist() if open_windows[k].rows == expected[k])
+            while float(len(closed)) in complete:  # row windows are 0, 1, 2, … : the next one to close
+                complete.remove(float(len(closed)))
+                close(float(len(closed)))
+        elif spec.by_rows:  # earlier row windows are complete
             for key in sorted(k for k in open_windows if k < unique.max()):
                 close(key)
         if progress is not None:

@@ -1,7 +1,8 @@
 """Window specifications: by rows (``chunk_size``), by event time (``window``), or by count (``chunks``).
 
-Time windows are aligned to the Unix epoch (a 1 h window starts on the hour, UTC). Row windows number rows in
-arrival order; the last, incomplete window is kept and reported with its real row count.
+Time windows are ``[k·W, (k+1)·W)`` of the Unix epoch, UTC (a 1 h window starts on the hour). Row windows take
+rows in event-time order — (time, id) when there is a time, else the order of the file — never arrival order; the
+last, incomplete window is kept and reported with its real row count.
 """
 
 from __future__ import annotations
@@ -92,7 +93,11 @@ class WindowSpec:
         ``chunks`` splits the period into that many windows whose sizes differ by at most one row (so it needs
         the period's row count); ``chunk_size`` needs nothing.
         """
-        rows = np.arange(first_row, first_row + count, dtype=np.int64)
+        return self.rank_windows(np.arange(first_row, first_row + count, dtype=np.int64), total_rows)
+
+    def rank_windows(self, rows: np.ndarray, total_rows: int | None) -> np.ndarray:
+        """Window index of the rows of ranks ``rows`` (0-based, in event-time order) of a period of
+        ``total_rows`` rows."""
         if self.chunk_size is not None:
             return rows // self.chunk_size
         assert self.chunks is not None
