@@ -96,3 +96,24 @@ def test_row_windows_in_event_time_need_a_time_on_every_row(frames, tmp_path, ca
     code = cli.main(["evaluate", "--reference", str(frames["reference"]), "--analysis", str(tmp_path / "gap.parquet"),
                      *FLAGS, "--chunk-size", "500", "--output", str(tmp_path / "o.csv")])
     assert code == 1 and "timestamp column 'ts' has an empty value" in capsys.readouterr().err
+
+
+def test_time_windows_are_epoch_aligned_and_numbered_over_the_windows_with_rows(frames, tmp_path) -> None:
+    """Window k of the epoch is [k·W, (k+1)·W), UTC; the earliest window with rows is 0 and an empty window (a gap
+    in the data) takes no number: the processor numbers its time windows the same way."""
+    frame = pd.read_parquet(frames["ordered"])
+    frame = frame[(frame["ts"] < "2026-02-01 02:00") | (frame["ts"] >= "2026-02-01 05:00")].reset_index(drop=True)
+    frame["ts"] = frame["ts"] + pd.Timedelta(minutes=20)  # the file starts 20 min into an hour
+    frame.to_parquet(tmp_path / "gap.parquet")
+    out = tmp_path / "gap.csv"
+    assert cli.main(["evaluate", "--reference", str(frames["reference"]), "--analysis", str(tmp_path / "gap.parquet"),
+                     *FLAGS, "--window", "1h", "--output", str(out)]) == 0
+    results = pd.read_csv(out, keep_default_na=False)
+    windows = results[results.period == "analysis"].groupby("window")[["window_start", "window_end", "rows"]].first()
+    assert list(windows.index) == list(range(len(windows)))
+    assert list(windows["window_start"][:4]) == ["2026-02-01T00:00:00Z", "2026-02-01T01:00:00Z",
+                                                 "2026-02-01T02:00:00Z", "2026-02-01T05:00:00Z"]
+    assert list(windows["window_end"][:4]) == ["2026-02-01T01:00:00Z", "2026-02-01T02:00:00Z",
+                                               "2026-02-01T03:00:00Z", "2026-02-01T06:00:00Z"]
+    hours = frame.groupby(frame["ts"].dt.floor("1h")).size()
+    assert list(windows["rows"]) == list(hours) and len(windows) == len(hours)
