@@ -7,8 +7,9 @@ instrumented service sends, with the file's own answers and times:
   ``--score-columns`` (or the values of a regression's prediction column), exactly as the file has them: the
   label is never derived from a score. Without a prediction column a classifier's label is the highest score's
   class.
-- **Event time**: with ``--timestamp-column`` each row's ``ml.predictions`` event carries the file's timestamp (to
-  the microsecond, as ``mlmon evaluate`` reads it); consecutive rows of one timestamp share one call. A file whose
+- **Event time**: with ``--timestamp-column`` each row's event time (its ``ml.predictions`` event's timestamp, or
+  its entry of ``ml.prediction.time`` when the event holds rows of several calls) is the file's timestamp, to the
+  microsecond as ``mlmon evaluate`` reads it; consecutive rows of one timestamp share one call. A file whose
   timestamps are not sorted is sent in (timestamp, id) order (stable), read whole into memory for that. Without a
   timestamp column, rows are sent in file order and a call's rows get the send time plus the position of the
   call's first row in nanoseconds; a call holds only rows whose ids increase, so the processor's

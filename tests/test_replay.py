@@ -16,14 +16,16 @@ pytestmark = pytest.mark.integration
 
 
 def _rows(receiver: OtlpReceiver) -> list[dict[str, Any]]:
-    """Every replayed row as it arrived: its id, label, score(s), features and its event's time."""
+    """Every replayed row as it arrived: its id, label, score(s), features and event time (``ml.prediction.time``
+    when the event has it, else the record's timestamp)."""
     out = []
     for event in receiver.logs(semconv.EVENT_PREDICTIONS):
         found = attributes(event)
         ids = found[semconv.ML_PREDICTION_ID]
+        times = found.get(semconv.ML_PREDICTION_TIME) or [event.time_unix_nano] * len(ids)
         for i, pid in enumerate(ids):
             row = {key: values[i] for key, values in found.items() if isinstance(values, list)}
-            row["time_ns"] = event.time_unix_nano
+            row["time_ns"] = times[i]
             row["id"] = pid
             out.append(row)
     return out
