@@ -85,6 +85,8 @@ class _Pending:
         first = calls[0][1] if calls else None
         if all(t == first for _, t in calls):
             return None
+        if self.rows == len(calls):  # single-row calls (the serving case)
+            return [t for _, t in calls]
         times: list[int] = []
         for rows, t in calls:
             if rows == 1:
