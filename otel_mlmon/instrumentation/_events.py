@@ -106,8 +106,8 @@ class PredictionBuffer:
     carries each row's call time (``ml.prediction.time``), so the receiver orders rows as they were made. A call
     costs one append here, expanded to rows on the flusher thread. Rows share an event only when their calls fall
     in the same interval of the Unix clock (``interval_ns``, the sketch export interval), so an event never spans a
-    boundary of the sketch exports; rows given an exact time (``recorded_as``) share an event only with rows of
-    that time.
+    boundary of the sketch exports. A call's time is the one its sketches were recorded at: its start, or the time
+    of an enclosing ``recorded_as`` block.
 
     An event that fills up (``max_rows``) is handed to the flusher thread (``wake``) rather than emitted by the
     call that filled it: emitting a 4096-row event costs ~2 ms in the SDK (it validates every value), which would
@@ -132,13 +132,12 @@ class PredictionBuffer:
         self._ready = deque()
 
     def add(self, base: Mapping[str, Any], columns: Mapping[str, list[Any]], rows: int,
-            time_ns: int | None = None, exact: bool = False) -> None:
-        """Buffer one call's rows. ``time_ns``: the call's time (default: now); ``exact``: a given event time,
-        which the rows keep exactly (rows of different given times never share an event)."""
+            time_ns: int | None = None) -> None:
+        """Buffer one call's rows. ``time_ns``: the call's time (default: now), which its rows keep."""
         if time_ns is None:
             time_ns = time.time_ns()
-        slot = time_ns if exact else time_ns // self.interval_ns
-        key = (base.get(semconv.ML_MODEL_NAME), base.get(semconv.ML_MODEL_VERSION), exact, slot, *columns)
+        key = (base.get(semconv.ML_MODEL_NAME), base.get(semconv.ML_MODEL_VERSION), time_ns // self.interval_ns,
+               *columns)
         with self._lock:
             pending = self._pending.get(key)
             if pending is None:

@@ -3,8 +3,10 @@
 ``recorded_as(time_unix_nano=t, labels=[...])`` is a context manager (a ``ContextVar``, so each thread and each
 asyncio task sees its own block). Every instrumented predict call made inside it:
 
-- records its ``ml.predictions`` event with ``t`` as the log record's timestamp (the event time; the call's span
-  keeps its real start and end times), and its feature and output sketches in the sketch export interval of ``t``;
+- records its rows in ``ml.predictions`` events with ``t`` as their event time (the log record's timestamp, or
+  the rows' entries of ``ml.prediction.time`` when they share a buffered event with calls of other times; the
+  call's span keeps its real start and end times), and its feature and output sketches in the sketch export
+  interval of ``t``;
 - when ``labels`` is given (one per row of the call), records those as ``ml.prediction.label`` instead of the labels
   derived from the model's output; scores and values are still read from the output. A call whose row count differs
   from ``len(labels)`` does not raise: the mismatch is logged once (counted as ``override_labels_mismatch``) and the

@@ -284,8 +284,7 @@ class _Call:
             record.event = columns  # emitted with the span, in its context
         else:
             telemetry.buffer.add(self.recorder.point_attributes, columns, rows,
-                                 self.start_ns if record.event_ns is None else record.event_ns,
-                                 record.event_ns is not None)
+                                 self.start_ns if record.event_ns is None else record.event_ns)
 
 
 def _override_labels(outputs: OutputBatch | None, labels: list[Any], rows: int) -> OutputBatch | None:

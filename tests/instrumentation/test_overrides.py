@@ -47,14 +47,21 @@ def test_calls_in_the_block_carry_its_time_and_labels(providers: Providers, fitt
     after = time.time_ns()
 
     events = providers.events(semconv.EVENT_PREDICTIONS)
-    by_first_id = {e.attributes[semconv.ML_PREDICTION_ID][0]: e for e in events}
-    assert len(events) == 3  # rows of different given times never share an event
-    first, second, third = by_first_id["a"], by_first_id["f"], by_first_id["k"]
-    assert first.timestamp == T0 and second.timestamp == T0 + 10**9
-    assert before <= third.timestamp <= after
-    assert list(first.attributes[semconv.ML_PREDICTION_LABEL]) == given
-    np.testing.assert_allclose(first.attributes[semconv.ML_PREDICTION_SCORE], expected_scores, rtol=0, atol=0)
-    assert list(second.attributes[semconv.ML_PREDICTION_LABEL]) == second_labels
+    ids = column(events, semconv.ML_PREDICTION_ID)
+    assert sorted(ids) == list("abcdefghijklmno")
+    # Each row's event time: its own entry of ml.prediction.time when its event holds calls of several times
+    # (buffered: the two blocks, one interval of 2020, share an event), else its event's timestamp.
+    times = [t for e in events for t in e.attributes.get(semconv.ML_PREDICTION_TIME,
+                                                         [e.timestamp] * len(e.attributes[semconv.ML_PREDICTION_ID]))]
+    at = dict(zip(ids, times, strict=True))
+    assert len(events) == (2 if event_mode == "buffered" else 3)
+    assert {at[i] for i in "abcde"} == {T0} and {at[i] for i in "fghij"} == {T0 + 10**9}
+    assert all(before <= at[i] <= after for i in "klmno") and len({at[i] for i in "klmno"}) == 1
+    labels = dict(zip(ids, column(events, semconv.ML_PREDICTION_LABEL), strict=True))
+    scores = dict(zip(ids, column(events, semconv.ML_PREDICTION_SCORE), strict=True))
+    assert [labels[i] for i in "abcde"] == given
+    np.testing.assert_allclose([scores[i] for i in "abcde"], expected_scores, rtol=0, atol=0)
+    assert [labels[i] for i in "fghij"] == second_labels
     assert own_labels != given  # the override really changed what was recorded
     spans = providers.finished_spans()
     assert len(spans) == 3

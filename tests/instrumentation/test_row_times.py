@@ -15,6 +15,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 import otel_mlmon
 from otel_mlmon import semconv
 from otel_mlmon.instrumentation._events import PredictionBuffer
+from otel_mlmon.instrumentation._overrides import recorded_as
 from tests.conftest import Providers, retire_telemetries
 
 DAY_MS = 86_400_000
@@ -107,6 +108,31 @@ def test_only_an_event_whose_rows_differ_in_time_carries_them(providers: Provide
     times = list(event.attributes[semconv.ML_PREDICTION_TIME])
     assert times[0] == event.timestamp and times[1] == times[2] != times[0]
     assert made[0][1] <= times[0] <= made[0][2] and made[1][1] <= times[1] <= made[1][2]
+
+
+def test_recorded_as_times_are_the_rows_times_and_their_sketch_intervals(providers: Providers, one_event) -> None:
+    """Times you control: calls of several recorded_as blocks share one event, each row with its block's time;
+    the sketches of the same calls land in the intervals (a day here) of those very times."""
+    model = otel_mlmon.instrument_model(Doubler(), name="d", task="regression", **providers.kwargs())
+    day = DAY_MS * 10**6
+    start = 19_000 * day  # 2022-01-08 00:00 UTC
+    blocks = [(start + 3 * 10**9, 2), (start, 1), (start + 3 * 10**9, 3), (start + day - 1, 1), (start + day, 2)]
+    expected = []
+    for c, (t, size) in enumerate(blocks):
+        ids = [f"c{c}r{r}" for r in range(size)]
+        with recorded_as(time_unix_nano=t), otel_mlmon.prediction_ids(ids=ids):
+            model.predict(np.full((size, 2), float(c)))
+        expected += [(i, t) for i in ids]
+    first, second = sorted(providers.events(semconv.EVENT_PREDICTIONS), key=lambda e: e.timestamp)
+
+    assert first.timestamp == start + 3 * 10**9  # its first call's time
+    assert list(zip(first.attributes[semconv.ML_PREDICTION_ID], first.attributes[semconv.ML_PREDICTION_TIME],
+                    strict=True)) == expected[:7]  # row order kept, an earlier time after a later one included
+    assert second.timestamp == start + day and semconv.ML_PREDICTION_TIME not in second.attributes
+    assert list(second.attributes[semconv.ML_PREDICTION_ID]) == [i for i, _ in expected[7:]]
+    values = {p.start_time_unix_nano // day: p.count
+              for p in providers.sketches.points(semconv.ML_PREDICTION_VALUE_METRIC)}
+    assert values == {start // day: 7, start // day + 1: 2}  # the intervals of the rows' own times
 
 
 def test_an_event_split_at_max_rows_starts_at_its_first_rows_time(providers: Providers) -> None:
