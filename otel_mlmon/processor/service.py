@@ -130,18 +130,22 @@ class Processor:
                 decoded.accepted -= unknown
                 predictions = known
         decoded.predictions = predictions
-        self._activate((b.model, b.version) for b in (*predictions, *decoded.labels))
-        if predictions:
-            self._refused(decoded, self.store.add_predictions(predictions, received_ns).refused)
-        if decoded.labels:
-            self._refused(decoded, self.store.add_labels(decoded.labels, received_ns).refused)
+        try:
+            if predictions:
+                self._refused(decoded, self.store.add_predictions(predictions, received_ns).refused)
+            if decoded.labels:
+                self._refused(decoded, self.store.add_labels(decoded.labels, received_ns).refused)
+        finally:  # once committed (a tick that ran before would not see the data, and drop the model)
+            self._activate({(b.model, b.version) for b in (*predictions, *decoded.labels)})
 
     def accept_metrics(self, decoded: Decoded, received_ns: int) -> None:
         points = self._in_time(decoded, decoded.sketches, lambda p: p.time_unix_nano)
         decoded.sketches = points
         if points:
-            self._activate((p.model, p.version) for p in points)
-            self._refused(decoded, self.store.add_sketches(points, received_ns).refused)
+            try:
+                self._refused(decoded, self.store.add_sketches(points, received_ns).refused)
+            finally:
+                self._activate({(p.model, p.version) for p in points})
 
     # --- references ----------------------------------------------------------------------------------------
     def register(self, profile: ReferenceProfile, persist: bool = True) -> None:
