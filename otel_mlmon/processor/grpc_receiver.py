@@ -11,7 +11,7 @@ receiver's (``receiver.export``). A call returns only after the sink has durably
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -87,16 +87,16 @@ class Servicer:
 
 
 def start(sink: Sink, endpoint: str, max_message: int = DEFAULT_MAX_MESSAGE, workers: int = 4,
-          clock: Callable[[], int] = time.time_ns, *, counters: dict[str, int] | None = None,
-          credentials: grpc.ServerCredentials | None = None, interceptors: tuple[grpc.ServerInterceptor, ...] = ()
+          clock: Callable[[], int] = time.time_ns, *, credentials: grpc.ServerCredentials | None = None,
+          interceptors: Sequence[grpc.ServerInterceptor] = (), counters: dict[str, int] | None = None
           ) -> tuple[grpc.Server, int]:
-    """A started gRPC server on ``endpoint`` (``host:port``; port 0 picks one) and its port.
+    """A started gRPC server on ``endpoint`` (``host:port``; port 0 picks one) and its port; over TLS with
+    ``credentials``, each call passing ``interceptors`` first (the bearer token check: security.py).
 
     ``counters``: the dict outcomes are counted into; by default the sink's ``receiver_counters`` (the
-    Processor's), shared with the HTTP receiver. ``credentials``: TLS (``grpc.ssl_server_credentials``);
-    ``interceptors``: run before every call (the bearer token check, processor/security.py).
+    Processor's), shared with the HTTP receiver.
     """
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=interceptors,
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=list(interceptors),
                          options=[("grpc.max_receive_message_length", max_message)])
     server.add_generic_rpc_handlers(tuple(Servicer(sink, clock, counters).handlers()))
     port = server.add_secure_port(endpoint, credentials) if credentials is not None else \
