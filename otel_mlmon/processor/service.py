@@ -52,6 +52,16 @@ DEFAULT_MAX_FUTURE_S = 300.0
 FUTURE_EVENT = "record with an event time more than max_future_s ahead of the processor's clock, or none"
 
 
+def _latest_and_earliest(batch: Any) -> tuple[int, int]:
+    times = getattr(batch, "times", None) or [batch.time_unix_nano]
+    return max(times), min(times)
+
+
+def _within(times: int | tuple[int, int], limit: int) -> bool:
+    latest, earliest = times if isinstance(times, tuple) else (times, times)
+    return 0 < earliest and latest <= limit
+
+
 class Processor:
     """The receiver's sink, the windows and the results of every monitored model."""
 
@@ -106,10 +116,10 @@ class Processor:
             self._active.update(keys)
 
     # --- the sink ------------------------------------------------------------------------------------------
-    def _in_time(self, decoded: Decoded, items: list[Any], time_of: Callable[[Any], int]) -> list[Any]:
+    def _in_time(self, decoded: Decoded, items: list[Any], time_of: Callable[[Any], Any]) -> list[Any]:
         """Records with an event time, not too far in the future (a clock gone wrong would close every window)."""
         limit = self.clock() + self.max_future_ns
-        kept = [item for item in items if 0 < time_of(item) <= limit]
+        kept = [item for item in items if _within(time_of(item), limit)]
         if len(kept) < len(items):
             decoded.rejected[FUTURE_EVENT] += len(items) - len(kept)
             decoded.accepted -= len(items) - len(kept)
@@ -121,7 +131,7 @@ class Processor:
             decoded.accepted -= n
 
     def accept_logs(self, decoded: Decoded, received_ns: int) -> None:
-        predictions = self._in_time(decoded, decoded.predictions, lambda b: b.time_unix_nano)
+        predictions = self._in_time(decoded, decoded.predictions, _latest_and_earliest)
         if self.require_reference:  # predictions of models nobody registered a profile for: partial success
             known = [b for b in predictions if (b.model, b.version) in self.monitored]
             unknown = len(predictions) - len(known)

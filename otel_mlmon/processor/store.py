@@ -303,25 +303,29 @@ class Store:
                                  f"waiting for labels (cap {self.max_pending} per model)")
                     self._count("backpressure_predictions", len(batch))
                     continue
-                if batch.time_unix_nano < self.late_before(key):
-                    late += len(batch)
+                times = _times(batch)
+                before = self.late_before(key)
+                on_time = [i for i, t in enumerate(times) if t >= before]
+                late += len(batch) - len(on_time)
+                if not on_time:
                     refused[LATE_EVENT] = refused.get(LATE_EVENT, 0) + 1
                     continue
-                fresh = self._fresh(batch)
+                fresh = self._fresh(batch, on_time)
                 db.executemany(
                     "INSERT INTO predictions (model, version, id, time_ns, received_ns, label, score, value, extra) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(batch.model, batch.version, batch.ids[i], batch.time_unix_nano, received_ns,
-                      *_columns(batch, i)) for i in fresh])
-                duplicate += len(batch) - len(fresh)
+                    [(batch.model, batch.version, batch.ids[i], times[i], received_ns, *_columns(batch, i))
+                     for i in fresh])
+                duplicate += len(on_time) - len(fresh)
                 accepted += len(fresh)
                 if fresh:
-                    self._touch(key, ROW, batch.time_unix_nano)
+                    for second in {times[i] // 1_000_000_000 for i in fresh}:
+                        self._touch(key, ROW, second * 1_000_000_000)
                     now_joined = self._join_orphans(batch, [batch.ids[i] for i in fresh])
                     joined += now_joined
                     self._bump(self._pending_delta, key, len(fresh) - now_joined)
                     self._bump(self._orphan_delta, key, -now_joined)
-                self._advance(key, batch.time_unix_nano, received_ns, bool(batch.features))
+                self._advance(key, max(times[i] for i in on_time), received_ns, bool(batch.features))
             self._count("predictions", accepted)
             self._count("duplicate_predictions", duplicate)
             self._count("labels_joined", joined)
@@ -330,17 +334,19 @@ class Store:
             raise Backpressure("; ".join(quota))
         return Added(accepted, duplicate, joined, 0, late, refused)
 
-    def _fresh(self, batch: PredictionBatch) -> list[int]:
-        """Positions of the batch's ids that the store does not hold yet (the first of repeated ids)."""
+    def _fresh(self, batch: PredictionBatch, positions: list[int]) -> list[int]:
+        """Those ``positions`` of the batch whose ids the store does not hold yet (the first of repeated ids)."""
         known: set[str] = set()
-        for begin in range(0, len(batch.ids), _CHUNK):
-            ids = batch.ids[begin: begin + _CHUNK]
+        wanted = [batch.ids[i] for i in positions]
+        for begin in range(0, len(wanted), _CHUNK):
+            ids = wanted[begin: begin + _CHUNK]
             marks = ",".join("?" * len(ids))
             known.update(row[0] for row in self._db.execute(
                 f"SELECT id FROM predictions WHERE model = ? AND version = ? AND id IN ({marks})",
                 (batch.model, batch.version, *ids)))
         fresh = []
-        for i, pid in enumerate(batch.ids):
+        for i in positions:
+            pid = batch.ids[i]
             if pid not in known:
                 known.add(pid)
                 fresh.append(i)
@@ -662,6 +668,13 @@ class Store:
         with self._lock:
             pages = self._scalar("PRAGMA page_count")
             return pages * self._scalar("PRAGMA page_size")
+
+
+def _times(batch: PredictionBatch) -> list[int]:
+    """Each row's event time: its own (``ml.prediction.time``, rows of several calls in one event), or the
+    event's."""
+    times = getattr(batch, "times", None)
+    return list(times) if times is not None else [batch.time_unix_nano] * len(batch.ids)
 
 
 def _columns(batch: PredictionBatch, i: int) -> tuple[Any, Any, Any, Any]:
