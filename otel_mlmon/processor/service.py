@@ -59,7 +59,7 @@ def _latest_and_earliest(batch: Any) -> tuple[int, int]:
 
 def _within(times: int | tuple[int, int], limit: int) -> bool:
     latest, earliest = times if isinstance(times, tuple) else (times, times)
-    return 0 < earliest and latest <= limit
+    return earliest > 0 and latest <= limit
 
 
 class Processor:
