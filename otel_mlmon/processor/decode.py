@@ -221,8 +221,9 @@ def _time(ns: int, what: str) -> int:
 
 
 # --- logs --------------------------------------------------------------------------------------------------
-def _prediction(attributes: dict[str, Any], time_unix_nano: int) -> tuple[PredictionBatch, int]:
-    """The batch of one event, and the count of its rows dropped for a non-finite output."""
+def _prediction(attributes: dict[str, Any], time_unix_nano: int) -> tuple[list[PredictionBatch], int]:
+    """The batches of one event (one per row time: ``ml.prediction.time`` gives rows of several calls their own),
+    and the count of its rows dropped for a non-finite output."""
     what = "prediction event"
     model, version = _model(attributes, what)
     ids = _ids(attributes.get(semconv.ML_PREDICTION_ID), what)
@@ -242,10 +243,16 @@ def _prediction(attributes: dict[str, Any], time_unix_nano: int) -> tuple[Predic
         elif key == semconv.ML_PREDICTION_VALUE:
             values = _numbers(raw, rows, "values")
         elif key.startswith(semconv.ML_FEATURE_PREFIX) and isinstance(raw, list) and len(raw) == rows:
-            name = key[len(semconv.ML_FEATURE_PREFIX):]
-            if len(name) > MAX_NAME_CHARS:
-                raise _Unusable(f"prediction event with a feature name longer than {MAX_NAME_CHARS} characters")
-            features[name] = _scalars(raw, "prediction event with a feature value")
+            _feature(features, key[len(semconv.ML_FEATURE_PREFIX):], raw)
+        elif key == semconv.ML_FEATURES and isinstance(raw, dict):  # a wide model's features, in one map
+            for name, column in raw.items():
+                if isinstance(column, list) and len(column) == rows:
+                    _feature(features, name, column)
+    times = attributes.get(semconv.ML_PREDICTION_TIME)
+    if times is not None and (not isinstance(times, list) or len(times) != rows or not all(
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_TIME_NS for t in times)):
+        raise _Unusable(f"prediction event whose {semconv.ML_PREDICTION_TIME} is not one time per id (ns, 0 to "
+                        "2**63 - 1)")
     # A row whose output is NaN or infinite cannot be scored: it is dropped (and counted), the others kept.
     outputs = [*scores.values(), *([values] if values is not None else [])]
     keep = [all(math.isfinite(column[i]) for column in outputs) for i in range(rows)] if outputs else None
@@ -262,7 +269,33 @@ def _prediction(attributes: dict[str, Any], time_unix_nano: int) -> tuple[Predic
         scores = {c: kept(v) for c, v in scores.items()}
         values = kept(values) if values is not None else None
         features = {c: kept(v) for c, v in features.items()}
-    return PredictionBatch(model, version, time_unix_nano, ids, labels, scores, values, features), dropped
+        times = kept(times) if times is not None else None
+    whole = PredictionBatch(model, version, time_unix_nano, ids, labels, scores, values, features)
+    if times is None or all(t == times[0] for t in times):
+        if times:
+            whole.time_unix_nano = times[0]
+        return [whole], dropped
+    groups: dict[int, list[int]] = {}
+    for row, row_time in enumerate(times):
+        groups.setdefault(row_time, []).append(row)
+    return [_rows_of(whole, row_time, rows_of_time) for row_time, rows_of_time in groups.items()], dropped
+
+
+def _feature(features: dict[str, list[Any]], name: str, raw: list[Any]) -> None:
+    if len(name) > MAX_NAME_CHARS:
+        raise _Unusable(f"prediction event with a feature name longer than {MAX_NAME_CHARS} characters")
+    features[name] = _scalars(raw, "prediction event with a feature value")
+
+
+def _rows_of(batch: PredictionBatch, time_unix_nano: int, rows: list[int]) -> PredictionBatch:
+    def take(column: list[Any]) -> list[Any]:
+        return [column[i] for i in rows]
+
+    return PredictionBatch(batch.model, batch.version, time_unix_nano, take(batch.ids),
+                           take(batch.labels) if batch.labels is not None else None,
+                           {c: take(v) for c, v in batch.scores.items()},
+                           take(batch.values) if batch.values is not None else None,
+                           {c: take(v) for c, v in batch.features.items()})
 
 
 def _usable_label(value: Any) -> bool:
@@ -307,8 +340,8 @@ def logs_records(request: ExportLogsServiceRequest) -> Decoded:
                     time_ns = _time(record.time_unix_nano or record.observed_time_unix_nano,
                                     "prediction event" if event == semconv.EVENT_PREDICTIONS else "label event")
                     if event == semconv.EVENT_PREDICTIONS:
-                        batch, dropped = _prediction(_attributes(record), time_ns)
-                        decoded.predictions.append(batch)
+                        batches, dropped = _prediction(_attributes(record), time_ns)
+                        decoded.predictions.extend(batches)
                         if dropped:
                             decoded.rejected_rows["prediction rows with a non-finite output"] += dropped
                     else:
