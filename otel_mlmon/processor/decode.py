@@ -76,16 +76,29 @@ class LabelBatch:
         return len(self.ids)
 
 
+@dataclass(frozen=True)
+class MissingCounts:
+    """The ``ml.feature.missing`` count of one reason (``missing``, ``non_finite``, ``invalid``) of one column in one
+    export interval: folded into the column's sketch of the window (its ``total`` less its ``count``)."""
+
+    reason: str
+    count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "missing", "reason": self.reason, "count": self.count}
+
+
 @dataclass
 class SketchPoint:
-    """One exported sketch of one column (a feature, or the regression output ``ml.prediction.value``)."""
+    """One exported sketch of one column (a feature, or the regression output ``ml.prediction.value``), or the
+    missing-value count of a feature, over ``[start_unix_nano, time_unix_nano)``."""
 
     model: str
     version: str
     column: str
     start_unix_nano: int
     time_unix_nano: int
-    sketch: NumericSketch | CategoricalSketch
+    sketch: NumericSketch | CategoricalSketch | MissingCounts
 
 
 @dataclass
@@ -93,7 +106,6 @@ class Decoded:
     predictions: list[PredictionBatch] = field(default_factory=list)
     labels: list[LabelBatch] = field(default_factory=list)
     sketches: list[SketchPoint] = field(default_factory=list)
-    missing: list[tuple[str, str, str, str, int]] = field(default_factory=list)  # model, version, column, reason, n
     rejected: Counter[str] = field(default_factory=Counter)  # reason -> records (log records or data points)
     rejected_rows: Counter[str] = field(default_factory=Counter)  # reason -> rows dropped from accepted records
     accepted: int = 0
@@ -531,5 +543,6 @@ def _missing_point(name: str, point: Any, decoded: Decoded, m2: Any, categories:
     model, version = _model(attributes, what)
     feature = _name(attributes, semconv.ML_FEATURE_NAME, what)
     reason = _name(attributes, semconv.ML_FEATURE_MISSING_REASON, what, default="")
-    _point_times(point, what)
-    decoded.missing.append((model, version, feature, reason, _count(_number_value(point), what)))
+    start, end = _point_times(point, what)
+    decoded.sketches.append(SketchPoint(model, version, feature, start, end,
+                                        MissingCounts(reason, _count(_number_value(point), what))))

@@ -166,9 +166,16 @@ class Store:
         for m, v, column in self._db.execute("SELECT model, version, column_name FROM features"):
             self._features.setdefault((m, v), set()).add(column)
 
+        # Reads the HTTP API answers on the event loop (counters, results) use their own connection: in WAL mode a
+        # reader never waits for a writer, so /healthz answers while a 500k-row request is written.
+        self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._read_lock = threading.Lock()
+        self._totals = (sum(self._pending.values()), sum(self._orphans.values()), len(self._streams))
+
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
 
     # --- transactions --------------------------------------------------------------------------------------
     @contextmanager
@@ -215,12 +222,11 @@ class Store:
                              (name, n, n))
 
     def counters(self) -> dict[str, int]:
-        with self._lock:
-            found = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
-            found["pending_predictions"] = sum(self._pending.values())
-            found["orphan_labels"] = sum(self._orphans.values())
-            found["streams"] = len(self._streams)
-            return found
+        """What the store counted, as committed (never waits for a write in progress)."""
+        with self._read_lock:
+            found = dict(self._reader.execute("SELECT name, value FROM counters").fetchall())
+        found["pending_predictions"], found["orphan_labels"], found["streams"] = self._totals
+        return found
 
     # --- streams -------------------------------------------------------------------------------------------
     def streams(self) -> dict[tuple[str, str], Stream]:
@@ -275,6 +281,7 @@ class Store:
                 mirror[key] = mirror.get(key, 0) + n
         for key, names in self._feature_delta.items():
             self._features.setdefault(key, set()).update(names)
+        self._totals = (sum(self._pending.values()), sum(self._orphans.values()), len(self._streams))
 
     def _touch(self, key: tuple[str, str], kind: str, time_ns: int) -> None:
         self._db.execute("INSERT INTO touched VALUES (?, ?, ?, ?, 1) ON CONFLICT(model, version, kind, time_s) DO "
@@ -659,9 +666,10 @@ class Store:
                    "column": "column_name", "metric": "metric"}
         where = " AND ".join(f"{columns[k]} = ?" for k, v in filters.items() if v is not None and k in columns)
         values = [v for k, v in filters.items() if v is not None and k in columns]
-        with self._lock:
-            found = self._db.execute(f"SELECT row FROM results {'WHERE ' + where if where else ''} ORDER BY model, "
-                                     "version, period DESC, window, column_name, kind, metric", values).fetchall()
+        with self._read_lock:
+            found = self._reader.execute(f"SELECT row FROM results {'WHERE ' + where if where else ''} ORDER BY "
+                                         "model, version, period DESC, window, column_name, kind, metric",
+                                         values).fetchall()
         return [json.loads(row[0]) for row in found]
 
     def size_bytes(self) -> int:

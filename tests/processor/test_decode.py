@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 import otel_mlmon
 from otel_mlmon import semconv
 from otel_mlmon.instrumentation import force_flush
-from otel_mlmon.processor.decode import DecodeError, decode_logs, decode_metrics
+from otel_mlmon.processor.decode import DecodeError, MissingCounts, decode_logs, decode_metrics
 from otel_mlmon.sketch import NumericSketch
 from tests.conftest import Providers
 
@@ -192,10 +192,13 @@ def test_categories_missing_counts_and_regression_outputs_round_trip(providers: 
     decoded = decode_metrics(encode_metrics(providers.sketches.batches[0]).SerializeToString(),
                              "application/x-protobuf")
     assert decoded.rejected_count == 0
-    by_column = {p.column: p.sketch for p in decoded.sketches}
+    by_column = {p.column: p.sketch for p in decoded.sketches if not isinstance(p.sketch, MissingCounts)}
     assert by_column["plan"].counts == {"a": 2, "b": 1}
     assert by_column[semconv.ML_PREDICTION_VALUE].count == 3  # the NaN output is not a value
-    assert sorted(decoded.missing) == [("echo", "", "plan", "missing", 1), ("echo", "", "size", "missing", 1)]
+    missing = [(p.model, p.version, p.column, p.sketch.reason, p.sketch.count) for p in decoded.sketches
+               if isinstance(p.sketch, MissingCounts)]
+    assert sorted(missing) == [("echo", "", "plan", "missing", 1), ("echo", "", "size", "missing", 1)]
+    assert all(p.start_unix_nano < p.time_unix_nano for p in decoded.sketches)  # each in its export interval
     size = NumericSketch()
     size.update(frame["size"].to_numpy())
     assert by_column["size"].buckets()[1].tolist() == size.buckets()[1].tolist()
