@@ -148,7 +148,10 @@ def run(out: TextIO = sys.stdout, report_path: str = "mlmon-demo-report.html") -
     profile = churn_profile(model, train)
 
     folder = tempfile.mkdtemp(prefix="mlmon-demo-")
-    processor = Processor(Store(os.path.join(folder, "state.db")), bootstrap_windows=0)
+    # The demo serves its rows within seconds: windows close half a second behind the newest row, and all of
+    # them two seconds after the last one (a service defaults to 30 s and 2 min).
+    processor = Processor(Store(os.path.join(folder, "state.db")), bootstrap_windows=0, allowed_lateness_s=0.5,
+                          idle_timeout_s=2.0)
     processor.register(profile)
     port = free_port()
     loop, stop = asyncio.new_event_loop(), asyncio.Event()
