@@ -29,6 +29,7 @@ from otel_mlmon.processor.decode import Decoded
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, WebhookSink
 from otel_mlmon.processor.store import LABEL, MAX_NS, ROW, SKETCH, Store, StoreUnavailable, Stream
 from otel_mlmon.processor.windows import (
+    FAILED,
     ROWS,
     SECOND,
     SKETCHED,
@@ -55,6 +56,13 @@ FUTURE_EVENT = "record with an event time more than max_future_s ahead of the pr
 def _latest_and_earliest(batch: Any) -> tuple[int, int]:
     times = getattr(batch, "times", None) or [batch.time_unix_nano]
     return max(times), min(times)
+
+
+def _span(window: RowWindow | TimeWindow) -> tuple[int, int]:
+    """The event times a window covers: its first and last rows' (row windows), its start and last nanosecond."""
+    if isinstance(window, RowWindow):
+        return window.first[0], window.last[0]
+    return window.start_ns, window.end_ns - 1
 
 
 def _within(times: int | tuple[int, int], limit: int) -> bool:
@@ -284,6 +292,9 @@ class Processor:
                               "changes", window.scheme, window.key, *failed[:2])
             self.failures[failed[:2]] = self.failures.get(failed[:2], 0) + 1
             self._failed_windows[failed] = window.state
+            # Recorded as failed (a state no data has), so that a change to its rows or labels finds it again.
+            self.store.put_results(*failed[:2], [], window=(window.scheme, window.key, *_span(window),
+                                                            FAILED + window.state), evaluated_ns=now)
             return 0
         self._failed_windows.pop(failed, None)
         return 1
@@ -312,7 +323,6 @@ class Processor:
         if isinstance(window, RowWindow):
             rows = self.store.rows(model, version, window.first, window.last)
             data = window_data(profile, window.index, rows, [], features=stream.captured)
-            first_ns, last_ns = window.first[0], window.last[0]
         else:
             index = self.store.count_windows(model, version, window.scheme, window.key)
             outputs = window.scheme == TIME
@@ -323,10 +333,9 @@ class Processor:
                                features=stream.captured or sketched, start_ns=window.start_ns,
                                end_ns=window.end_ns, outputs=outputs)
             data.rows = window.rows
-            first_ns, last_ns = window.start_ns, window.end_ns - 1
         results = [r.as_json() for r in evaluate_window(profile, data, self.policy)]
         judged = sorted(data.columns or ())
-        self.store.put_results(model, version, results, window=(window.scheme, window.key, first_ns, last_ns,
+        self.store.put_results(model, version, results, window=(window.scheme, window.key, *_span(window),
                                                                 window.state),
                                evaluated_ns=now, replace=("analysis", judged))
         transitions = self.alerts.update(results, now)

@@ -110,6 +110,15 @@ def monitored(profile: ReferenceProfile, sketch_window_ns: int) -> Monitored:
     return Monitored(profile, None, int((spec.seconds or 0) * SECOND), int((spec.seconds or 0) * SECOND))
 
 
+FAILED = "failed "  # prefixes the state of a window whose evaluation failed (no data has that state)
+
+
+def row_state(state: str) -> tuple[int, int, list, list]:
+    """(rows, labeled rows, first key, last key) of a row window's recorded state."""
+    rows, labeled, first, last = json.loads(state.removeprefix(FAILED))
+    return int(rows), int(labeled), first, last
+
+
 def due_row_windows(store: Store, model: str, version: str, size: int, changes: list[tuple[str, int, int]],
                     close_ns: int) -> list[RowWindow]:
     """Closed row windows whose data changed since they were evaluated (or never were), in key order."""
@@ -132,7 +141,7 @@ def due_row_windows(store: Store, model: str, version: str, size: int, changes: 
                                               ).items():
             if k in found:
                 continue
-            _, _, first, last = json.loads(state)
+            _, _, first, last = row_state(state)
             first_key, last_key = (int(first[0]), str(first[1])), (int(last[0]), str(last[1]))
             found[k] = RowWindow(k, first_key, last_key, *store.count_between(model, version, first_key, last_key))
     stored = store.windows(model, version, ROWS, keys=found)
@@ -147,10 +156,10 @@ def _full_window_before(store: Store, model: str, version: str, size: int,
         if not found:
             return None
         key, (_, _, state) = next(iter(found.items()))
-        rows, _, _, last = json.loads(state)
-        if rows == size:
+        rows, _, first, last = row_state(state)
+        if rows == size and not state.startswith(FAILED):
             return key, (int(last[0]), str(last[1]))
-        bound_ns = min(bound_ns, int(json.loads(state)[2][0]))  # a partial (idle) window: the one before it
+        bound_ns = min(bound_ns, int(first[0]))  # a partial (idle) or failed window: the one before it
     return None
 
 

@@ -41,7 +41,7 @@ def _send(processor: Processor, window: int, shift: float) -> None:
     ages = rng.normal(40 + shift, 10, ROWS).tolist()
     batch = PredictionBatch("m", "1", 10**18 + window, [f"{window}-{i}" for i in range(ROWS)],
                             features={"age": ages})
-    processor.accept_logs(Decoded(predictions=[batch]), 0)
+    processor.accept_logs(Decoded(predictions=[batch]), 10**18 + window)  # received as it was made
 
 
 def _otlp():
@@ -187,22 +187,23 @@ def test_time_windows_close_after_their_end_and_count_from_zero(tmp_path: Path) 
     profile, _ = profile_from_columns({"age": rng.normal(40, 10, 3000)}, WindowSpec(chunk_size=ROWS), model="m",
                                       version="1")
     profile.window = WindowSpec(window="1min")
-    clock = [0]
-    processor = Processor(Store(str(tmp_path / "p.db")), clock=lambda: clock[0])
-    processor.register(profile)
     minute = 60 * 10**9
     start = 1_000 * minute
-    for n, offset in enumerate((0.2, 0.7, 1.5, 2.1)):  # minutes: windows 1000, 1000, 1001, 1002
+    clock = [start + int(2.1 * minute)]
+    processor = Processor(Store(str(tmp_path / "p.db")), clock=lambda: clock[0], allowed_lateness_s=5,
+                          idle_timeout_s=60)
+    processor.register(profile)
+    for n, offset in enumerate((0.2, 0.7, 2.1, 1.5)):  # minutes: windows 1000, 1000, 1002, 1001 (out of order)
         batch = PredictionBatch("m", "1", start + int(offset * minute), [f"{n}-{i}" for i in range(50)],
                                 features={"age": rng.normal(40, 10, 50).tolist()})
-        processor.accept_logs(Decoded(predictions=[batch]), 0)
-    clock[0] = start + 2 * minute  # the newest event (2.1 min) is past window 1001's end, not past 1002's + grace
+        processor.accept_logs(Decoded(predictions=[batch]), clock[0])
+    # the watermark (newest event 2.1 min, less 5 s of allowed lateness) is past window 1001's end, not 1002's
     assert processor.tick() == 2
     results = processor.store.results(model="m", period="analysis", kind="data_quality", metric="missing_rate")
     assert [(r["window"], r["rows"], r["window_start"]) for r in results] == [
         (0, 100, "1970-01-01T16:40:00Z"), (1, 50, "1970-01-01T16:41:00Z")]
-    clock[0] = start + 4 * minute
-    assert processor.tick() == 1  # the last window closes by the clock
+    clock[0] = start + int(3.2 * minute)
+    assert processor.tick() == 1  # the model is idle (a minute without data): its last window closes too
     assert processor.tick() == 0  # and nothing is evaluated twice without new labels
 
 
@@ -275,7 +276,8 @@ def test_alert_transitions_reach_a_webhook(tmp_path: Path) -> None:
 def test_a_window_that_fails_to_evaluate_is_counted_and_the_others_go_on(tmp_path: Path, monkeypatch) -> None:
     from otel_mlmon.processor import service
 
-    processor = Processor(Store(str(tmp_path / "p.db")), clock=lambda: 10**18 + 10**10)  # rows within label TTL
+    # 10 s after the rows (within their label TTL), the model idle for 5 s: its windows are closed
+    processor = Processor(Store(str(tmp_path / "p.db")), clock=lambda: 10**18 + 10**10, idle_timeout_s=5)
     processor.register(_profile())
     for window in range(3):
         _send(processor, window, 0)
