@@ -112,10 +112,65 @@ OTEL_PYTHON_MLMON_PROCESSOR_ORPHAN_TTL_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_O
 """float seconds > 0, default 86400. How long a label waits for its prediction."""
 
 OTEL_PYTHON_MLMON_PROCESSOR_MAX_PENDING: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MAX_PENDING"
-"""int > 0, default 10000000. Unlabeled predictions held before requests get 503."""
+"""int > 0, default 10000000. Unlabeled predictions held per model before that model's rows get 503 (naming it;
+the other models' rows of the same request are kept)."""
 
 OTEL_PYTHON_MLMON_PROCESSOR_MAX_ORPHANS: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MAX_ORPHANS"
-"""int > 0, default 1000000. Orphan labels held before requests get 503."""
+"""int > 0, default 1000000. Labels waiting for their predictions held per model before that model's unjoinable
+labels get 503 (its joinable ones are still taken)."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_ALLOWED_LATENESS_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_ALLOWED_LATENESS_S"
+"""float seconds >= 0, default 30. A model's watermark is its latest event time less this: a window is evaluated
+once the watermark passes its end. Long enough for a sketch export after its interval plus Collector batching."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_MAX_LATENESS_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MAX_LATENESS_S"
+"""float seconds > 0, default 3600. Rows and sketch points up to this far behind their model's latest event time
+revise their window's results; older ones are counted (``late_dropped`` in /healthz) and not stored."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_IDLE_TIMEOUT_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_IDLE_TIMEOUT_S"
+"""float seconds > 0, default 120. A model without new rows for this long (processing time) is idle: all its
+windows close, the last partial one too, and its event-time clock (for TTLs) moves on with processing time."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_SKETCH_WINDOW_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_SKETCH_WINDOW_S"
+"""float seconds in [1, 366 days], default 3600. The time windows on which the features of a row-windowed model
+whose events carry no captured features are judged from their sketches (a multiple of the apps' sketch export
+interval)."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_MAX_FUTURE_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MAX_FUTURE_S"
+"""float seconds > 0, default 300. Records with an event time further ahead of the processor's clock are refused
+(partial success): a wrong clock would otherwise close every window of its model."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_RETENTION_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_RETENTION_S"
+"""float seconds >= 0, default 3600. Rows and sketch points are deleted this long after no window can need them
+again (past the label TTL and the lateness bound of their model's event-time clock)."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_MAX_MODELS: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MAX_MODELS"
+"""int > 0, default 10000. Distinct (model, version) streams; records of more are refused per record (counted
+``models_over_cap``)."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_MAX_FEATURES: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MAX_FEATURES"
+"""int > 0, default 10000. Distinct sketched features per model; sketch points of more are refused per point
+(counted ``features_over_cap``)."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_AUTH_TOKEN: Final = "OTEL_PYTHON_MLMON_PROCESSOR_AUTH_TOKEN"
+"""str, default none. Bearer token required on OTLP and the API (not /healthz, /readyz). Prefer the _FILE
+variant (an environment variable is visible to other processes of the same user)."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_AUTH_TOKEN_FILE: Final = "OTEL_PYTHON_MLMON_PROCESSOR_AUTH_TOKEN_FILE"
+"""str path, default none. File holding the token (whitespace stripped); missing or empty refuses startup."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_TLS_CERT: Final = "OTEL_PYTHON_MLMON_PROCESSOR_TLS_CERT"
+"""str path, default none. PEM server certificate (chain): TLS on both listeners (with TLS_KEY)."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_TLS_KEY: Final = "OTEL_PYTHON_MLMON_PROCESSOR_TLS_KEY"
+"""str path, default none. The unencrypted PEM key of TLS_CERT."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_TLS_CLIENT_CA: Final = "OTEL_PYTHON_MLMON_PROCESSOR_TLS_CLIENT_CA"
+"""str path, default none. CA of client certificates: mTLS required on both listeners."""
+
+OTEL_PYTHON_MLMON_PROCESSOR_ALLOW_UNAUTHENTICATED: Final = "OTEL_PYTHON_MLMON_PROCESSOR_ALLOW_UNAUTHENTICATED"
+"""bool, default ``false``. Allow a non-loopback endpoint without a token or client CA (something in front of the
+processor authenticates)."""
 
 OTEL_PYTHON_MLMON_PROCESSOR_TICK_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_TICK_S"
 """float seconds > 0, default 1. How often windows are evaluated and TTLs applied."""
@@ -164,4 +219,18 @@ ALL: Final = (
     OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOW_ROWS,
     OTEL_PYTHON_MLMON_PROCESSOR_WEBHOOK,
     OTEL_PYTHON_MLMON_PROCESSOR_REQUIRE_REFERENCE,
+    OTEL_PYTHON_MLMON_PROCESSOR_ALLOWED_LATENESS_S,
+    OTEL_PYTHON_MLMON_PROCESSOR_MAX_LATENESS_S,
+    OTEL_PYTHON_MLMON_PROCESSOR_IDLE_TIMEOUT_S,
+    OTEL_PYTHON_MLMON_PROCESSOR_SKETCH_WINDOW_S,
+    OTEL_PYTHON_MLMON_PROCESSOR_MAX_FUTURE_S,
+    OTEL_PYTHON_MLMON_PROCESSOR_RETENTION_S,
+    OTEL_PYTHON_MLMON_PROCESSOR_MAX_MODELS,
+    OTEL_PYTHON_MLMON_PROCESSOR_MAX_FEATURES,
+    OTEL_PYTHON_MLMON_PROCESSOR_AUTH_TOKEN,
+    OTEL_PYTHON_MLMON_PROCESSOR_AUTH_TOKEN_FILE,
+    OTEL_PYTHON_MLMON_PROCESSOR_TLS_CERT,
+    OTEL_PYTHON_MLMON_PROCESSOR_TLS_KEY,
+    OTEL_PYTHON_MLMON_PROCESSOR_TLS_CLIENT_CA,
+    OTEL_PYTHON_MLMON_PROCESSOR_ALLOW_UNAUTHENTICATED,
 )

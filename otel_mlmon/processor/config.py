@@ -39,6 +39,14 @@ class ProcessorConfig:
     tick_s: float = 1.0
     bootstrap_windows: int = 10
     bootstrap_window_rows: int = 1000
+    allowed_lateness_s: float = 30.0
+    max_lateness_s: float = 3600.0
+    idle_timeout_s: float = 120.0
+    sketch_window_s: float = 3600.0
+    max_future_s: float = 300.0
+    retention_s: float = 3600.0
+    max_models: int = 10_000
+    max_features: int = 10_000
     auth_token: str | None = field(default=None, repr=False)
     auth_token_file: str | None = None
     tls_cert: str | None = None
@@ -61,12 +69,22 @@ class ProcessorConfig:
         if self.bootstrap_windows < 0:
             raise ValueError(f"setting bootstrap_windows: must be 0 (off) or more, got {self.bootstrap_windows}")
         for name in ("max_body_bytes", "max_grpc_message_bytes", "max_pending", "max_orphans",
-                     "bootstrap_window_rows"):
+                     "bootstrap_window_rows", "max_models", "max_features"):
             if getattr(self, name) < 1:
                 raise ValueError(f"setting {name}: must be a positive number, got {getattr(self, name)}")
-        for name in ("label_ttl_s", "orphan_ttl_s", "tick_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"setting {name}: must be positive seconds, got {getattr(self, name)}")
+        for name in ("label_ttl_s", "orphan_ttl_s", "tick_s", "max_lateness_s", "idle_timeout_s", "max_future_s"):
+            if not 0 < getattr(self, name) < 10 * 366 * 86400:
+                raise ValueError(f"setting {name}: must be positive seconds (under ten years), got "
+                                 f"{getattr(self, name)}")
+        for name in ("allowed_lateness_s", "retention_s"):
+            if not 0 <= getattr(self, name) < 10 * 366 * 86400:
+                raise ValueError(f"setting {name}: must be 0 or more seconds (under ten years), got "
+                                 f"{getattr(self, name)}")
+        if self.allowed_lateness_s > self.max_lateness_s:
+            raise ValueError(f"setting allowed_lateness_s ({self.allowed_lateness_s}) cannot exceed max_lateness_s "
+                             f"({self.max_lateness_s}): a window must close before its rows stop being taken")
+        if not 1 <= self.sketch_window_s <= 366 * 86400:
+            raise ValueError(f"setting sketch_window_s: must be between 1 s and 366 days, got {self.sketch_window_s}")
         for name in ("alertmanager", "webhook"):
             url = getattr(self, name)
             if url is not None and not url.startswith(("http://", "https://")):
