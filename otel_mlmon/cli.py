@@ -340,13 +340,17 @@ def _serve(args: argparse.Namespace) -> int:
     host, _, port = config.http_endpoint.rpartition(":")
     profiles = [ReferenceProfile.load(path) for path in config.references]  # bad profiles stop startup
     store = Store(config.store, label_ttl_s=config.label_ttl_s, orphan_ttl_s=config.orphan_ttl_s,
-                  max_pending=config.max_pending, max_orphans=config.max_orphans)
+                  max_pending=config.max_pending, max_orphans=config.max_orphans,
+                  max_lateness_s=config.max_lateness_s, max_models=config.max_models,
+                  max_features=config.max_features, retention_s=config.retention_s)
     processor = Processor(store, otlp=_otlp_export(),
                           alertmanager=AlertmanagerSink(config.alertmanager) if config.alertmanager else None,
                           bootstrap_windows=config.bootstrap_windows,
                           bootstrap_window_rows=config.bootstrap_window_rows,
                           require_reference=config.require_reference,
-                          webhook=WebhookSink(config.webhook) if config.webhook else None)
+                          webhook=WebhookSink(config.webhook) if config.webhook else None,
+                          allowed_lateness_s=config.allowed_lateness_s, idle_timeout_s=config.idle_timeout_s,
+                          sketch_window_s=config.sketch_window_s, max_future_s=config.max_future_s)
     for profile in profiles:
         processor.register(profile)
     grpc_server, _ = grpc_receiver.start(processor, config.grpc_endpoint, config.max_grpc_message_bytes,
@@ -356,14 +360,17 @@ def _serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        def stopping() -> None:  # a tick in progress stops between windows; what is left resumes after a restart
+            processor.stopping.set()
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopping)
         log = logging.getLogger("otel_mlmon.processor")
         log.info("serving OTLP/HTTP and the API on %s://%s:%s, OTLP/gRPC on %s; %d model(s) monitored",
                  "https" if security.tls else "http", host, port, config.grpc_endpoint, len(processor.monitored))
         (log.info if config.authenticated else log.warning)("access: %s", security.describe(config))
         await serve(processor, host, int(port), config.tick_s, stop, config.max_body_bytes, security=security)
-        processor.tick()
 
     asyncio.run(main())
     grpc_server.stop(grace=5).wait()
