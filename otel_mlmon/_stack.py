@@ -323,7 +323,10 @@ class NativeStack:
             "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)], env={
             "OTEL_SERVICE_NAME": "mlmon-processor", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.url("results_grpc"),
-            "OTEL_METRIC_EXPORT_INTERVAL": str(int(self.interval_s * 1000)), "OTEL_BLRP_SCHEDULE_DELAY": "500"})
+            "OTEL_METRIC_EXPORT_INTERVAL": str(int(self.interval_s * 1000)), "OTEL_BLRP_SCHEDULE_DELAY": "500",
+            # A demo streams for seconds, not hours: windows close 5 s behind the newest row (the Collector's
+            # batching and the sketch interval fit in that), and all of them 10 s after the last row.
+            "OTEL_PYTHON_MLMON_PROCESSOR_ALLOWED_LATENESS_S": "5", "OTEL_PYTHON_MLMON_PROCESSOR_IDLE_TIMEOUT_S": "10"})
         self._wait("processor", lambda: self.processor_api("/healthz")["status"] == "ok")
 
     def _start_jaeger(self) -> None:
