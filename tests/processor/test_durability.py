@@ -69,7 +69,10 @@ class Processor:
         self.args = [sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", "--store",
                      str(tmp_path / "state.db"), "--reference", str(profile)]
         self.env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "OTEL_BLRP_SCHEDULE_DELAY": "100",
-                    "OTEL_PYTHON_MLMON_PROCESSOR_TICK_S": "0.2", "PYTHONPATH": str(ROOT)}
+                    "OTEL_PYTHON_MLMON_PROCESSOR_TICK_S": "0.2", "PYTHONPATH": str(ROOT),
+                    # the load takes seconds: windows close 1 s behind the newest row, all of them 2 s after it
+                    "OTEL_PYTHON_MLMON_PROCESSOR_ALLOWED_LATENESS_S": "1",
+                    "OTEL_PYTHON_MLMON_PROCESSOR_IDLE_TIMEOUT_S": "2"}
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 

@@ -21,10 +21,18 @@ from .conftest import REPO
 
 
 def test_each_model_reaches_its_own_processor(otelcol: str, tmp_path: Path) -> None:
+    from otel_mlmon._stack import write_secrets
+    from otel_mlmon.processor.security import Security, Tls
+
+    # The Collector sends to the processors over TLS with the bearer token, as the shipped config says.
+    token_file, certs = write_secrets(tmp_path / "secrets")
+    security = Security(token_file.read_text().strip(), Tls.load(str(certs.server_cert), str(certs.server_key)))
     processors, servers, endpoints = [], [], []
     for name in ("a", "b"):
         processor = Processor(Store(str(tmp_path / f"{name}.db")))
-        server, port = grpc_receiver.start(processor, "127.0.0.1:0")
+        assert security.tls is not None
+        server, port = grpc_receiver.start(processor, "127.0.0.1:0", credentials=security.tls.grpc,
+                                           interceptors=security.grpc_interceptors())
         processors.append(processor)
         servers.append(server)
         endpoints.append(f"127.0.0.1:{port}")
@@ -36,6 +44,7 @@ def test_each_model_reaches_its_own_processor(otelcol: str, tmp_path: Path) -> N
         f"--set=extensions::health_check::endpoint=127.0.0.1:{health_port}",
         "--set=service::telemetry::metrics::level=none"],  # no self-telemetry port to collide
         env={"MLMON_PROCESSOR_A": endpoints[0], "MLMON_PROCESSOR_B": endpoints[1],
+             "MLMON_PROCESSOR_TOKEN_FILE": str(token_file), "MLMON_PROCESSOR_CA_FILE": str(certs.ca),
              "MLMON_QUEUE_DIR": str(tmp_path / "queue"), "PATH": "/usr/bin:/bin"},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     provider = LoggerProvider()
