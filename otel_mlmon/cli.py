@@ -69,6 +69,21 @@ def _add_column_flags(parser: argparse.ArgumentParser) -> None:
     windows.add_argument("--chunks", type=int, help="N windows per period")
 
 
+def _column_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of columns, got {text!r}")
+    return count
+
+
+def _add_max_columns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-columns", type=_column_count, default=10_000, metavar="N",
+                        help="refuse data files with more columns than this, before reading them (default 10000)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlmon", description="ML model monitoring on OpenTelemetry.")
     parser.add_argument("--version", action="version", version=f"otel-mlmon {__version__}")
@@ -96,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", required=True, help="results.csv | results.json | results.parquet")
     evaluate.add_argument("--report", help="also write a self-contained HTML report")
     _add_column_flags(evaluate)
+    _add_max_columns(evaluate)
 
     processor = commands.add_parser("processor", help="the streaming processor service")
     processor_commands = processor.add_subparsers(dest="processor_command", metavar="SUBCOMMAND")
@@ -150,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--version", dest="model_version", default="", help="model version")
     build.add_argument("--output", required=True, help="profile.json")
     _add_column_flags(build)
+    _add_max_columns(build)
     return parser
 
 
@@ -225,13 +242,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         if spec.window is not None and not columns.timestamp_column:
             raise ValueError("--window needs --timestamp-column")
         profile, windows = build_profile(args.reference, columns, spec, args.model or "model",
-                                         args.model_version or "", None, policy, progress)
+                                         args.model_version or "", None, policy, progress, args.max_columns)
         reference_rows = [row for w in windows for row in evaluate_window(profile, w, policy)]
     if args.model is not None:
         profile.model = args.model
     if args.model_version is not None:
         profile.version = args.model_version
-    analysis_rows = list(evaluate_file(profile, args.analysis, columns, args.labels, policy, progress, spec))
+    analysis_rows = list(evaluate_file(profile, args.analysis, columns, args.labels, policy, progress, spec,
+                                       args.max_columns))
     progress.done()
     rows = [r for r in reference_rows] + analysis_rows
     if args.model is not None or args.model_version is not None:
@@ -258,7 +276,7 @@ def _reference_build(args: argparse.Namespace) -> int:
         raise ValueError("--window needs --timestamp-column")
     progress = Progress("reading")
     profile, windows = build_profile(args.data, columns, spec, args.model, args.model_version, args.labels,
-                                     progress=progress)
+                                     progress=progress, max_columns=args.max_columns)
     progress.done()
     profile.save(args.output)
     print(f"profile of {profile.rows} rows, {len(windows)} windows, {len(profile.columns)} columns -> "

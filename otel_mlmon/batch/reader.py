@@ -6,6 +6,8 @@ timestamps as epoch seconds. Errors name the file and the column, and say what t
 
 from __future__ import annotations
 
+import csv
+import gzip
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ from typing import Any
 import numpy as np
 
 BATCH_ROWS = 65_536
+MAX_COLUMNS = 10_000  # default cap on a file's columns (`--max-columns`)
+CSV_BLOCK_BYTES = 8 << 20
 
 
 class DataError(Exception):
@@ -42,22 +46,53 @@ def file_format(path: str) -> str:
 
 @dataclass
 class DataFile:
+    """A Parquet or CSV file read in row batches. ``max_columns`` caps its width: a wider file is refused before
+    any data is read (memory and time grow with the columns)."""
+
     path: str
+    max_columns: int = MAX_COLUMNS
 
     def __post_init__(self) -> None:
         if not os.path.exists(self.path):
             raise DataError(f"{self.path}: no such file")
         self.format = file_format(self.path)
+        self._schema: Any = None
+        self._block_size = CSV_BLOCK_BYTES
+
+    def _check_width(self, columns: int) -> None:
+        if columns > self.max_columns:
+            raise DataError(f"{self.path}: {columns:,} columns, more than the {self.max_columns:,} allowed; raise "
+                            "--max-columns to read it (memory and time grow with the columns)")
+
+    def _csv_header(self) -> None:
+        """Count the columns of a CSV header without pyarrow, and size pyarrow's blocks to hold it (a block
+        smaller than the header reads as an empty file): a block of at least four header lengths."""
+        opener = gzip.open if self.path.lower().endswith(".gz") else open
+        try:
+            with opener(self.path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
+                header = next(csv.reader(handle), [])
+        except (OSError, csv.Error, EOFError) as exc:
+            raise DataError(f"{self.path}: cannot be read as csv: {exc}") from None
+        self._check_width(len(header))
+        size = sum(len(name.encode()) + 3 for name in header)  # quotes and a comma each, at most
+        self._block_size = max(CSV_BLOCK_BYTES, 4 * size)
 
     def schema(self) -> Any:
+        if self._schema is not None:
+            return self._schema
         pa = _pyarrow()
         try:
             if self.format == "parquet":
-                return pa.parquet.ParquetFile(self.path).schema_arrow
-            with pa.csv.open_csv(self.path, read_options=pa.csv.ReadOptions(block_size=1 << 20)) as reader:
-                return reader.schema
+                parquet = pa.parquet.ParquetFile(self.path)
+                self._check_width(parquet.metadata.num_columns)
+                self._schema = parquet.schema_arrow
+            else:
+                self._csv_header()
+                with pa.csv.open_csv(self.path, read_options=pa.csv.ReadOptions(block_size=self._block_size)) as reader:
+                    self._schema = reader.schema
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{self.path}: cannot be read as {self.format}: {exc}") from None
+        return self._schema
 
     def columns(self) -> list[str]:
         return list(self.schema().names)
@@ -72,13 +107,15 @@ class DataFile:
         pa = _pyarrow()
         try:
             if self.format == "parquet":
+                self.schema()  # the width check
                 # pre_buffer=False: pyarrow's default read-ahead buffers whole column chunks (measured: 1.5 GiB
                 # of RSS for a 1.2 GiB file); without it memory stays at about one row group.
                 parquet = pa.parquet.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
                 yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns)
                 return
+            self.schema()  # the width check, and a block size that holds the header
             convert = pa.csv.ConvertOptions(include_columns=columns) if columns else None
-            with pa.csv.open_csv(self.path, read_options=pa.csv.ReadOptions(block_size=8 << 20),
+            with pa.csv.open_csv(self.path, read_options=pa.csv.ReadOptions(block_size=self._block_size),
                                  convert_options=convert) as reader:
                 yield from reader
         except (pa.ArrowInvalid, OSError) as exc:

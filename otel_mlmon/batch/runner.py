@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from otel_mlmon.batch.order import event_ranks
-from otel_mlmon.batch.reader import DataError, DataFile, epoch_seconds, is_numeric_type, is_time_type
+from otel_mlmon.batch.reader import MAX_COLUMNS, DataError, DataFile, epoch_seconds, is_numeric_type, is_time_type
 from otel_mlmon.engine.columns import profile_from_windows
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
 from otel_mlmon.engine.evaluate import (
@@ -209,6 +209,9 @@ def _windows(data: DataFile, plan: _Plan, period: str,
 
     def close(key: float) -> None:
         accumulator = open_windows.pop(key)
+        for sketch in accumulator.sketches.values():
+            if isinstance(sketch, NumericSketch):
+                sketch.compact()  # a small window of a wide file: a few values per column
         index = int(key) if spec.by_rows else len(closed)
         closed.append(key)
         start = iso_utc(accumulator.first) if spec.by_rows else iso_utc(key)
@@ -293,9 +296,10 @@ def _classes(data: DataFile, columns: Columns, task: str) -> list[str]:
 
 def build_profile(path: str, columns: Columns, spec: WindowSpec, model: str, version: str = "",
                   labels_path: str | None = None, policy: Policy | None = None,
-                  progress: Callable[[int], None] | None = None) -> tuple[ReferenceProfile, list[WindowData]]:
+                  progress: Callable[[int], None] | None = None,
+                  max_columns: int = MAX_COLUMNS) -> tuple[ReferenceProfile, list[WindowData]]:
     """A reference profile from a data file, and the reference windows it was built from."""
-    data = DataFile(path)
+    data = DataFile(path, max_columns)
     # Ids only join a labels file: reference data that carries its target (training data) needs none.
     types = _check_columns(data, columns if labels_path else replace(columns, id_column=None),
                            need_target=labels_path is None)
@@ -344,9 +348,9 @@ def columns_from_profile(profile: ReferenceProfile, given: Columns) -> Columns:
 
 def evaluate_file(profile: ReferenceProfile, path: str, columns: Columns, labels_path: str | None = None,
                   policy: Policy | None = None, progress: Callable[[int], None] | None = None,
-                  spec: WindowSpec | None = None) -> Iterator[WindowResult]:
+                  spec: WindowSpec | None = None, max_columns: int = MAX_COLUMNS) -> Iterator[WindowResult]:
     """Window results of the analysis file, window by window."""
-    data = DataFile(path)
+    data = DataFile(path, max_columns)
     types = _check_columns(data, columns, need_target=False)
     kinds = {c.name: c.kind for c in profile.columns.values() if c.name in types}
     bucketing = {c.name: (c.sketch.center, c.sketch.scale) for c in profile.columns.values()

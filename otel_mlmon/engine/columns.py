@@ -89,6 +89,8 @@ def profile_from_windows(windows: Sequence[WindowData], kinds: Mapping[str, str]
             whole = parts[0].copy() if parts else NumericSketch() if kind == NUMERIC else CategoricalSketch()
             for part in parts[1:]:
                 whole.merge(part)  # type: ignore[arg-type]
+            if isinstance(whole, NumericSketch):
+                whole.compact()
         role = "prediction" if name == prediction_column else "score" if name in score_columns.values() else "feature"
         profile_columns[name] = ColumnProfile(name, kind, role, whole, bin_keys(whole) if isinstance(
             whole, NumericSketch) else np.zeros(0, dtype=np.int64))

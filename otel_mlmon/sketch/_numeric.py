@@ -85,7 +85,7 @@ class NumericSketch:
         a pairwise algorithm for computing sample variances." 1979 (merging moments).
     """
 
-    __slots__ = ("_counts", "_m2", "_max", "_mean", "_min", "_offset", "center", "count", "invalid",
+    __slots__ = ("_counts", "_m2", "_max", "_mean", "_min", "_offset", "_sparse", "center", "count", "invalid",
                  "missing", "non_finite", "precision", "scale")
 
     def __init__(self, center: float = 0.0, scale: float = 1.0, precision: int = 7) -> None:
@@ -98,6 +98,7 @@ class NumericSketch:
     def _reset(self) -> None:
         self._offset = 0
         self._counts = np.zeros(0, dtype=np.int64)
+        self._sparse: np.ndarray | None = None  # compact form: internal indexes of the counts in ``_counts``
         self.count = 0
         self._mean = 0.0
         self._m2 = 0.0
@@ -140,10 +141,35 @@ class NumericSketch:
 
     def buckets(self) -> tuple[np.ndarray, np.ndarray]:
         """Non-empty buckets as (keys, counts), keys ascending (value order)."""
-        nonzero = np.flatnonzero(self._counts)
-        keys = index_to_key(nonzero + self._offset)
+        if self._sparse is not None:
+            keys, counts = index_to_key(self._sparse), self._counts
+        else:
+            nonzero = np.flatnonzero(self._counts)
+            keys, counts = index_to_key(nonzero + self._offset), self._counts[nonzero]
         order = np.argsort(keys, kind="stable")
-        return keys[order], self._counts[nonzero][order]
+        return keys[order], counts[order]
+
+    def compact(self) -> NumericSketch:
+        """Hold the counts as (index, count) pairs when that is much smaller than the dense range (a sketch of few
+        values spread over many magnitudes: a small window of a wide file); the next update makes them dense
+        again. Returns self."""
+        if self._sparse is None and self._counts.size > 64:
+            nonzero = np.flatnonzero(self._counts)
+            if 4 * nonzero.size < self._counts.size:
+                self._sparse, self._counts = nonzero + self._offset, self._counts[nonzero]
+                self._offset = 0
+        return self
+
+    def _dense(self) -> tuple[int, np.ndarray]:
+        """(lowest internal index, dense counts from it), without changing the sketch."""
+        if self._sparse is None:
+            return self._offset, self._counts
+        if self._sparse.size == 0:
+            return 0, np.zeros(0, dtype=np.int64)
+        low = int(self._sparse.min())
+        dense = np.zeros(int(self._sparse.max()) - low + 1, dtype=np.int64)
+        dense[self._sparse - low] = self._counts
+        return low, dense
 
     def bounds(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return key_bounds(keys, self.center, self.scale, self.precision)
@@ -176,6 +202,9 @@ class NumericSketch:
                               float(floats.max()))
 
     def _add_counts(self, low: int, counts: np.ndarray) -> None:
+        if self._sparse is not None:
+            self._offset, self._counts = self._dense()
+            self._sparse = None
         high = low + counts.size
         if self._counts.size == 0:
             self._offset, self._counts = low, counts.astype(np.int64, copy=True)
@@ -214,7 +243,7 @@ class NumericSketch:
                 f"(center, scale, precision) {(self.center, self.scale, self.precision)} != "
                 f"{(other.center, other.scale, other.precision)}")
         if other._counts.size:
-            self._add_counts(other._offset, other._counts)
+            self._add_counts(*other._dense())
         self._add_moments(other.count, other._mean, other._m2, other._min, other._max)
         self.add_bad(other.missing, other.non_finite, other.invalid)
         return self
@@ -362,7 +391,7 @@ class NumericSketch:
                 raise ValueError(f"{where}: m2 must be >= 0 and min <= max")
         sketch.add_bad(*(fields.integer(get(name), f"{where}.{name}", 0, _MAX_COUNT)
                          for name in ("missing", "non_finite", "invalid")))
-        return sketch
+        return sketch.compact()
 
     def __getstate__(self) -> dict[str, Any]:
         return self.to_dict()
@@ -392,6 +421,7 @@ class NumericSketch:
 
 
 _CHUNK_ROWS = 8192  # measured: 8192 rows x 20 columns stays in L2 and beats 2048-4096
+_CHUNK_CELLS = 1 << 20  # values per scratch array (8 MiB each): 128 columns of 8192 rows
 _scratch = threading.local()
 
 
@@ -410,7 +440,8 @@ def update_columns(sketches: Sequence[NumericSketch], matrix: np.ndarray | Seque
 
     ``matrix`` is a (rows, columns) array, or one 1-D float array per column (no stacking copy is made). This is
     the fast path of the instrumentation and the engine: per chunk of rows, one bucketing pass over the whole
-    block and one ``bincount``, in reused scratch memory.
+    block and one ``bincount``, in reused scratch memory. Wide blocks go through in groups of columns, so that the
+    scratch memory stays at ``_CHUNK_CELLS`` values whatever the width.
     """
     if isinstance(matrix, np.ndarray):
         if matrix.ndim != 2 or matrix.shape[1] != len(sketches):
@@ -423,6 +454,13 @@ def update_columns(sketches: Sequence[NumericSketch], matrix: np.ndarray | Seque
             raise ValueError(f"expected {len(sketches)} 1-D arrays of one length")
         rows = arrays[0].shape[0] if arrays else 0
     if rows == 0 or not sketches:
+        return
+    group = max(1, _CHUNK_CELLS // _CHUNK_ROWS)
+    if len(sketches) > group:
+        for begin in range(0, len(sketches), group):
+            part: np.ndarray | list[np.ndarray] = (
+                np.asarray(matrix)[:, begin: begin + group] if arrays is None else arrays[begin: begin + group])
+            update_columns(sketches[begin: begin + group], part)
         return
     first = sketches[0]
     plain = all(s.center == 0.0 and s.scale == 1.0 and s.precision == first.precision for s in sketches)
