@@ -268,13 +268,16 @@ def _sorted(data: Any, columns: Any, width: int) -> _Part:
                  times[order], 0)
 
 
-def _calls(part: _Part, batch_rows: int) -> list[tuple[int, int]]:
-    """[begin, end) of each call: rows of one timestamp; without times, rows whose ids increase."""
+def _calls(part: _Part, batch_rows: int, own_times: bool = True) -> list[tuple[int, int]]:
+    """[begin, end) of each call: rows of one timestamp; without times, rows whose ids increase (when replay gives
+    the times: ``own_times``; a model service gives its own, and takes calls of ``batch_rows``)."""
     n = len(part.ids)
     if n == 0:
         return []
     if part.times is not None:
         breaks = np.flatnonzero(part.times[1:] != part.times[:-1]) + 1
+    elif not own_times:
+        breaks = np.zeros(0, dtype=np.int64)
     else:
         ids = part.ids
         breaks = np.array([i for i in range(1, n) if ids[i] <= ids[i - 1]], dtype=np.int64)
@@ -395,7 +398,7 @@ def _send(data: Any, types: dict[str, Any], columns: Any, features: list[str], t
     send_ns = time.time_ns()
     truth: dict[str, Any] = {}
     for part in _in_order(data, columns):
-        for begin, end in _calls(part, options.batch_rows):
+        for begin, end in _calls(part, options.batch_rows, own_times=options.service is None):
             rows = {k: v[begin:end] for k, v in part.columns.items()}
             ids = part.ids[begin:end]
             frame = pd.DataFrame({name: rows[name] for name in features})
