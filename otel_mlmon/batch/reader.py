@@ -142,7 +142,8 @@ def to_numpy(array: Any, path: str, name: str) -> np.ndarray:
     pa = _pyarrow()
     kind = array.type
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        seconds = pa.compute.cast(pa.compute.cast(array, pa.timestamp("us")), pa.int64())
+        # Times to the microsecond (finer ones, such as pandas' nanoseconds, are truncated: safe=False).
+        seconds = pa.compute.cast(pa.compute.cast(array, pa.timestamp("us"), safe=False), pa.int64())
         return np.asarray(seconds.to_numpy(zero_copy_only=False), dtype=np.float64) / 1e6
     if is_numeric_type(kind):
         return np.asarray(pa.compute.cast(array, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
