@@ -13,7 +13,7 @@ from otel_mlmon.sketch import category_key
 def bootstrap_profile(model: str, version: str, rows: list[Joined], window_rows: int,
                       policy: Policy | None = None) -> ReferenceProfile | None:
     """A reference profile from a model's first rows: its outputs, and its features when captured."""
-    from otel_mlmon.engine.columns import profile_from_columns
+    from otel_mlmon.engine.columns import build_profile
     from otel_mlmon.engine.windows import WindowSpec
 
     if not rows:
@@ -38,20 +38,14 @@ def bootstrap_profile(model: str, version: str, rows: list[Joined], window_rows:
             else np.asarray(values, dtype=object)
     if not columns:
         return None
-    profile, _ = profile_from_columns(columns, WindowSpec(chunk_size=window_rows), model=model, version=version,
-                                      task=task, policy=policy)
     seen = {category_key(r.outputs.get("label")) for r in rows} if task == "classification" else set()
     classes = sorted(c for c in seen if c is not None)
     if "" in scores and len(classes) != 2:
         classes = ["0", "1"]
-    profile.classes = classes
-    for name, column in profile.columns.items():
-        if name == "prediction":
-            column.role = "prediction"
-        elif name == "score" or name.startswith("score_"):
-            column.role = "score"
-    profile.prediction_column = "prediction" if "prediction" in profile.columns else None
-    profile.score_columns = ({profile.classes[-1]: "score"} if "score" in profile.columns and profile.classes else
-                             {name[len("score_"):]: name for name in profile.columns if name.startswith("score_")})
-    profile.target_column = "target"
+    score_columns = ({classes[-1]: "score"} if "score" in columns and classes else
+                     {name[len("score_"):]: name for name in columns if name.startswith("score_")})
+    profile, _ = build_profile(columns, WindowSpec(chunk_size=window_rows), model=model, version=version, task=task,
+                               prediction_column="prediction" if "prediction" in columns else None,
+                               score_columns=score_columns, target_column="target",
+                               classes=classes if task == "classification" else None, policy=policy)
     return profile

@@ -5,6 +5,7 @@ unevaluated windows resume after the restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -161,3 +162,27 @@ def test_a_tick_stops_between_windows_and_the_rest_resumes_after_a_restart(tmp_p
     assert restarted.tick() == 7  # the windows left over, none twice
     windows = sorted({r["window"] for r in restarted.store.results(model="m", period="analysis")})
     assert windows == list(range(10))
+
+
+def test_a_bad_reference_gets_a_400_and_the_other_models_keep_being_evaluated(tmp_path: Path) -> None:
+    """A reference with chunk_size 10**30 used to be accepted and then made every tick raise; columns as a list and
+    JSON nested 100k deep gave 500."""
+    processor = Processor(Store(str(tmp_path / "p.db")), clock=lambda: NOW)
+    processor.register(_profile("good"))
+    good = _profile("bad").to_dict()
+    huge = {**good, "window": {"chunk_size": 10**30}}
+    listed = {**good, "columns": list(good["columns"].values())}
+    nested = ("[" * 100_000 + "]" * 100_000).encode()
+
+    async def script(client: TestClient) -> None:
+        for body in (json.dumps(huge).encode(), json.dumps(listed).encode(), nested, b"\xff\xfe"):
+            answer = await client.post("/v1/references", data=body, headers={"Content-Type": "application/json"})
+            assert answer.status == 400
+            message = (await answer.json())["error"]
+            assert "\n" not in message and "posted reference profile" in message
+        assert (await client.get("/healthz")).status == 200
+
+    _run(processor, script)
+    assert set(processor.monitored) == {("good", "1")}
+    _rows(processor, "good", 300)
+    assert processor.tick() == 3 and not processor.failures
