@@ -103,6 +103,7 @@ class Processor:
         self._failed: dict[tuple[str, str], int] = {}  # model -> the touched count its tick failed on
         self._failed_windows: dict[tuple[str, str, str, int], str] = {}  # window -> the state it failed on
         self._swept_ns = 0
+        self._alerted = False  # this tick sent transitions to Alertmanager (with the firing alerts when due)
         if otlp is not None:
             otlp.watch(self.counters, store.path)
             otlp.firing_state(self.alerts.firing())  # alerts that fired before a restart still fire
@@ -202,13 +203,10 @@ class Processor:
             self.store.probe()
         with self._active_lock:
             keys, self._active = self._active, set()
-        if now - self._swept_ns >= self.sweep_ns:
+        sweep = now - self._swept_ns >= self.sweep_ns
+        if sweep:
             keys |= set(self.store.streams())
             self._swept_ns = now
-            try:
-                self.prune(now)
-            except StoreUnavailable as exc:
-                _logger.warning("pruning waits: the store is unavailable (%s)", exc)
         done = 0
         pending = sorted(keys)
         while pending:
@@ -225,8 +223,16 @@ class Processor:
                 self.failures[key] = self.failures.get(key, 0) + 1
                 self._failed[key] = self._change_count(key)
         self._activate(pending)  # stopped early: the rest resumes at the next tick (or after a restart)
-        if self.alertmanager is not None:  # firing alerts are resent so that Alertmanager keeps them
+        if sweep and not pending:  # after the evaluations: what they needed is evaluated before it goes
+            try:
+                self.prune(now)
+            except StoreUnavailable as exc:
+                _logger.warning("pruning waits: the store is unavailable (%s)", exc)
+        # Firing alerts are resent so that Alertmanager keeps them, once a tick (a send of this tick that failed is
+        # retried at the next one, not at once).
+        if self.alertmanager is not None and not self._alerted:
             self.alertmanager.send([], self.alerts.firing(), now)
+        self._alerted = False
         return done
 
     def _change_count(self, key: tuple[str, str]) -> int:
@@ -345,28 +351,41 @@ class Processor:
             self.otlp.transitions(transitions)
         if self.alertmanager is not None and transitions:
             self.alertmanager.send(transitions, self.alerts.firing(), now)
+            self._alerted = True
         if self.webhook is not None and transitions:
             self.webhook.send(transitions, now)
 
     def prune(self, now: int) -> int:
         """Delete rows and sketch points that no window can need again: past the lateness bound and the label TTL
-        of their model's clock, plus the store's retention; rows deleted."""
+        of their model's clock, plus the store's retention, and before its newest evaluated window (nothing is
+        deleted before it was evaluated); rows deleted."""
         deleted = 0
         for key, stream in self.store.streams().items():
             clock_ns = self.timing.clock_ns(stream, now)
             before = min(stream.latest_ns - self.store.max_lateness_ns, clock_ns - self.store.label_ttl_ns) \
                 - self.store.retention_ns
-            if before <= 0 or before >= MAX_NS:
+            if before <= 0:
                 continue
-            deleted += self.store.prune(*key, self._window_start(key, before))
+            deleted += self.store.prune(*key, self._cut(key, before))
         return deleted
 
-    def _window_start(self, key: tuple[str, str], before: int) -> int:
-        """``before`` moved back to the start of the window it falls in (a window is kept whole)."""
+    def _cut(self, key: tuple[str, str], before: int) -> int:
+        """``before``, moved back to the start of the window it falls in (a window is kept whole) and to the start
+        of the newest evaluated window of each scheme."""
         watched = self.monitored.get(key)
         if watched is None:
             return before
-        if watched.window_ns:
-            return before // watched.window_ns * watched.window_ns
-        found = self.store.windows(*key, ROWS, overlapping=(before, before + 1))
-        return min([before, *(first for first, _, _ in found.values())])
+        schemes: list[tuple[str, int | None]] = [(ROWS, None)] if watched.scheme == ROWS else \
+            [(TIME, watched.window_ns)]
+        if watched.scheme == ROWS:
+            schemes.append((SKETCHED, watched.sketch_window_ns))
+        for scheme, width in schemes:
+            newest = self.store.windows(*key, scheme, last_before=MAX_NS)
+            if newest:
+                before = min(before, next(iter(newest.values()))[0])
+            if width:
+                before = before // width * width
+            else:
+                found = self.store.windows(*key, scheme, overlapping=(before, before + 1))
+                before = min([before, *(first for first, _, _ in found.values())])
+        return before

@@ -332,7 +332,8 @@ class Store:
                     joined += now_joined
                     self._bump(self._pending_delta, key, len(fresh) - now_joined)
                     self._bump(self._orphan_delta, key, -now_joined)
-                self._advance(key, max(times[i] for i in on_time), received_ns, bool(batch.features))
+                if fresh:  # a retried duplicate moves nothing (its time could be anything)
+                    self._advance(key, max(times[i] for i in fresh), received_ns, bool(batch.features))
             self._count("predictions", accepted)
             self._count("duplicate_predictions", duplicate)
             self._count("labels_joined", joined)
@@ -517,19 +518,30 @@ class Store:
                                          ).fetchall()
         return {k: (first, last, state) for k, first, last, state in found}
 
+    def earliest_window(self, model: str, version: str, scheme: str) -> tuple[int, tuple[int, int, str]] | None:
+        """(key, (first event time, last event time, state)) of the oldest window of a scheme the store keeps."""
+        with self._lock:
+            found = self._db.execute("SELECT key, first_ns, last_ns, state FROM windows WHERE model = ? AND "
+                                     "version = ? AND scheme = ? ORDER BY key LIMIT 1",
+                                     (model, version, scheme)).fetchone()
+        return None if found is None else (found[0], (found[1], found[2], found[3]))
+
     def count_windows(self, model: str, version: str, scheme: str, before_key: int) -> int:
         with self._lock:
             return self._scalar("SELECT count(*) FROM windows WHERE model = ? AND version = ? AND scheme = ? AND "
                                 "key < ?", (model, version, scheme, before_key))
 
     def keys(self, model: str, version: str, after: tuple[int, str] | None, until_ns: int,
-             limit: int | None = None) -> list[tuple[int, str, bool]]:
-        """(event time, id, labeled) of predictions after the key ``after`` with event time <= ``until_ns``, in
-        (event time, id) order: the order of row windows."""
+             limit: int | None = None, first: tuple[int, str] | None = None) -> list[tuple[int, str, bool]]:
+        """(event time, id, labeled) of predictions after the key ``after`` (or from the key ``first``) with event
+        time <= ``until_ns``, in (event time, id) order: the order of row windows."""
         where, parameters = "model = ? AND version = ? AND time_ns <= ?", [model, version, until_ns]
         if after is not None:
             where += " AND (time_ns, id) > (?, ?)"
             parameters += list(after)
+        if first is not None:
+            where += " AND (time_ns, id) >= (?, ?)"
+            parameters += list(first)
         with self._lock:
             return [(t, pid, bool(labeled)) for t, pid, labeled in self._db.execute(
                 f"SELECT time_ns, id, truth IS NOT NULL FROM predictions WHERE {where} ORDER BY time_ns, id"
@@ -600,9 +612,9 @@ class Store:
         return expired, dropped
 
     def prune(self, model: str, version: str, before_ns: int) -> int:
-        """Delete the model's predictions and sketch points with event times before ``before_ns`` (the caller
-        passes a time whose windows can no longer change: past the label TTL and the lateness bound, plus the
-        retention); predictions deleted (counted ``pruned_predictions``)."""
+        """Delete the model's predictions, sketch points and window bookkeeping with event times before ``before_ns``
+        (the caller passes a time whose windows can no longer change: past the label TTL and the lateness bound,
+        plus the retention); predictions deleted (counted ``pruned_predictions``). Window results stay."""
         key = (model, version)
         with self._lock, self._writing() as db:
             pending = db.execute("SELECT count(*) FROM predictions WHERE model = ? AND version = ? AND time_ns < ? "
@@ -610,6 +622,11 @@ class Store:
             deleted = db.execute("DELETE FROM predictions WHERE model = ? AND version = ? AND time_ns < ?",
                                  (*key, before_ns)).rowcount
             db.execute("DELETE FROM sketches WHERE model = ? AND version = ? AND start_ns < ?", (*key, before_ns))
+            # The bookkeeping of windows that ended before the cut, but each scheme's newest window (row windows
+            # count on from it).
+            db.execute("DELETE FROM windows WHERE model = ? AND version = ? AND last_ns < ? AND key < (SELECT "
+                       "max(key) FROM windows AS newest WHERE newest.model = windows.model AND newest.version = "
+                       "windows.version AND newest.scheme = windows.scheme)", (*key, before_ns))
             self._count("pruned_predictions", deleted)
             self._bump(self._pending_delta, key, -pending)
         return deleted

@@ -125,9 +125,19 @@ def due_row_windows(store: Store, model: str, version: str, size: int, changes: 
     inserted = [t for kind, t, _ in changes if kind == ROW]
     bound = min(inserted) * SECOND if inserted else MAX_NS
     base = _full_window_before(store, model, version, size, bound)
-    after, key = (None, 0) if base is None else (base[1], base[0] + 1)
+    after: tuple[int, str] | None = None
+    first: tuple[int, str] | None = None
+    key = 0
+    if base is not None:
+        after, key = base[1], base[0] + 1
+    if base is None:  # nothing evaluated before the change: from the start, or from the oldest window pruning kept
+        kept = store.earliest_window(model, version, ROWS)
+        if kept is not None:
+            key, (_, _, state) = kept
+            _, _, kept_first, _ = row_state(state)
+            first = (int(kept_first[0]), str(kept_first[1]))
     found: dict[int, RowWindow] = {}
-    keys = store.keys(model, version, after, close_ns)
+    keys = store.keys(model, version, after, close_ns, first=first)
     for begin in range(0, len(keys), size):
         chunk = keys[begin: begin + size]
         if len(chunk) < size and close_ns != MAX_NS:
@@ -141,8 +151,8 @@ def due_row_windows(store: Store, model: str, version: str, size: int, changes: 
                                               ).items():
             if k in found:
                 continue
-            _, _, first, last = row_state(state)
-            first_key, last_key = (int(first[0]), str(first[1])), (int(last[0]), str(last[1]))
+            _, _, begins, ends = row_state(state)
+            first_key, last_key = (int(begins[0]), str(begins[1])), (int(ends[0]), str(ends[1]))
             found[k] = RowWindow(k, first_key, last_key, *store.count_between(model, version, first_key, last_key))
     stored = store.windows(model, version, ROWS, keys=found)
     return [w for k, w in sorted(found.items()) if k not in stored or stored[k][2] != w.state]

@@ -186,3 +186,21 @@ def test_a_bad_reference_gets_a_400_and_the_other_models_keep_being_evaluated(tm
     assert set(processor.monitored) == {("good", "1")}
     _rows(processor, "good", 300)
     assert processor.tick() == 3 and not processor.failures
+
+
+def test_state_is_pruned_once_no_window_can_change_and_windows_count_on(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "p.db"), label_ttl_s=60, max_lateness_s=60, retention_s=0)
+    now = [NOW]
+    processor = Processor(store, clock=lambda: now[0], allowed_lateness_s=1, idle_timeout_s=5, sweep_s=1)
+    processor.register(_profile("m"))
+    _rows(processor, "m", 200)  # an hour ago: windows 0 and 1
+    _rows(processor, "m", 200, start=1800 * SECOND)  # half an hour later (backfilled at once): windows 2 and 3
+    assert processor.tick() == 4  # evaluated first, then pruned: nothing goes before it was evaluated
+    assert len(store.rows("m", "1")) == 200 and store.counters()["pruned_predictions"] == 200
+    assert set(store.windows("m", "1", "rows")) == {2, 3}  # the bookkeeping of 0 and 1 goes too
+    assert {r["window"] for r in store.results(model="m", period="analysis")} == {0, 1, 2, 3}  # results stay
+    _rows(processor, "m", 100, start=1800 * SECOND + 1000)
+    now[0] += 10 * SECOND
+    assert processor.tick() == 1  # rank counting goes on from the windows kept: 4, not 0 again
+    assert {r["window"] for r in store.results(model="m", period="analysis")} == {0, 1, 2, 3, 4}
+    assert {r["rows"] for r in store.results(model="m", period="analysis", window=4)} == {100}
