@@ -310,3 +310,65 @@ def test_grpc_limits_and_partial_success(server) -> None:
         answer = stub.Export(unusable, timeout=10)
         assert answer.partial_success.rejected_log_records == 1
         assert "do not pair up" in answer.partial_success.error_message
+
+
+@pytest.mark.parametrize("windowing", [["--chunk-size", "300"], ["--window", "1h"]])
+def test_a_month_old_backfill_replayed_with_both_cores_busy_equals_evaluate(server, tmp_path: Path,
+                                                                           windowing) -> None:
+    """`mlmon replay` of a labelled file whose decision threshold is not 0.5 and whose times are a month old, with
+    both CPU cores busy: the processor's results equal `mlmon evaluate` row for row (values to 1e-9), and every
+    label joins (the label TTL counts in the model's event time, not the processor's clock)."""
+    import subprocess
+    import sys
+
+    processor, url = server
+    reference = _frame(1200, 0, 0.0)
+    analysis = pd.concat([_frame(600, 5, 0.0), _frame(600, 6, 1.0)], ignore_index=True)
+    analysis["prediction"] = (analysis["score"] >= 0.3).astype(int)  # the application's own threshold
+    reference["prediction"] = (reference["score"] >= 0.3).astype(int)
+    analysis["id"] = [f"b-{i:05d}" for i in range(len(analysis))]
+    month_ago = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=31)
+    rng = np.random.default_rng(2)
+    analysis["ts"] = month_ago + pd.to_timedelta(np.sort(rng.uniform(0, 6 * 3600, len(analysis))), unit="s")
+    reference["ts"] = month_ago - pd.Timedelta(days=30) + pd.to_timedelta(np.arange(len(reference)) * 30, unit="s")
+    reference.to_parquet(tmp_path / "reference.parquet")
+    analysis.to_parquet(tmp_path / "analysis.parquet")
+    flags = ["--id-column", "id", "--timestamp-column", "ts", "--target-column", "target", "--prediction-column",
+             "prediction", "--score-column", "score", *windowing]
+    profile = tmp_path / "profile.json"
+    assert cli.main(["reference", "build", "--data", str(tmp_path / "reference.parquet"), "--model", "credit",
+                     *flags, "--output", str(profile)]) == 0
+    from otel_mlmon.engine.profile import ReferenceProfile
+
+    processor.register(ReferenceProfile.load(str(profile)))
+    busy = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 120\nwhile time.time() < end: "
+                              "pass"]) for _ in range(2)]
+    try:
+        assert cli.main(["replay", "--analysis", str(tmp_path / "analysis.parquet"), "--model", "credit", *flags,
+                         "--endpoint", url, "--label-shuffle", "--batch-rows", "40"]) == 0
+        expected = tmp_path / "batch.csv"
+        assert cli.main(["evaluate", "--reference", str(profile), "--analysis", str(tmp_path / "analysis.parquet"),
+                         "--labels", str(tmp_path / "analysis.parquet"), *flags, "--output", str(expected)]) == 0
+        batch = pd.read_csv(expected, keep_default_na=False)
+        batch = batch[batch.period == "analysis"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            streamed = pd.DataFrame(_results(url, model="credit", period="analysis"))
+            if len(streamed) == len(batch) and (streamed.groupby("window")["labeled_rows"].first().sum()
+                                                == len(analysis)):
+                break
+            time.sleep(0.2)
+    finally:
+        for process in busy:
+            process.kill()
+    assert processor.counters()["labels_joined"] == len(analysis) and "expired_predictions" not in processor.counters()
+    key = ["window", "column", "kind", "metric"]
+    merged = batch.merge(streamed, on=key, suffixes=("_batch", "_stream"), how="outer", indicator=True)
+    assert (merged["_merge"] == "both").all()
+    for column in ("rows", "labeled_rows", "window_start", "window_end"):
+        assert (merged[f"{column}_batch"].astype(str) == merged[f"{column}_stream"].astype(str)).all(), column
+    np.testing.assert_allclose(merged["value_batch"].astype(float), merged["value_stream"].astype(float),
+                               rtol=1e-9, atol=1e-12)
+    assert (merged["alert_batch"].astype(str).str.lower() == merged["alert_stream"].astype(str).str.lower()).all()
+    accuracy = merged[merged.metric == "accuracy"]
+    assert len(accuracy) >= 4 and (accuracy["value_stream"] < 1).all()
