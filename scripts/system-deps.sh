@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the test suite needs besides Python packages, installed when missing (part of `make test`):
 #  - Debian's chromium (renders the HTML report in a test), prometheus (+ promtool) and prometheus-alertmanager
-#    (+ amtool): the real Prometheus and Alertmanager of the integration tests;
+#    (+ amtool): the real Prometheus and Alertmanager of the integration tests; openssl (the certificates of the
+#    processor's TLS tests and of the native stack);
 #  - the otel-mlmon Collector, both builds, and Jaeger v2, with Go from the module proxy (collector/build.sh;
 #    cached, so a rerun on the same machine takes a second).
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 if [ ${#need[@]} -gt 0 ]; then
