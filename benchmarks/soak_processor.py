@@ -1,0 +1,262 @@
+"""Processor soak: sustained predictions and their labels on one core, with pruning, then SIGTERM and a restart.
+
+The processor runs pinned to one CPU (``bench_processor.py --serve``: ``Store`` + ``Processor`` with explicit
+keywords), with short TTLs so that pruning runs: label TTL, max lateness and retention ``--ttl-s`` (60 s) each,
+a sweep every 30 s. The load runs on the other CPU(s): ``ml.predictions`` events of 4096 rows (ids, labels,
+scores of a binary classifier; event time = send time) paced at ``--rate`` rows/s (25,000), and for each of them an
+``ml.labels`` event of the same ids ``--label-delay-s`` (3 s) later, each stream on its own keep-alive connection.
+The model's reference profile windows by event time (``--window``, 10 s); the allowed lateness is
+``--lateness-s`` (5 s, more than the label delay, so a window's labels are in when it closes).
+
+Reported: acknowledged rows/s, labels joined, windows closed by the watermark vs windows evaluated, p50/p99/max
+window-close-to-result latency (a window's results first seen in ``GET /v1/results``, polled every 100 ms, minus
+its ``window_end`` + the allowed lateness), peak RSS, the store's file size (+ WAL) over time. Then SIGTERM while
+the load runs: seconds to exit; a restart on the same store (no load): the windows left unevaluated are evaluated
+(the model is idle, so every window closes), and every acknowledged row and joined label is counted in a window.
+
+Run: ``python benchmarks/soak_processor.py [--minutes 10] [--rate 25000] [--profile-dir DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_processor import (
+    ROWS,
+    Client,
+    ProcessorProcess,
+    _window_end,
+    labels,
+    load_cpus,
+    predictions,
+)
+
+MODEL = "soak"
+SECOND = 1_000_000_000
+
+
+def reference(folder: str, window: str) -> str:
+    """A time-windowed profile of the load's distribution (as ``mlmon reference build --window``)."""
+    import pandas as pd
+
+    from otel_mlmon.batch.runner import Columns, build_profile
+    from otel_mlmon.engine.windows import WindowSpec
+
+    rng = np.random.default_rng(0)
+    rows = 50_000
+    score = rng.beta(2, 2, rows)
+    data = pd.DataFrame({"score": score, "prediction": (score >= 0.5).astype(int).astype(str),
+                         "target": (rng.random(rows) < score).astype(int).astype(str),
+                         "ts": pd.to_datetime(1_700_000_000 * SECOND + np.arange(rows) * 10_000_000, utc=True)})
+    data.to_parquet(os.path.join(folder, "soak.parquet"))
+    columns = Columns(timestamp_column="ts", prediction_column="prediction", score_column="score",
+                      target_column="target", features=[], task="classification")
+    profile, _ = build_profile(os.path.join(folder, "soak.parquet"), columns, WindowSpec(window=window), MODEL)
+    path = os.path.join(folder, "soak.json")
+    profile.save(path)
+    return path
+
+
+class Load:
+    """Predictions at ``rate`` rows/s and their labels ``delay_s`` later, on two connections, until stopped."""
+
+    def __init__(self, port: int, rate: float, delay_s: float) -> None:
+        self.port, self.rate, self.delay_s = port, rate, delay_s
+        self.stop = threading.Event()
+        self.labels: collections.deque[tuple[float, list[str], list[str]]] = collections.deque()
+        self.acked_predictions = self.acked_labels = self.refused = 0
+        self.windows: collections.Counter[int] = collections.Counter()  # event second -> acked rows
+        self.first_ns = self.last_ns = 0
+        self.threads = [threading.Thread(target=self._predictions), threading.Thread(target=self._labels)]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def join(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def _predictions(self) -> None:
+        client, rng = Client(self.port, 30), np.random.default_rng(1)
+        start, sent = time.monotonic(), 0
+        while not self.stop.is_set():
+            due = start + sent * ROWS / self.rate
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            ids = [f"r{sent * ROWS + j:012d}" for j in range(ROWS)]
+            score = rng.beta(2, 2, ROWS)
+            truth = [str(v) for v in (rng.random(ROWS) < score).astype(int)]
+            now = time.time_ns()
+            body = predictions(MODEL, ids, [str(v) for v in (score >= 0.5).astype(int)], score.tolist(), now)
+            sent += 1
+            if client.post("/v1/logs", body) == 200:
+                self.acked_predictions += ROWS
+                self.windows[now // SECOND] += ROWS
+                self.first_ns = self.first_ns or now
+                self.last_ns = now
+                self.labels.append((time.monotonic() + self.delay_s, ids, truth))
+            else:
+                self.refused += ROWS
+
+    def _labels(self) -> None:
+        client = Client(self.port, 30)
+        while not self.stop.is_set():
+            if not self.labels or self.labels[0][0] > time.monotonic():
+                time.sleep(0.01)
+                continue
+            _, ids, truth = self.labels.popleft()
+            if client.post("/v1/logs", labels(MODEL, ids, truth, time.time_ns())) == 200:
+                self.acked_labels += len(ids)
+
+
+def store_bytes(path: str) -> int:
+    return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def soak(args: argparse.Namespace, folder: str) -> int:
+    from otel_mlmon.engine.windows import parse_duration
+
+    cpu = None if args.cpu < 0 else args.cpu
+    os.sched_setaffinity(0, load_cpus(cpu))
+    width = parse_duration(args.window)
+    profile = reference(folder, args.window)
+    db = os.path.join(folder, "soak.db")
+    options = {"allowed_lateness_s": args.lateness_s, "idle_timeout_s": args.idle_timeout_s,
+               "label_ttl_s": args.ttl_s, "max_lateness_s": args.ttl_s, "retention_s": args.ttl_s,
+               "orphan_ttl_s": args.ttl_s, "sweep_s": 30.0, "tick_s": 1.0}
+    print(f"processor pinned to CPU {cpu}, load on CPU(s) {sorted(load_cpus(cpu))}; "
+          f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.2f} at start")
+    print(f"load: {args.rate:,.0f} predictions/s + their labels {args.label_delay_s:g} s later for "
+          f"{args.minutes:g} min; window {args.window}, allowed lateness {args.lateness_s:g} s, label TTL / max "
+          f"lateness / retention {args.ttl_s:g} s")
+    server = ProcessorProcess(db, cpu=cpu, references=[profile], log=os.path.join(folder, "soak.log"),
+                              profile_dir=args.profile_dir, **options)
+    client = Client(server.port)
+    load = Load(server.port, args.rate, args.label_delay_s)
+    seen: dict[int, tuple[float, float]] = {}  # window index -> (results first seen, window end)
+    sizes: list[tuple[float, int]] = []
+    next_window = 0
+    cpu_before, _ = server.stat()
+    started = time.time()
+    load.start()
+    last_size = last_report = 0.0
+    try:
+        while time.time() - started < args.minutes * 60:
+            now = time.time()
+            while True:
+                rows = client.get(f"/v1/results?model={MODEL}&period=analysis&window={next_window}")["results"]
+                if not rows:
+                    break
+                seen[next_window] = (now, _window_end(rows[0]))
+                next_window += 1
+            if now - last_size >= 10:
+                sizes.append((now - started, store_bytes(db)))
+                last_size = now
+            if now - last_report >= 60:
+                _, peak = server.stat()
+                print(f"  {now - started:5.0f} s: {load.acked_predictions:,} predictions and {load.acked_labels:,} "
+                      f"labels acknowledged, {len(seen)} windows with results, store {sizes[-1][1] / 2**20:.0f} MiB, "
+                      f"peak RSS {peak / 2**20:.0f} MiB", flush=True)
+                last_report = now
+            time.sleep(max(0.0, 0.1 - (time.time() - now)))
+        elapsed = time.time() - started
+        cpu_after, peak = server.stat()
+        health = client.get("/healthz")
+        exit_s = server.stop()  # while the load is still sending
+    finally:
+        load.join()
+        if server.process.poll() is None:
+            server.stop()
+    last_event_s = load.last_ns / SECOND
+    watermark_s = last_event_s - args.lateness_s
+    # Windows of the load closed by the watermark (their end behind it) by the time the load stopped.
+    first_window = int(load.first_ns / SECOND // width)
+    closed_windows = int(watermark_s // width) - first_window
+    evaluated_in_time = sum(1 for _, end in seen.values() if end <= watermark_s)
+    latencies = [first - (end + args.lateness_s) for first, end in seen.values() if end <= watermark_s]
+    # A window's results appear (or are revised) when its labels are in; the load's rows by window.
+    expected_windows = sorted({int(second // width) for second in load.windows})
+
+    # Restart on the same store: windows left unevaluated are evaluated (the model is idle: every window closes).
+    restart_started = time.time()
+    server = ProcessorProcess(db, cpu=cpu, references=[profile], log=os.path.join(folder, "soak.log"), **options)
+    client = Client(server.port)
+    deadline = time.time() + args.idle_timeout_s + 60
+    while time.time() < deadline:
+        rows = client.get(f"/v1/results?model={MODEL}&period=analysis&kind=performance")["results"]
+        accuracy = [r for r in rows if r["metric"] == "accuracy"]
+        if len(accuracy) >= len(expected_windows):
+            break
+        time.sleep(0.5)
+    restart_s = time.time() - restart_started
+    after = client.get(f"/v1/results?model={MODEL}&period=analysis&kind=performance")["results"]
+    accuracy = [r for r in after if r["metric"] == "accuracy"]
+    starts = {r["window_start"] for r in accuracy}
+    health_after = client.get("/healthz")
+    server.stop()
+
+    print(f"acknowledged {load.acked_predictions:,} predictions in {elapsed:.0f} s: "
+          f"{load.acked_predictions / elapsed:,.0f}/s (target >= 25,000), and {load.acked_labels:,} labels "
+          f"({load.acked_labels / elapsed:,.0f}/s); refused {load.refused:,}")
+    print(f"labels joined {health.get('labels_joined', 0):,}, orphan labels {health.get('orphan_labels', 0):,}, "
+          f"expired predictions {health.get('expired_predictions', 0):,}; processor CPU "
+          f"{100 * (cpu_after - cpu_before) / elapsed:.0f} % of one core")
+    print(f"windows closed by the watermark during the load {closed_windows}, evaluated by then {evaluated_in_time} "
+          f"({len(seen)} windows with results in all); evaluation failures {health.get('evaluation_failures', 0)}")
+    if latencies:
+        print(f"window-close-to-result latency: p50 {percentile(latencies, 50):.2f} s, p99 "
+              f"{percentile(latencies, 99):.2f} s, max {max(latencies):.2f} s (target: every window <= 5 s); "
+              f"{sum(1 for v in latencies if v > 5)} windows over 5 s")
+    print(f"peak RSS {peak / 2**20:.0f} MiB (target <= 300 MiB)")
+    print("store file + WAL (MiB) every minute: " + ", ".join(
+        f"{t / 60:.0f}m {size / 2**20:.0f}" for t, size in sizes if int(t) % 60 < 10))
+    print(f"SIGTERM under load to exit: {exit_s:.1f} s (target <= 10 s)")
+    rows_counted = sum(int(r["rows"]) for r in accuracy)
+    labeled_counted = sum(int(r["labeled_rows"]) for r in accuracy)
+    print(f"restart on the same store: {len(accuracy)} of {len(expected_windows)} windows of the load have results "
+          f"({len(starts)} distinct window starts) "
+          f"{restart_s:.0f} s after the restart (idle timeout {args.idle_timeout_s:g} s); rows counted in windows "
+          f"{rows_counted:,} of {load.acked_predictions:,} acknowledged, labeled rows {labeled_counted:,} of "
+          f"{health_after.get('labels_joined', 0):,} joined")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=25_000.0, help="prediction rows per second (and labels)")
+    parser.add_argument("--label-delay-s", type=float, default=3.0)
+    parser.add_argument("--window", default="10s")
+    parser.add_argument("--lateness-s", type=float, default=5.0)
+    parser.add_argument("--idle-timeout-s", type=float, default=10.0)
+    parser.add_argument("--ttl-s", type=float, default=60.0, help="label TTL, max lateness and retention")
+    parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
+                        help="the CPU the processor is pinned to (-1: not pinned)")
+    parser.add_argument("--workdir", help="keep the store and logs here (default: a temporary folder)")
+    parser.add_argument("--profile-dir", help="cProfile the processor process (first run); top costs written here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = args.workdir or temporary
+        os.makedirs(folder, exist_ok=True)
+        return soak(args, folder)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
