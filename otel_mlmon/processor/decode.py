@@ -59,9 +59,25 @@ class PredictionBatch:
     scores: dict[str, list[float]] = field(default_factory=dict)  # class -> scores (binary: the positive class)
     values: list[float] | None = None
     features: dict[str, list[Any]] = field(default_factory=dict)
+    times: list[int] | None = None  # each row's own event time (``ml.prediction.time``); None: ``time_unix_nano``
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def row_times(self) -> list[int]:
+        return list(self.times) if self.times is not None else [self.time_unix_nano] * len(self.ids)
+
+    def take(self, rows: list[int]) -> PredictionBatch:
+        """The batch of these rows only."""
+        def pick(column: list[Any]) -> list[Any]:
+            return [column[i] for i in rows]
+
+        return PredictionBatch(self.model, self.version, self.time_unix_nano, pick(self.ids),
+                               pick(self.labels) if self.labels is not None else None,
+                               {c: pick(v) for c, v in self.scores.items()},
+                               pick(self.values) if self.values is not None else None,
+                               {c: pick(v) for c, v in self.features.items()},
+                               pick(self.times) if self.times is not None else None)
 
 
 @dataclass
@@ -234,8 +250,8 @@ def _time(ns: int, what: str) -> int:
 
 # --- logs --------------------------------------------------------------------------------------------------
 def _prediction(attributes: dict[str, Any], time_unix_nano: int) -> tuple[list[PredictionBatch], int]:
-    """The batches of one event (one per row time: ``ml.prediction.time`` gives rows of several calls their own),
-    and the count of its rows dropped for a non-finite output."""
+    """The batch of one event (``ml.prediction.time`` gives rows of several calls their own times), and the count
+    of its rows dropped for a non-finite output."""
     what = "prediction event"
     model, version = _model(attributes, what)
     ids = _ids(attributes.get(semconv.ML_PREDICTION_ID), what)
@@ -283,31 +299,17 @@ def _prediction(attributes: dict[str, Any], time_unix_nano: int) -> tuple[list[P
         features = {c: kept(v) for c, v in features.items()}
         times = kept(times) if times is not None else None
     whole = PredictionBatch(model, version, time_unix_nano, ids, labels, scores, values, features)
-    if times is None or all(t == times[0] for t in times):
-        if times:
-            whole.time_unix_nano = times[0]
-        return [whole], dropped
-    groups: dict[int, list[int]] = {}
-    for row, row_time in enumerate(times):
-        groups.setdefault(row_time, []).append(row)
-    return [_rows_of(whole, row_time, rows_of_time) for row_time, rows_of_time in groups.items()], dropped
+    if times and all(t == times[0] for t in times):
+        whole.time_unix_nano = times[0]
+    elif times:
+        whole.times = times  # one record, one batch (partial success counts records), each row at its time
+    return [whole], dropped
 
 
 def _feature(features: dict[str, list[Any]], name: str, raw: list[Any]) -> None:
     if len(name) > MAX_NAME_CHARS:
         raise _Unusable(f"prediction event with a feature name longer than {MAX_NAME_CHARS} characters")
     features[name] = _scalars(raw, "prediction event with a feature value")
-
-
-def _rows_of(batch: PredictionBatch, time_unix_nano: int, rows: list[int]) -> PredictionBatch:
-    def take(column: list[Any]) -> list[Any]:
-        return [column[i] for i in rows]
-
-    return PredictionBatch(batch.model, batch.version, time_unix_nano, take(batch.ids),
-                           take(batch.labels) if batch.labels is not None else None,
-                           {c: take(v) for c, v in batch.scores.items()},
-                           take(batch.values) if batch.values is not None else None,
-                           {c: take(v) for c, v in batch.features.items()})
 
 
 def _usable_label(value: Any) -> bool:

@@ -25,7 +25,7 @@ from otel_mlmon.engine.profile import ReferenceProfile
 from otel_mlmon.processor.alerts import AlertBook
 from otel_mlmon.processor.assemble import MISSING, window_data
 from otel_mlmon.processor.bootstrap import bootstrap_profile
-from otel_mlmon.processor.decode import Decoded
+from otel_mlmon.processor.decode import Decoded, PredictionBatch
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, WebhookSink
 from otel_mlmon.processor.store import LABEL, MAX_NS, ROW, SKETCH, Store, StoreUnavailable, Stream
 from otel_mlmon.processor.windows import (
@@ -53,21 +53,11 @@ DEFAULT_MAX_FUTURE_S = 300.0
 FUTURE_EVENT = "record with an event time more than max_future_s ahead of the processor's clock, or none"
 
 
-def _latest_and_earliest(batch: Any) -> tuple[int, int]:
-    times = getattr(batch, "times", None) or [batch.time_unix_nano]
-    return max(times), min(times)
-
-
 def _span(window: RowWindow | TimeWindow) -> tuple[int, int]:
     """The event times a window covers: its first and last rows' (row windows), its start and last nanosecond."""
     if isinstance(window, RowWindow):
         return window.first[0], window.last[0]
     return window.start_ns, window.end_ns - 1
-
-
-def _within(times: int | tuple[int, int], limit: int) -> bool:
-    latest, earliest = times if isinstance(times, tuple) else (times, times)
-    return earliest > 0 and latest <= limit
 
 
 class Processor:
@@ -125,13 +115,30 @@ class Processor:
             self._active.update(keys)
 
     # --- the sink ------------------------------------------------------------------------------------------
-    def _in_time(self, decoded: Decoded, items: list[Any], time_of: Callable[[Any], Any]) -> list[Any]:
+    def _in_time(self, decoded: Decoded, items: list[Any], time_of: Callable[[Any], int]) -> list[Any]:
         """Records with an event time, not too far in the future (a clock gone wrong would close every window)."""
         limit = self.clock() + self.max_future_ns
-        kept = [item for item in items if _within(time_of(item), limit)]
+        kept = [item for item in items if 0 < time_of(item) <= limit]
         if len(kept) < len(items):
             decoded.rejected[FUTURE_EVENT] += len(items) - len(kept)
             decoded.accepted -= len(items) - len(kept)
+        return kept
+
+    def _rows_in_time(self, decoded: Decoded) -> list[PredictionBatch]:
+        """Prediction rows with an event time not too far in the future; a record whose every row is out is refused
+        (partial success), single rows of a record are dropped and counted."""
+        limit = self.clock() + self.max_future_ns
+        kept = []
+        for batch in decoded.predictions:
+            good = [i for i, t in enumerate(batch.row_times()) if 0 < t <= limit]
+            if not good:
+                decoded.rejected[FUTURE_EVENT] += 1
+                decoded.accepted -= 1
+                continue
+            if len(good) < len(batch):
+                decoded.rejected_rows[FUTURE_EVENT.replace("record with", "rows with")] += len(batch) - len(good)
+                batch = batch.take(good)
+            kept.append(batch)
         return kept
 
     def _refused(self, decoded: Decoded, refused: dict[str, int]) -> None:
@@ -140,7 +147,7 @@ class Processor:
             decoded.accepted -= n
 
     def accept_logs(self, decoded: Decoded, received_ns: int) -> None:
-        predictions = self._in_time(decoded, decoded.predictions, _latest_and_earliest)
+        predictions = self._rows_in_time(decoded)
         if self.require_reference:  # predictions of models nobody registered a profile for: partial success
             known = [b for b in predictions if (b.model, b.version) in self.monitored]
             unknown = len(predictions) - len(known)
@@ -155,7 +162,7 @@ class Processor:
             if decoded.labels:
                 self._refused(decoded, self.store.add_labels(decoded.labels, received_ns).refused)
         finally:  # once committed (a tick that ran before would not see the data, and drop the model)
-            self._activate({(b.model, b.version) for b in (*predictions, *decoded.labels)})
+            self._activate({(b.model, b.version) for b in predictions} | {(b.model, b.version) for b in decoded.labels})
 
     def accept_metrics(self, decoded: Decoded, received_ns: int) -> None:
         points = self._in_time(decoded, decoded.sketches, lambda p: p.time_unix_nano)

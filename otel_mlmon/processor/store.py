@@ -310,7 +310,7 @@ class Store:
                                  f"waiting for labels (cap {self.max_pending} per model)")
                     self._count("backpressure_predictions", len(batch))
                     continue
-                times = _times(batch)
+                times = batch.row_times()
                 before = self.late_before(key)
                 on_time = [i for i, t in enumerate(times) if t >= before]
                 late += len(batch) - len(on_time)
@@ -693,13 +693,6 @@ class Store:
         with self._lock:
             pages = self._scalar("PRAGMA page_count")
             return pages * self._scalar("PRAGMA page_size")
-
-
-def _times(batch: PredictionBatch) -> list[int]:
-    """Each row's event time: its own (``ml.prediction.time``, rows of several calls in one event), or the
-    event's."""
-    times = getattr(batch, "times", None)
-    return list(times) if times is not None else [batch.time_unix_nano] * len(batch.ids)
 
 
 def _columns(batch: PredictionBatch, i: int) -> tuple[Any, Any, Any, Any]:

@@ -204,3 +204,16 @@ def test_state_is_pruned_once_no_window_can_change_and_windows_count_on(tmp_path
     assert processor.tick() == 1  # rank counting goes on from the windows kept: 4, not 0 again
     assert {r["window"] for r in store.results(model="m", period="analysis")} == {0, 1, 2, 3, 4}
     assert {r["rows"] for r in store.results(model="m", period="analysis", window=4)} == {100}
+
+
+def test_rows_of_a_record_too_far_in_the_future_are_dropped_alone_and_counted(tmp_path: Path) -> None:
+    processor = Processor(Store(str(tmp_path / "p.db")), clock=lambda: NOW)
+    times = [NOW - SECOND, NOW + 3600 * SECOND, NOW]  # one row of three from a clock an hour ahead
+    batch = PredictionBatch("m", "1", NOW - SECOND, ["a", "b", "c"], values=[1.0, 2.0, 3.0], times=times)
+    decoded = Decoded(predictions=[batch], accepted=1)
+    processor.accept_logs(decoded, NOW)
+    assert decoded.accepted == 1 and decoded.rejected_count == 0 and sum(decoded.rejected_rows.values()) == 1
+    assert [(r.id, r.time_ns) for r in processor.store.rows("m", "1")] == [("a", NOW - SECOND), ("c", NOW)]
+    future = Decoded(predictions=[PredictionBatch("m", "1", NOW + 3600 * SECOND, ["d"], values=[4.0])], accepted=1)
+    processor.accept_logs(future, NOW)
+    assert future.accepted == 0 and future.rejected_count == 1  # the whole record: partial success
