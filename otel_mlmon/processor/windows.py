@@ -132,7 +132,7 @@ def due_row_windows(store: Store, model: str, version: str, size: int, changes: 
         after, key = base[1], base[0] + 1
     if base is None:  # nothing evaluated before the change: from the start, or from the oldest window pruning kept
         kept = store.earliest_window(model, version, ROWS)
-        if kept is not None:
+        if kept is not None and kept[0] > 0:  # windows before it were pruned (a late row before them is refused)
             key, (_, _, state) = kept
             _, _, kept_first, _ = row_state(state)
             first = (int(kept_first[0]), str(kept_first[1]))
