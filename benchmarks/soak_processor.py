@@ -75,6 +75,7 @@ class Load:
         self.stop = threading.Event()
         self.labels: collections.deque[tuple[float, list[str], list[str]]] = collections.deque()
         self.acked_predictions = self.acked_labels = self.refused = 0
+        self.statuses: collections.Counter[int] = collections.Counter()  # of prediction requests (0: no answer)
         self.windows: collections.Counter[int] = collections.Counter()  # event second -> acked rows
         self.first_ns = self.last_ns = 0
         self.threads = [threading.Thread(target=self._predictions), threading.Thread(target=self._labels)]
@@ -102,7 +103,9 @@ class Load:
             now = time.time_ns()
             body = predictions(MODEL, ids, [str(v) for v in (score >= 0.5).astype(int)], score.tolist(), now)
             sent += 1
-            if client.post("/v1/logs", body) == 200:
+            status = client.post("/v1/logs", body)
+            self.statuses[status] += 1
+            if status == 200:
                 self.acked_predictions += ROWS
                 self.windows[now // SECOND] += ROWS
                 self.first_ns = self.first_ns or now
@@ -150,9 +153,9 @@ def soak(args: argparse.Namespace, folder: str) -> int:
                               profile_dir=args.profile_dir, **options)
     client = Client(server.port)
     load = Load(server.port, args.rate, args.label_delay_s)
-    seen: dict[int, tuple[float, float]] = {}  # window index -> (results first seen, window end)
+    seen: dict[float, float] = {}  # window end -> when its results were first seen
     sizes: list[tuple[float, int]] = []
-    next_window = 0
+    top = 0  # the highest window index seen
     cpu_before, _ = server.stat()
     started = time.time()
     load.start()
@@ -160,12 +163,13 @@ def soak(args: argparse.Namespace, folder: str) -> int:
     try:
         while time.time() - started < args.minutes * 60:
             now = time.time()
-            while True:
-                rows = client.get(f"/v1/results?model={MODEL}&period=analysis&window={next_window}")["results"]
-                if not rows:
-                    break
-                seen[next_window] = (now, _window_end(rows[0]))
-                next_window += 1
+            # Small queries around the newest index: windows count from 0 over the non-empty ones, so an index can be
+            # taken again by a later window (after pruning, say); a window is known by its end.
+            for index in range(max(0, top - 2), top + 3):
+                rows = client.get(f"/v1/results?model={MODEL}&period=analysis&window={index}")["results"]
+                if rows:
+                    seen.setdefault(_window_end(rows[0]), now)
+                    top = max(top, index)
             if now - last_size >= 10:
                 sizes.append((now - started, store_bytes(db)))
                 last_size = now
@@ -189,8 +193,8 @@ def soak(args: argparse.Namespace, folder: str) -> int:
     # Windows of the load closed by the watermark (their end behind it) by the time the load stopped.
     first_window = int(load.first_ns / SECOND // width)
     closed_windows = int(watermark_s // width) - first_window
-    evaluated_in_time = sum(1 for _, end in seen.values() if end <= watermark_s)
-    latencies = [first - (end + args.lateness_s) for first, end in seen.values() if end <= watermark_s]
+    evaluated_in_time = sum(1 for end in seen if end <= watermark_s)
+    latencies = [first - (end + args.lateness_s) for end, first in seen.items() if end <= watermark_s]
     # A window's results appear (or are revised) when its labels are in; the load's rows by window.
     expected_windows = sorted({int(second // width) for second in load.windows})
 
@@ -209,12 +213,14 @@ def soak(args: argparse.Namespace, folder: str) -> int:
     after = client.get(f"/v1/results?model={MODEL}&period=analysis&kind=performance")["results"]
     accuracy = [r for r in after if r["metric"] == "accuracy"]
     starts = {r["window_start"] for r in accuracy}
+    indices = {r["window"] for r in accuracy}
     health_after = client.get("/healthz")
     server.stop()
 
     print(f"acknowledged {load.acked_predictions:,} predictions in {elapsed:.0f} s: "
           f"{load.acked_predictions / elapsed:,.0f}/s (target >= 25,000), and {load.acked_labels:,} labels "
-          f"({load.acked_labels / elapsed:,.0f}/s); refused {load.refused:,}")
+          f"({load.acked_labels / elapsed:,.0f}/s); not acknowledged {load.refused:,} (prediction requests by "
+          f"status: {dict(sorted(load.statuses.items()))}, 0 = no answer within 30 s)")
     print(f"labels joined {health.get('labels_joined', 0):,}, orphan labels {health.get('orphan_labels', 0):,}, "
           f"expired predictions {health.get('expired_predictions', 0):,}; processor CPU "
           f"{100 * (cpu_after - cpu_before) / elapsed:.0f} % of one core")
@@ -231,7 +237,7 @@ def soak(args: argparse.Namespace, folder: str) -> int:
     rows_counted = sum(int(r["rows"]) for r in accuracy)
     labeled_counted = sum(int(r["labeled_rows"]) for r in accuracy)
     print(f"restart on the same store: {len(accuracy)} of {len(expected_windows)} windows of the load have results "
-          f"({len(starts)} distinct window starts) "
+          f"({len(starts)} distinct window starts, {len(indices)} distinct window numbers) "
           f"{restart_s:.0f} s after the restart (idle timeout {args.idle_timeout_s:g} s); rows counted in windows "
           f"{rows_counted:,} of {load.acked_predictions:,} acknowledged, labeled rows {labeled_counted:,} of "
           f"{health_after.get('labels_joined', 0):,} joined")
