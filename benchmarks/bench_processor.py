@@ -22,7 +22,7 @@ one last tick, the store closes). The load runs on the other CPU(s).
     window's end. That moment assumes an event arrives as soon as it is made; the apps' buffering (events flushed
     every second, sketches exported after their interval) is inside the figure.
 
-Run: ``python benchmarks/bench_processor.py [--seconds 20] [--parts a,a2,b] [--cpu 1] [--profile-dir DIR]``.
+Run: ``python benchmarks/bench_processor.py [--seconds 15] [--parts a,a2,b] [--cpu 1] [--profile-dir DIR]``.
 ``--profile-dir`` runs cProfile in every thread of the processor process and writes the merged top costs there.
 """
 
@@ -488,7 +488,7 @@ def sketch_only(seconds: float, cpu: int | None, folder: str, window: str, apps:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="(a) load seconds; (a2) half, (b) 3x")
+    parser.add_argument("--seconds", type=float, default=15.0, help="(a) load seconds; (a2) half, (b) 3x")
     parser.add_argument("--parts", default="a,a2,b")
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
                         help="the CPU the processor is pinned to (-1: not pinned)")
