@@ -2,8 +2,9 @@
 
 The processor runs in its own process, pinned to one CPU (``os.sched_setaffinity``), started from this file's
 ``--serve`` entry, which builds ``Store`` + ``Processor`` with explicit keyword arguments and runs
-``otel_mlmon.processor.server.serve`` (SIGTERM stops it as ``mlmon processor serve`` stops: the serving loop ends,
-one last tick, the store closes). The load runs on the other CPU(s).
+``otel_mlmon.processor.server.serve`` (SIGTERM stops it as ``mlmon processor serve`` stops: a tick in progress
+stops between windows, the serving loop ends, the store closes; what is left is evaluated after a restart). The
+load runs on the other CPU(s).
 
 (a) Acknowledged prediction rows per second over OTLP/HTTP: pre-encoded 4096-row ``ml.predictions`` events of a
     binary classifier (ids, labels, scores; features travel as sketches, not in events) sent back to back over one
@@ -233,10 +234,14 @@ def _serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stopping() -> None:  # as `mlmon processor serve`: a tick in progress stops between windows
+            processor.stopping.set()
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopping)
         await serve(processor, "127.0.0.1", args.port, args.tick_s, stop)
-        processor.tick()  # as `mlmon processor serve` does after its loop ends
 
     main_profile = None
     if args.profile_dir:
