@@ -40,7 +40,9 @@ class AlertBook:
     """Alert states in the processor's SQLite file (its own connection)."""
 
     def __init__(self, path: str) -> None:
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # Its own connection to the store's file: under a heavy load the store's write transactions hold the file,
+        # so wait for them (SQLite's default of 5 s made alert updates fail with "database is locked").
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=120)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()

@@ -622,11 +622,11 @@ class Store:
             deleted = db.execute("DELETE FROM predictions WHERE model = ? AND version = ? AND time_ns < ?",
                                  (*key, before_ns)).rowcount
             db.execute("DELETE FROM sketches WHERE model = ? AND version = ? AND start_ns < ?", (*key, before_ns))
-            # The bookkeeping of windows that ended before the cut, but each scheme's newest window (row windows
-            # count on from it).
-            db.execute("DELETE FROM windows WHERE model = ? AND version = ? AND last_ns < ? AND key < (SELECT "
-                       "max(key) FROM windows AS newest WHERE newest.model = windows.model AND newest.version = "
-                       "windows.version AND newest.scheme = windows.scheme)", (*key, before_ns))
+            # The bookkeeping of row windows that ended before the cut, but the newest (row windows count on from
+            # it; their key is their number). Time windows keep theirs, one a window: their number is their rank.
+            db.execute("DELETE FROM windows WHERE model = ? AND version = ? AND scheme = 'rows' AND last_ns < ? AND "
+                       "key < (SELECT max(key) FROM windows AS newest WHERE newest.model = windows.model AND "
+                       "newest.version = windows.version AND newest.scheme = 'rows')", (*key, before_ns))
             self._count("pruned_predictions", deleted)
             self._bump(self._pending_delta, key, -pending)
         return deleted

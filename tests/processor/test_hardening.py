@@ -217,3 +217,20 @@ def test_rows_of_a_record_too_far_in_the_future_are_dropped_alone_and_counted(tm
     future = Decoded(predictions=[PredictionBatch("m", "1", NOW + 3600 * SECOND, ["d"], values=[4.0])], accepted=1)
     processor.accept_logs(future, NOW)
     assert future.accepted == 0 and future.rejected_count == 1  # the whole record: partial success
+
+
+def test_time_windows_keep_their_numbers_after_pruning(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "p.db"), label_ttl_s=60, max_lateness_s=60, retention_s=0)
+    now = [NOW]
+    processor = Processor(store, clock=lambda: now[0], allowed_lateness_s=1, idle_timeout_s=5, sweep_s=1)
+    profile = _profile("t")
+    profile.window = WindowSpec(window="10min")
+    processor.register(profile)
+    for n, minutes in enumerate((0, 10, 20, 40)):  # windows 0, 1, 2 and 3 (the 30-min one is empty)
+        _rows(processor, "t", 50, start=minutes * 60 * SECOND + n)
+    assert processor.tick() == 4 and store.counters()["pruned_predictions"] == 150  # 0-2 pruned: past the bound
+    _rows(processor, "t", 50, start=50 * 60 * SECOND + 9)
+    now[0] += 10 * SECOND
+    assert processor.tick() == 1
+    numbers = {(r["window"], r["window_start"]) for r in store.results(model="t", period="analysis")}
+    assert len(numbers) == 5 and {w for w, _ in numbers} == {0, 1, 2, 3, 4}  # 4 is new, not a number taken again
