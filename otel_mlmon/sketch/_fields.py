@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 
 def describe(value: Any) -> str:
     """A short description of a JSON value for an error message."""
@@ -94,6 +96,14 @@ def optional_number(value: Any, where: str) -> float | None:
 def integers(value: Any, where: str, low: int | None = 0, high: int | None = None) -> list[int]:
     """A list of whole numbers in ``[low, high]``."""
     items = sequence(value, where)
+    if items and set(map(type, items)) == {int}:  # the common case, checked in C (stored sketches are read back)
+        try:
+            array = np.asarray(items, dtype=np.int64)
+        except OverflowError:
+            array = None
+        if array is not None and (low is None or int(array.min()) >= low) and \
+                (high is None or int(array.max()) <= high):
+            return items
     for position, item in enumerate(items):
         if not isinstance(item, int) or isinstance(item, bool) or (low is not None and item < low) or (
                 high is not None and item > high):
