@@ -160,3 +160,24 @@ def _fresh_guard() -> Iterator[None]:
 
     _guard.reset()
     yield
+
+
+def assert_equals_evaluate(streamed: list[dict[str, Any]], expected_csv: Any) -> Any:
+    """The processor's analysis results equal `mlmon evaluate`'s CSV row for row: the same windows, columns, kinds
+    and metrics, rows, labeled rows and window bounds, values to 1e-9, verdicts; the merged frame."""
+    import numpy as np
+    import pandas as pd
+
+    batch = pd.read_csv(expected_csv, keep_default_na=False)
+    batch = batch[batch.period == "analysis"]
+    key = ["window", "column", "kind", "metric"]
+    merged = batch.merge(pd.DataFrame(streamed), on=key, suffixes=("_batch", "_stream"), how="outer",
+                         indicator=True)
+    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"][[*key, "_merge"]]
+    for column in ("rows", "labeled_rows", "window_start", "window_end"):
+        assert (merged[f"{column}_batch"].astype(str) == merged[f"{column}_stream"].astype(str)).all(), column
+    np.testing.assert_allclose(merged["value_batch"].astype(float), merged["value_stream"].astype(float),
+                               rtol=1e-9, atol=1e-12)
+    assert (merged["alert_batch"].astype(str).str.lower()  # an empty verdict: "" in the CSV, None in the API
+            == merged["alert_stream"].fillna("").astype(str).str.lower()).all()
+    return merged

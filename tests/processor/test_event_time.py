@@ -18,6 +18,7 @@ from otel_mlmon import cli
 from otel_mlmon.processor.decode import Decoded, LabelBatch, PredictionBatch
 from otel_mlmon.processor.service import Processor
 from otel_mlmon.processor.store import Store
+from tests.conftest import assert_equals_evaluate
 
 SECOND = 1_000_000_000
 START = 1_796_000_000 * SECOND  # 2026-11-29, an exact minute
@@ -84,21 +85,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def _compare(streamed: list[dict], expected_csv: Path) -> None:
-    batch = pd.read_csv(expected_csv, keep_default_na=False)
-    batch = batch[batch.period == "analysis"]
-    stream = pd.DataFrame(streamed)
-    key = ["window", "column", "kind", "metric"]
-    merged = batch.merge(stream, on=key, suffixes=("_batch", "_stream"), how="outer", indicator=True)
-    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"][[*key, "_merge"]]
-    for column in ("rows", "labeled_rows", "window_start", "window_end"):
-        assert (merged[f"{column}_batch"].astype(str) == merged[f"{column}_stream"].astype(str)).all(), column
-    np.testing.assert_allclose(merged["value_batch"].astype(float), merged["value_stream"].astype(float),
-                               rtol=1e-9, atol=1e-12)
-    assert (merged["alert_batch"].astype(str).str.lower()  # an empty verdict: "" in the CSV, None in the API
-            == merged["alert_stream"].fillna("").astype(str).str.lower()).all()
-
-
 def _stream(tmp_path: Path, profile: Path, order_seed: int, parts: int, restarts: int, interleave: bool) -> list:
     """Send the analysis rows and labels in a shuffled order and batching, with retried duplicates, ticking (and
     restarting) the processor on the way; its results once everything arrived and the model went quiet."""
@@ -143,7 +129,7 @@ def _stream(tmp_path: Path, profile: Path, order_seed: int, parts: int, restarts
 @pytest.mark.parametrize("scheme", ["rows", "time"])
 def test_in_order_delivery_equals_evaluate(files, tmp_path: Path, scheme: str) -> None:
     results = _stream(tmp_path, files[f"{scheme}_profile"], 0, 1, 0, interleave=False)
-    _compare(results, files[f"{scheme}_expected"])
+    assert_equals_evaluate(results, files[f"{scheme}_expected"])
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -152,4 +138,4 @@ def test_in_order_delivery_equals_evaluate(files, tmp_path: Path, scheme: str) -
 def test_any_order_batching_retries_and_restarts_give_evaluates_results(files, tmp_path: Path, order, parts,
                                                                        restarts, scheme) -> None:
     results = _stream(tmp_path, files[f"{scheme}_profile"], order, parts, restarts, interleave=True)
-    _compare(results, files[f"{scheme}_expected"])
+    assert_equals_evaluate(results, files[f"{scheme}_expected"])

@@ -30,7 +30,7 @@ from otel_mlmon.instrumentation._api import telemetry_for
 from otel_mlmon.processor.server import serve
 from otel_mlmon.processor.service import Processor
 from otel_mlmon.processor.store import Store
-from tests.conftest import eventually, free_port
+from tests.conftest import assert_equals_evaluate, eventually, free_port
 
 pytestmark = pytest.mark.integration
 FEATURES = ["age", "income", "plan"]
@@ -363,14 +363,6 @@ def test_a_month_old_backfill_replayed_with_both_cores_busy_equals_evaluate(serv
         for process in busy:
             process.kill()
     assert processor.counters()["labels_joined"] == len(analysis) and "expired_predictions" not in processor.counters()
-    key = ["window", "column", "kind", "metric"]
-    merged = batch.merge(streamed, on=key, suffixes=("_batch", "_stream"), how="outer", indicator=True)
-    assert (merged["_merge"] == "both").all()
-    for column in ("rows", "labeled_rows", "window_start", "window_end"):
-        assert (merged[f"{column}_batch"].astype(str) == merged[f"{column}_stream"].astype(str)).all(), column
-    np.testing.assert_allclose(merged["value_batch"].astype(float), merged["value_stream"].astype(float),
-                               rtol=1e-9, atol=1e-12)
-    assert (merged["alert_batch"].astype(str).str.lower()  # an empty verdict: "" in the CSV, None in the API
-            == merged["alert_stream"].fillna("").astype(str).str.lower()).all()
+    merged = assert_equals_evaluate(streamed.to_dict("records"), expected)
     accuracy = merged[merged.metric == "accuracy"]
     assert len(accuracy) >= 4 and (accuracy["value_stream"] < 1).all()
