@@ -689,11 +689,6 @@ class Store:
                                          values).fetchall()
         return [json.loads(row[0]) for row in found]
 
-    def size_bytes(self) -> int:
-        with self._lock:
-            pages = self._scalar("PRAGMA page_count")
-            return pages * self._scalar("PRAGMA page_size")
-
 
 def _columns(batch: PredictionBatch, i: int) -> tuple[Any, Any, Any, Any]:
     """(label, binary score, value, extra JSON) of one row: typed columns, JSON only for what needs it (multiclass
