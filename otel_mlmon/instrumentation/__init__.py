@@ -11,7 +11,7 @@ __all__ = ["force_flush"]
 
 def force_flush(timeout_millis: int = 10_000) -> bool:
     """Emit buffered ``ml.predictions`` events and export feature sketches now (e.g. before a test asserts)."""
-    from otel_mlmon.instrumentation._telemetry import force_flush as flush
+    from otel_mlmon.instrumentation._runtime import RUNTIME
 
-    return flush(timeout_millis)
+    return RUNTIME.force_flush(timeout_millis)
 

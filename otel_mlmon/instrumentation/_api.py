@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,35 +15,28 @@ from opentelemetry.sdk.metrics.export import MetricExporter
 
 from otel_mlmon import semconv
 from otel_mlmon.instrumentation import _events, _patch
+from otel_mlmon.instrumentation._config import (
+    CONFIG_ATTRIBUTE,
+    NAME_ATTRIBUTE,
+    RESERVED_ATTRIBUTES,
+    RESERVED_PREFIXES,
+    ModelConfig,
+)
 from otel_mlmon.instrumentation._ids import PredictionIds
 from otel_mlmon.instrumentation._outputs import RAW
 from otel_mlmon.instrumentation._reference import load_columns
-from otel_mlmon.instrumentation._telemetry import Telemetry, default_telemetry
-from otel_mlmon.instrumentation._wrap import (
-    CONFIG_ATTRIBUTE,
-    NAME_ATTRIBUTE,
-    ModelConfig,
-    make_wrapper,
-    suppressing,
-)
+from otel_mlmon.instrumentation._runtime import RUNTIME
+from otel_mlmon.instrumentation._telemetry import Telemetry
+from otel_mlmon.instrumentation._wrap import make_wrapper, system_of
 
-# Keyed by the provider objects themselves (identity): they stay alive while their telemetry does.
-_telemetries: dict[tuple[Any, Any, Any, Any], Telemetry] = {}
-_telemetries_lock = threading.Lock()
+# The runtime's registry of telemetries by providers, under the name tests/conftest.py reads.
+_telemetries = RUNTIME.telemetries
 
 
 def telemetry_for(tracer_provider: Any = None, meter_provider: Any = None, logger_provider: Any = None,
                   sketch_exporter: MetricExporter | None = None) -> Telemetry:
     """The telemetry of these providers (the global ones when all are None), created once."""
-    if tracer_provider is None and meter_provider is None and logger_provider is None and sketch_exporter is None:
-        return default_telemetry()
-    key = (tracer_provider, meter_provider, logger_provider, sketch_exporter)
-    with _telemetries_lock:
-        found = _telemetries.get(key)
-        if found is None:
-            found = _telemetries[key] = Telemetry(tracer_provider, meter_provider, logger_provider,
-                                                  sketch_exporter)
-        return found
+    return RUNTIME.telemetry_for(tracer_provider, meter_provider, logger_provider, sketch_exporter)
 
 
 def _check_name(value: Any, what: str, allow_empty: bool) -> str:
@@ -55,20 +47,23 @@ def _check_name(value: Any, what: str, allow_empty: bool) -> str:
     return value
 
 
-def _is_torch_module(model: Any) -> bool:
-    return any(c.__module__ == "torch.nn.modules.module" and c.__name__ == "Module" for c in type(model).__mro__)
+def _torch_module_class(cls: type) -> type | None:
+    """``torch.nn.Module`` when ``cls`` is a torch module, else None (torch is never imported here)."""
+    return next((c for c in cls.__mro__ if c.__module__ == "torch.nn.modules.module" and c.__name__ == "Module"),
+                None)
 
 
 def instrument_model(model: Any, name: str | None = None, version: str | None = None, task: str | None = None,
                      feature_names: Sequence[str] | None = None,
                      reference: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
-                     decision_threshold: float | None = None,
+                     decision_threshold: float | None = None, attributes: Mapping[str, Any] | None = None,
                      tracer_provider: Any = None, meter_provider: Any = None, logger_provider: Any = None,
                      sketch_exporter: MetricExporter | None = None) -> Any:
     """Record every prediction of ``model``: spans, latency and row counts, feature sketches, events.
 
-    Works on any object with ``predict`` / ``predict_proba`` / ``decision_function``, and on torch modules
-    (their calls, in eval mode). The model is configured in place and returned; it pickles as before.
+    Works on any object with ``predict`` / ``predict_proba`` / ``decision_function`` (its own or inherited), and
+    on torch modules (their calls, in eval mode). The model is configured in place and returned; it pickles as
+    before. Calling it again on the same model replaces its configuration; ``uninstrument_model`` undoes it.
 
     Args:
         model: the model to watch.
@@ -82,6 +77,9 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
             recorded ``ml.prediction.label`` of a scored call is the positive class (the second of ``classes_``)
             when its score is >= this, else the negative class. Default: the class of highest score (0.5).
             ``predict`` calls keep the model's own labels.
+        attributes: extra attributes of this model's spans and ``ml.predictions`` events (e.g. a registry's run
+            id): string keys, values str, bool, int, float or sequences of one of them; never on metrics. Keys
+            otel-mlmon sets itself (``ml.model.name``, ``ml.prediction.*``, …) are refused.
         tracer_provider, meter_provider, logger_provider: default: the global providers.
         sketch_exporter: where feature sketches go; default: the meter provider's periodic exporter.
 
@@ -105,42 +103,72 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
             raise ValueError(f"feature_names has duplicates: {sorted({n for n in names if names.count(n) > 1})}")
     columns = load_columns(reference) if reference is not None else {}
     threshold = _check_threshold(decision_threshold, model, task)
+    extra = _check_attributes(attributes)
 
     cls = type(model)
-    targets: list[tuple[type, str, Any]] = []
-    if _is_torch_module(model):
-        module_class = next(c for c in cls.__mro__ if c.__module__ == "torch.nn.modules.module")
-        targets.append((module_class, "__call__", make_wrapper(semconv.OPERATION_FORWARD, RAW,
-                                                               semconv.SYSTEM_TORCH,
-                                                               recordable=_torch_recordable)))
-    else:
-        for method, (operation, output_kind) in _patch.PREDICT_METHODS.items():
-            owner = next((c for c in cls.__mro__ if method in c.__dict__), None)
-            if owner is None or owner is object:
-                continue
-            if getattr(model, method, None) is None:  # e.g. predict_proba hidden by available_if
-                continue
-            targets.append((owner, method, make_wrapper(operation, output_kind, _patch.system_of(owner),
-                                                        _patch.estimator_task)))
-    if not targets:
+    torch_module = _torch_module_class(cls)
+    if torch_module is None and not any(_patch.owner_of(cls, method) for method in _patch.PREDICT_METHODS):
         raise TypeError(f"{cls.__name__} has no predict, predict_proba, decision_function or torch forward "
                         "to instrument")
     telemetry = telemetry_for(tracer_provider, meter_provider, logger_provider, sketch_exporter)
     config = ModelConfig(name=name, version=version, task=task, feature_names=names, columns=columns,
-                         telemetry=telemetry, decision_threshold=threshold)
+                         telemetry=telemetry, decision_threshold=threshold, attributes=extra)
     try:
         object.__setattr__(model, CONFIG_ATTRIBUTE, config)
     except (AttributeError, TypeError):
         raise TypeError(f"cannot attach monitoring to {cls.__name__}: its instances take no attributes "
                         "(__slots__ without __dict__)") from None
-    if not _is_torch_module(model):  # fit and score may call predict: nothing inside them is recorded
-        for method in _patch.FIT_METHODS:
-            owner = next((c for c in cls.__mro__ if method in c.__dict__), None)
-            if owner is not None and owner is not object:
-                targets.append((owner, method, suppressing))
-    for owner, method, wrapper in targets:
-        _patch.wrap(owner, method, wrapper, _patch.MANUAL)
+    RUNTIME.use(telemetry, model)
+    if torch_module is not None:
+        RUNTIME.wrap(torch_module, "__call__", make_wrapper(semconv.OPERATION_FORWARD, RAW, semconv.SYSTEM_TORCH,
+                                                            recordable=_torch_recordable), _patch.MANUAL, model)
+    else:
+        # Only methods the instance exposes (e.g. not a predict_proba that available_if hides); fit and score may
+        # call predict: nothing inside them is recorded.
+        methods = [m for m in _patch.PREDICT_METHODS if getattr(model, m, None) is not None]
+        _patch.wrap_resolved(cls, _patch.MANUAL, system_of(cls), _patch.estimator_task, model, methods)
     return model
+
+
+def uninstrument_model(model: Any) -> Any:
+    """Stop recording ``model``'s predictions (undo ``instrument_model``); returns the model.
+
+    What was recorded so far is flushed with its telemetry. Methods that ``instrument_model`` wrapped on the
+    model's classes are restored, the very original functions, unless another instrumented model or a zero-code
+    instrumentor still needs them. A model that was not instrumented is returned as is.
+    """
+    config = getattr(model, "__dict__", {}).get(CONFIG_ATTRIBUTE)
+    if config is None:
+        return model
+    del model.__dict__[CONFIG_ATTRIBUTE]
+    RUNTIME.release_model(model)
+    RUNTIME.unwrap(model=model)
+    telemetry = config.telemetry
+    if telemetry is not None:
+        telemetry.flush_calls()
+    return model
+
+
+def _check_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if attributes is None:
+        return None
+    if not isinstance(attributes, Mapping):
+        raise TypeError(f"attributes must be a mapping of name to value, got {type(attributes).__name__}")
+    checked: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"attribute names must be non-empty strings, got {key!r}")
+        if key in RESERVED_ATTRIBUTES or key.startswith(RESERVED_PREFIXES):
+            raise ValueError(f"attribute {key!r} is set by otel-mlmon itself; give it another name")
+        if isinstance(value, (str, bool, int, float)):
+            checked[key] = value
+        elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)) and value and \
+                len({type(v) for v in value}) == 1 and isinstance(value[0], (str, bool, int, float)):
+            checked[key] = tuple(value)
+        else:
+            raise TypeError(f"attribute {key!r} must be a str, bool, int or float, or a non-empty sequence of one "
+                            f"of them, got {value!r}")
+    return checked or None
 
 
 def _check_threshold(value: Any, model: Any, task: str | None) -> float | None:
@@ -218,8 +246,7 @@ def record_labels(model: str, ids: Iterable[object], labels: Iterable[Any], vers
     if not id_list:
         return
     column = _label_column(label_list)
-    telemetry = telemetry_for(logger_provider=logger_provider) if logger_provider is not None else \
-        default_telemetry()
+    telemetry = telemetry_for(logger_provider=logger_provider)
     base = {semconv.ML_MODEL_NAME: model, semconv.ML_MODEL_VERSION: version}
     _events.emit_rows(telemetry.logger, semconv.EVENT_LABELS, base,
                       {semconv.ML_PREDICTION_ID: id_list, semconv.ML_LABEL_VALUE: column}, len(id_list),

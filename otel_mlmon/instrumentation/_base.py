@@ -1,4 +1,5 @@
-"""What every otel-mlmon instrumentor shares: provider arguments, zero-code switch, symmetric unwrapping."""
+"""What every otel-mlmon instrumentor shares: provider arguments, the zero-code switch, wrapping the methods its
+classes resolve to (and those of classes defined later), symmetric unwrapping."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from otel_mlmon.instrumentation import _guard, _patch
-from otel_mlmon.instrumentation._wrap import disable_zero_code, enable_zero_code
+from otel_mlmon.instrumentation import _patch
+from otel_mlmon.instrumentation._runtime import RUNTIME
+from otel_mlmon.instrumentation._telemetry import Telemetry
+from otel_mlmon.instrumentation._wrap import system_of
 
 
 class MlInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -19,19 +22,21 @@ class MlInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     system: str = ""
     module: str = ""  # patched when this module is imported (at once if it already is)
     dependencies: tuple[str, ...] = ()
+    _telemetry: Telemetry | None = None
+    _hooks: list[_patch.SubclassHook] | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return self.dependencies
 
     def _instrument(self, **kwargs: Any) -> None:
-        from otel_mlmon.instrumentation._api import telemetry_for
-
         telemetry = None
         if any(kwargs.get(k) is not None for k in ("tracer_provider", "meter_provider", "logger_provider",
                                                     "sketch_exporter")):
-            telemetry = telemetry_for(kwargs.get("tracer_provider"), kwargs.get("meter_provider"),
-                                      kwargs.get("logger_provider"), kwargs.get("sketch_exporter"))
-        enable_zero_code(self.system, telemetry)
+            telemetry = RUNTIME.telemetry_for(kwargs.get("tracer_provider"), kwargs.get("meter_provider"),
+                                              kwargs.get("logger_provider"), kwargs.get("sketch_exporter"))
+            RUNTIME.use(telemetry)
+        self._telemetry = telemetry
+        RUNTIME.zero_code[self.system] = telemetry
         self._active = True
         if self.module in sys.modules:
             self._patch_guarded()
@@ -44,13 +49,19 @@ class MlInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._patch_guarded()
 
     def _patch_guarded(self) -> None:
-        _guard.call(f"patch_{self.system}", self.patch)
+        RUNTIME.guard.call(f"patch_{self.system}", self.patch)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         self._active = False
-        disable_zero_code(self.system)
-        _guard.call(f"unpatch_{self.system}", self.unpatch)
-        _patch.unwrap_all(self.who)
+        RUNTIME.zero_code.pop(self.system, None)
+        for hook in self._hooks or ():
+            hook.remove()
+        self._hooks = None
+        RUNTIME.guard.call(f"unpatch_{self.system}", self.unpatch)
+        RUNTIME.unwrap(who=self.who)
+        if self._telemetry is not None:
+            RUNTIME.release(self._telemetry)
+            self._telemetry = None
 
     @property
     def who(self) -> str:
@@ -60,8 +71,22 @@ class MlInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         raise NotImplementedError
 
     def unpatch(self) -> None:
-        """Undo anything ``patch`` did beyond wrapping (e.g. a subclass hook)."""
+        """Undo anything ``patch`` did beyond wrapping and class hooks."""
 
-    def wrap_classes(self, classes: list[type], task_of: Callable[[Any], str | None]) -> None:
-        for cls in classes:
-            _patch.wrap_estimator_class(cls, self.who, self.system, task_of)
+    def ours(self, cls: type) -> bool:
+        """Whether this instrumentor records ``cls`` (classes of another framework are left to theirs)."""
+        return system_of(cls) == self.system
+
+    def wrap_classes(self, base: type, task_of: Callable[[Any], str | None]) -> None:
+        """Wrap what ``base`` and its subclasses resolve to, now and for the subclasses defined later."""
+        for cls in _patch.subclasses(base):
+            if self.ours(cls):
+                _patch.wrap_resolved(cls, self.who, self.system, task_of)
+        if self._hooks is None:
+            self._hooks = []
+        if all(hook.base is not base for hook in self._hooks):
+            def on_class(cls: type) -> None:
+                if getattr(self, "_active", False) and self.ours(cls):
+                    _patch.wrap_resolved(cls, self.who, self.system, task_of)
+
+            self._hooks.append(_patch.SubclassHook(base, on_class))

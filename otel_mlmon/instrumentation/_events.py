@@ -136,8 +136,10 @@ class PredictionBuffer:
         """Buffer one call's rows. ``time_ns``: the call's time (default: now), which its rows keep."""
         if time_ns is None:
             time_ns = time.time_ns()
-        key = (base.get(semconv.ML_MODEL_NAME), base.get(semconv.ML_MODEL_VERSION), time_ns // self.interval_ns,
-               *columns)
+        key: tuple[Any, ...] = (base.get(semconv.ML_MODEL_NAME), base.get(semconv.ML_MODEL_VERSION),
+                                time_ns // self.interval_ns, *columns)
+        if len(base) > 2:  # a model's own attributes: rows share an event only with rows of the same ones
+            key += (tuple(base.items()),)
         with self._lock:
             pending = self._pending.get(key)
             if pending is None:

@@ -1,22 +1,20 @@
-"""Wrapping and unwrapping methods on classes, shared by the instrumentors and ``instrument_model``.
+"""What gets wrapped: the predict-like and fit-like methods a class resolves to, and classes defined later.
 
-One registry of what otel-mlmon wrapped, so that a method is wrapped once whoever asks first, and an
-instrumentor's ``uninstrument()`` restores exactly what it wrapped (but never a method that ``instrument_model``
-relies on).
+A method is wrapped where it is defined: on the class of the MRO whose ``__dict__`` holds it (a mixin such as
+scikit-learn's ``LinearClassifierMixin`` included), once, whoever asks first. The runtime keeps the original
+object and who needs the wrapper, so that uninstrumenting puts back exactly what was there.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-
-import wrapt
 
 from otel_mlmon import semconv
 from otel_mlmon.instrumentation import _guard
 from otel_mlmon.instrumentation._outputs import LABELS, NONE, PROBA
-from otel_mlmon.instrumentation._wrap import make_wrapper, suppressing
+from otel_mlmon.instrumentation._runtime import RUNTIME
+from otel_mlmon.instrumentation._wrap import make_wrapper, suppressing, system_of
 
 MANUAL = "manual"
 
@@ -29,58 +27,48 @@ PREDICT_METHODS: dict[str, tuple[str, str]] = {
 # Never recorded, and nothing inside them is: training and scoring may call predict.
 FIT_METHODS = ("fit", "partial_fit", "fit_predict", "fit_transform", "score")
 
-SYSTEMS = {"sklearn": semconv.SYSTEM_SKLEARN, "xgboost": semconv.SYSTEM_XGBOOST,
-           "lightgbm": semconv.SYSTEM_LIGHTGBM, "torch": semconv.SYSTEM_TORCH}
-
-_lock = threading.RLock()
-_owners: dict[tuple[Any, str], str] = {}  # (class or module, attribute) -> who wrapped it
-_pinned: set[tuple[Any, str]] = set()  # needed by instrument_model: never unwrapped
+__all__ = ["FIT_METHODS", "MANUAL", "PREDICT_METHODS", "SubclassHook", "estimator_task", "owner_of",
+           "subclasses", "system_of", "wrap_resolved"]
 
 
-def system_of(cls: type) -> str:
-    return SYSTEMS.get(cls.__module__.partition(".")[0], semconv.SYSTEM_OTHER)
+def owner_of(cls: type, name: str) -> type | None:
+    """The class of ``cls``'s MRO that defines ``name`` as a method (None: none does, or only ``object``)."""
+    for klass in cls.__mro__:
+        attribute = klass.__dict__.get(name)
+        if attribute is not None or name in klass.__dict__:
+            if klass is object or not _is_method(attribute):
+                return None
+            return klass
+    return None
 
 
-def wrap(owner: Any, name: str, wrapper: Callable[..., Any], who: str) -> bool:
-    """Wrap ``owner.name`` unless otel-mlmon already did; True when this call wrapped it."""
-    key = (owner, name)
-    with _lock:
-        if who == MANUAL:
-            _pinned.add(key)
-        if key in _owners:
-            return False
-        wrapt.wrap_function_wrapper(owner, name, wrapper)
-        _owners[key] = who
-        return True
+def wrap_resolved(cls: type, who: str, system: str, task_of: Callable[[Any], str | None] | None,
+                  model: Any = None, methods: Iterable[str] = PREDICT_METHODS,
+                  accept: Callable[[type], bool] | None = None) -> int:
+    """Wrap the predict-like methods ``cls`` resolves to (recorded) and its fit-like ones (nothing recorded inside).
 
-
-def unwrap_all(who: str) -> None:
-    """Restore every attribute ``who`` wrapped (except those pinned by ``instrument_model``)."""
-    with _lock:
-        for key in [k for k, owner in _owners.items() if owner == who and k not in _pinned]:
-            owner, name = key
-            attribute = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
-            wrapped = getattr(attribute, "__wrapped__", None)
-            if wrapped is not None:
-                setattr(owner, name, wrapped)
-            del _owners[key]
-
-
-def wrap_estimator_class(cls: type, who: str, system: str, task_of: Callable[[Any], str | None],
-                         methods: Iterable[str] = PREDICT_METHODS) -> None:
-    """Wrap the predict-like and fit-like methods that ``cls`` itself defines."""
+    ``who`` (an instrumentor) or ``model`` (``instrument_model``) is noted as needing each wrapper. ``accept``:
+    whether a defining class may be wrapped by this caller (an instrumentor leaves other frameworks' classes to
+    their own). Returns how many predict-like methods are wrapped for ``cls``.
+    """
+    found = 0
     for name in methods:
-        if _is_method(cls.__dict__.get(name)):
-            operation, output_kind = PREDICT_METHODS[name]
-            wrap(cls, name, make_wrapper(operation, output_kind, system, task_of), who)
+        owner = owner_of(cls, name)
+        if owner is None or (accept is not None and not accept(owner)):
+            continue
+        operation, output_kind = PREDICT_METHODS[name]
+        RUNTIME.wrap(owner, name, make_wrapper(operation, output_kind, system, task_of), who, model)
+        found += 1
     for name in FIT_METHODS:
-        if _is_method(cls.__dict__.get(name)):
-            wrap(cls, name, suppressing, who)
+        owner = owner_of(cls, name)
+        if owner is not None and (accept is None or accept(owner)):
+            RUNTIME.wrap(owner, name, suppressing, who, model)
+    return found
 
 
 def _is_method(attribute: Any) -> bool:
     """A function, or a method descriptor such as scikit-learn's ``available_if`` (wrapt binds through it)."""
-    if attribute is None or isinstance(attribute, (property, staticmethod)):
+    if attribute is None or isinstance(attribute, (property, staticmethod, classmethod)):
         return False
     return callable(attribute) or (hasattr(attribute, "__get__") and not isinstance(attribute, type))
 
@@ -136,11 +124,13 @@ class SubclassHook:
                 super(hook_base, cls).__init_subclass__(**kwargs)  # type: ignore[misc,arg-type]
             _guard.call("patch", callback_ref, cls)
 
-        base.__init_subclass__ = classmethod(__init_subclass__)  # type: ignore[assignment]
+        self._installed: classmethod[Any, Any, None] = classmethod(__init_subclass__)
+        base.__init_subclass__ = self._installed  # type: ignore[assignment]
 
     def remove(self) -> None:
+        if self.base.__dict__.get("__init_subclass__") is not self._installed:
+            return  # replaced since: leave what is there
         if self._original is None:
-            if "__init_subclass__" in self.base.__dict__:
-                delattr(self.base, "__init_subclass__")
+            delattr(self.base, "__init_subclass__")
         else:
             self.base.__init_subclass__ = self._original  # type: ignore[method-assign]

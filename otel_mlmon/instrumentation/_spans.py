@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,8 @@ class SpanRecord:
     error: BaseException | None
     event: dict[str, list[Any]] | None = None  # per-call mode: the event's columns
     event_ns: int | None = None  # the event time when it is not the call's (``recorded_as``)
+    extra: Mapping[str, Any] | None = None  # the model's own span attributes (``instrument_model(attributes=)``)
+    event_base: Mapping[str, Any] | None = None  # the event's model attributes (default: name and version)
 
 
 class SpanFinisher:
@@ -121,8 +123,11 @@ class SpanFinisher:
         operation = record.operation
         span = record.span
         if span is None:
+            span_attributes = operation.span_attributes
+            if record.extra:
+                span_attributes = {**record.extra, **span_attributes}
             span = self.tracer.start_span(operation.span_name, context=record.parent, kind=SpanKind.INTERNAL,
-                                          attributes=operation.span_attributes, start_time=record.start_ns)
+                                          attributes=span_attributes, start_time=record.start_ns)
         attributes = operation.metric_attributes
         if record.rows is not None:
             span.set_attribute(semconv.ML_BATCH_SIZE, record.rows)
@@ -141,8 +146,9 @@ class SpanFinisher:
         else:  # backpressure: nothing collects or the flusher is behind; record this one here
             self.duration.record(record.elapsed, attributes, trace.set_span_in_context(span, record.parent))
         if record.event is not None and record.rows is not None:
-            emit_rows(self.logger, semconv.EVENT_PREDICTIONS, {semconv.ML_MODEL_NAME: operation.metric_attributes[
-                semconv.ML_MODEL_NAME], semconv.ML_MODEL_VERSION: operation.metric_attributes[
-                semconv.ML_MODEL_VERSION]}, record.event, record.rows, self.event_max_rows,
+            base = record.event_base or {
+                semconv.ML_MODEL_NAME: operation.metric_attributes[semconv.ML_MODEL_NAME],
+                semconv.ML_MODEL_VERSION: operation.metric_attributes[semconv.ML_MODEL_VERSION]}
+            emit_rows(self.logger, semconv.EVENT_PREDICTIONS, base, record.event, record.rows, self.event_max_rows,
                 record.start_ns if record.event_ns is None else record.event_ns,
                 context=trace.set_span_in_context(span))

@@ -1,18 +1,14 @@
-"""The telemetry objects of one set of providers, the model registry, and the background flusher.
+"""The telemetry of one set of providers: its instruments, its model recorders and their sketch export.
 
-All instruments are created here, once, with their units and bucket advisories. One daemon thread per process
-flushes buffered events and exports sketches on their intervals; ``force_flush()`` does both now, and runs at
-exit (registered after the SDK providers exist, so it runs before their own shutdown). After ``fork()`` a child
-starts with empty buffers and new locks; its thread starts again at its first prediction.
+All instruments are created here, once, with their units and bucket advisories. The runtime (``_runtime``) keeps
+the telemetries and ticks them from its flusher thread: ``tick`` flushes buffered events and exports sketches on
+their intervals; ``force_flush()`` does both now.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,10 +23,11 @@ from otel_mlmon.instrumentation import _guard
 from otel_mlmon.instrumentation._events import PredictionBuffer
 from otel_mlmon.instrumentation._export import build_metrics, resolve_exporter
 from otel_mlmon.instrumentation._recorder import ColumnSpec, ModelRecorder
+from otel_mlmon.instrumentation._rows import row_observer
+from otel_mlmon.instrumentation._runtime import EXPORT_TIMEOUT_MILLIS, RUNTIME, ProviderKey
 from otel_mlmon.instrumentation._settings import Settings
 from otel_mlmon.instrumentation._spans import DURATION_YIELD_EVERY, SpanFinisher
 
-EXPORT_TIMEOUT_MILLIS = 10_000
 EXPORT_GRACE_NS = 1_000_000_000  # an interval is exported this long after its end (at most a tenth of it), so
 # that calls still running at its end add their rows first
 SPAN_DRAIN_INTERVAL_S = 0.2
@@ -42,6 +39,8 @@ class Telemetry:
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None, logger_provider: Any = None,
                  sketch_exporter: MetricExporter | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
+        explicit = (tracer_provider, meter_provider, logger_provider, sketch_exporter)
+        self.key: ProviderKey | None = None if explicit == (None, None, None, None) else explicit
         self.span_current = self.settings.span_mode == "current"
         self.meter_provider = meter_provider
         self.sketch_exporter = sketch_exporter
@@ -52,10 +51,9 @@ class Telemetry:
             description="Duration of model inference calls",
             explicit_bucket_boundaries_advisory=list(semconv.ML_OPERATION_DURATION_BUCKETS))
         # Rows are counted in plain integers on the hot path and observed at collection: a monotonic Sum on the
-        # wire like a Counter's, without the SDK's per-call attribute hashing (~10 us a call, measured). One
-        # observable counter per meter provider, shared by its telemetries (see _RowObserver).
+        # wire like a Counter's, without the SDK's per-call attribute hashing (see _rows).
         self._rows_lock = threading.Lock()
-        self._row_observer = _row_observer(meter_provider, meter)
+        self._row_observer = row_observer(meter_provider, meter)
         self._row_observer.add(self)
         self.errors = meter.create_counter(
             semconv.ML_INSTRUMENTATION_ERRORS, unit="{error}",
@@ -63,9 +61,9 @@ class Telemetry:
         self.logger = get_logger(semconv.INSTRUMENTATION_SCOPE, __version__, logger_provider=logger_provider)
         self._interval_ns = max(1, round(self.settings.sketch_export_interval_s * 1e9))
         self.buffer = PredictionBuffer(self.logger, self.settings.event_max_rows,
-                                       self.settings.event_flush_interval_s, _flusher.wake, self._interval_ns)
+                                       self.settings.event_flush_interval_s, RUNTIME.flusher.wake, self._interval_ns)
         self.spans = SpanFinisher(self.tracer, self.duration, self.logger, self.settings.event_max_rows,
-                                  _flusher.wake)
+                                  RUNTIME.flusher.wake)
         self.finish = self.spans.finish
         self._recorders: dict[tuple[str, str], ModelRecorder] = {}
         self._registry_lock = threading.Lock()
@@ -76,8 +74,8 @@ class Telemetry:
         self._error_listener: Callable[[str], None] = lambda kind: self.errors.add(
             1, {semconv.ERROR_TYPE: kind})
         _guard.add_listener(self._error_listener)
-        _live.add(self)
-        _flusher.ensure_started()
+        RUNTIME.live.add(self)
+        RUNTIME.flusher.ensure_started()
 
     # --- models --------------------------------------------------------------------------------------------
     def recorder(self, name: str, version: str, system: str, task: Callable[[], str | None] | str | None,
@@ -101,7 +99,7 @@ class Telemetry:
                     found = ModelRecorder(key[0], key[1], resolved_task, system, self.settings, columns,
                                           feature_names)
                     self._recorders[key] = found
-                    _register_exit_flush()
+                    RUNTIME.register_exit_flush()
         return found
 
     def count_rows(self, operation: Any, rows: int) -> None:
@@ -117,6 +115,12 @@ class Telemetry:
             for operation in recorder.operations():
                 if operation.rows:
                     yield Observation(operation.rows, operation.metric_attributes)
+
+    def row_counts(self) -> list[Observation]:
+        """What ``observe_rows`` reports, without recording the waiting durations."""
+        return [Observation(operation.rows, operation.metric_attributes)
+                for recorder in list(self._recorders.values()) for operation in recorder.operations()
+                if operation.rows]
 
     def sketching(self) -> bool:
         """Whether feature sketches have somewhere to go (checked again at each export until they do)."""
@@ -195,153 +199,12 @@ class Telemetry:
             recorder.after_fork()
 
     def close(self) -> None:
-        """Flush and stop taking part in periodic work (uninstrument)."""
+        """Flush, stop taking part in periodic work and leave the runtime's registry (a telemetry made again for
+        the same providers takes its place). Its rows stay observed: a counter that stops, not one that resets."""
         self.force_flush()
         _guard.remove_listener(self._error_listener)
-        _live.discard(self)  # its rows stay observed: a counter that stops, not one that resets
+        RUNTIME.forget(self)
+        self._row_observer.retire(self)
 
 
-class _RowObserver:
-    """The ``ml.predictions`` observable counter of one meter provider, observing every telemetry that uses it.
-
-    The SDK keeps the first instrument of a name per meter and hands it back, without the new callbacks, to later
-    ``create_observable_counter`` calls; so a second telemetry on the same meter provider (other tracer, logger
-    or sketch exporter; or made again after ``close``) registering its own callback would never be observed."""
-
-    def __init__(self, meter: Any) -> None:
-        self._telemetries: weakref.WeakSet[Telemetry] = weakref.WeakSet()
-        self.counter = meter.create_observable_counter(
-            semconv.ML_PREDICTIONS, callbacks=[self._observe], unit=semconv.ML_PREDICTIONS_UNIT,
-            description="Rows predicted")
-
-    def add(self, telemetry: Telemetry) -> None:
-        self._telemetries.add(telemetry)
-
-    def _observe(self, options: Any) -> Iterable[Observation]:
-        totals: dict[frozenset[Any], Observation] = {}  # the same model seen by two telemetries: one sum
-        for telemetry in list(self._telemetries):
-            try:
-                observed = list(telemetry.observe_rows())
-            except Exception as exc:  # one telemetry's failure must not hide the others' rows
-                _guard.failure("rows", exc)
-                continue
-            for observation in observed:
-                key = frozenset((observation.attributes or {}).items())
-                before = totals.get(key)
-                totals[key] = observation if before is None else Observation(
-                    before.value + observation.value, observation.attributes)
-        return list(totals.values())
-
-
-_row_observers: weakref.WeakKeyDictionary[Any, _RowObserver] = weakref.WeakKeyDictionary()
-_row_observers_strong: dict[int, tuple[Any, _RowObserver]] = {}  # providers that cannot be weakly referenced
-_global_row_observer: _RowObserver | None = None
-_row_observers_lock = threading.Lock()
-
-
-def _row_observer(meter_provider: Any, meter: Any) -> _RowObserver:
-    """The shared row observer of ``meter_provider`` (None: the global one), made with ``meter`` the first time."""
-    global _global_row_observer
-    with _row_observers_lock:
-        if meter_provider is None or meter_provider is metrics.get_meter_provider():  # one global, named or not
-            if _global_row_observer is None:
-                _global_row_observer = _RowObserver(meter)
-            return _global_row_observer
-        try:
-            found = _row_observers.get(meter_provider)
-            if found is None:
-                found = _row_observers[meter_provider] = _RowObserver(meter)
-            return found
-        except TypeError:  # not weakly referenceable: kept for the process's life
-            entry = _row_observers_strong.get(id(meter_provider))
-            if entry is None:
-                entry = _row_observers_strong[id(meter_provider)] = (meter_provider, _RowObserver(meter))
-            return entry[1]
-
-
-class _Flusher:
-    """One daemon thread per process that ticks every live Telemetry."""
-
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self.stopped = False  # True in a forked child until its first prediction starts the thread again
-
-    def ensure_started(self) -> None:
-        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name="otel-mlmon-flusher", daemon=True)
-                self._thread.start()
-            self.stopped = False
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        delay = 0.5
-        while True:
-            self._wake.wait(delay)
-            self._wake.clear()
-            delay = 5.0
-            now = time.monotonic()
-            for telemetry in list(_live):
-                wait = _guard.call("tick", telemetry.tick, now)
-                if wait is not None:
-                    delay = min(delay, wait)
-            delay = max(delay, 0.05)
-
-    def after_fork(self) -> None:
-        self._thread = None
-        self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self.stopped = True
-
-
-_live: weakref.WeakSet[Telemetry] = weakref.WeakSet()
-_flusher = _Flusher()
-_default: Telemetry | None = None
-_default_lock = threading.Lock()
-
-
-def default_telemetry() -> Telemetry:
-    """The telemetry of the global providers (zero-code and ``instrument_model`` without providers)."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = Telemetry()
-    return _default
-
-
-def force_flush(timeout_millis: int = EXPORT_TIMEOUT_MILLIS) -> bool:
-    """Emit buffered events and export sketches of every live telemetry now."""
-    ok = True
-    for telemetry in list(_live):
-        ok = telemetry.force_flush(timeout_millis) and ok
-    return ok
-
-
-def _after_fork_in_child() -> None:
-    _flusher.after_fork()
-    for telemetry in list(_live):
-        telemetry.after_fork()
-
-
-def _at_exit() -> None:
-    force_flush(timeout_millis=5_000)
-
-
-def _register_exit_flush() -> None:
-    """(Re-)register the exit flush last, so that it runs before the SDK providers shut down (atexit is LIFO)
-    even when the providers were created after otel-mlmon was imported. Called when a model is first seen."""
-    atexit.unregister(_at_exit)
-    atexit.register(_at_exit)
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_at_exit)
+_live = RUNTIME.live  # the runtime's set of live telemetries, under the name tests/test_cli.py reads

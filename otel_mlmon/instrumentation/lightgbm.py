@@ -1,5 +1,6 @@
 """Zero-code instrumentation of LightGBM (entry point ``mlmon_lightgbm``): the scikit-learn API
-(``LGBMClassifier``, ``LGBMRegressor``, …) and ``lightgbm.Booster.predict``.
+(``LGBMClassifier``, ``LGBMRegressor``, …, and the application's subclasses, defined before or after) and
+``lightgbm.Booster.predict``.
 
 A Booster's task comes from its objective (``binary``, ``multiclass*``, ``cross_entropy*`` → classification;
 ranking objectives → none; others → regression).
@@ -14,6 +15,7 @@ from otel_mlmon import semconv
 from otel_mlmon.instrumentation import _patch
 from otel_mlmon.instrumentation._base import MlInstrumentor
 from otel_mlmon.instrumentation._outputs import RAW
+from otel_mlmon.instrumentation._runtime import RUNTIME
 from otel_mlmon.instrumentation._wrap import make_wrapper, suppressing
 
 _CLASSIFICATION = ("binary", "multiclass", "multiclassova", "softmax", "ova", "cross_entropy", "xentropy",
@@ -49,10 +51,10 @@ class LightGBMInstrumentor(MlInstrumentor):
         from lightgbm import engine
         from lightgbm import sklearn as lgb_sklearn
 
-        self.wrap_classes(_patch.subclasses(lgb_sklearn.LGBMModel), _patch.estimator_task)
-        _patch.wrap(lightgbm.Booster, "predict",
+        self.wrap_classes(lgb_sklearn.LGBMModel, _patch.estimator_task)
+        RUNTIME.wrap(lightgbm.Booster, "predict",
                     make_wrapper(semconv.OPERATION_PREDICT, RAW, self.system, booster_task), self.who)
         for owner in (lightgbm, engine):
             for function in ("train", "cv"):
                 if hasattr(owner, function):
-                    _patch.wrap(owner, function, suppressing, self.who)
+                    RUNTIME.wrap(owner, function, suppressing, self.who)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from otel_mlmon import semconv
-from otel_mlmon.instrumentation import _patch
 from otel_mlmon.instrumentation._base import MlInstrumentor
 from otel_mlmon.instrumentation._outputs import RAW
+from otel_mlmon.instrumentation._runtime import RUNTIME
 from otel_mlmon.instrumentation._wrap import make_wrapper
 
 
@@ -28,5 +28,5 @@ class TorchInstrumentor(MlInstrumentor):
     def patch(self) -> None:
         from torch import nn
 
-        _patch.wrap(nn.Module, "__call__",
-                    make_wrapper(semconv.OPERATION_FORWARD, RAW, self.system, recordable=recordable), self.who)
+        RUNTIME.wrap(nn.Module, "__call__",
+                     make_wrapper(semconv.OPERATION_FORWARD, RAW, self.system, recordable=recordable), self.who)

@@ -1,5 +1,6 @@
 """Zero-code instrumentation of XGBoost (entry point ``mlmon_xgboost``): the scikit-learn API
-(``XGBClassifier``, ``XGBRegressor``, …) and ``xgboost.Booster.predict`` / ``inplace_predict``.
+(``XGBClassifier``, ``XGBRegressor``, …, and the application's subclasses, defined before or after) and
+``xgboost.Booster.predict`` / ``inplace_predict``.
 
 A Booster's task comes from its objective (``binary:*``, ``multi:*`` → classification; ``reg:*`` → regression),
 read once per model from its saved configuration.
@@ -14,6 +15,7 @@ from otel_mlmon import semconv
 from otel_mlmon.instrumentation import _patch
 from otel_mlmon.instrumentation._base import MlInstrumentor
 from otel_mlmon.instrumentation._outputs import RAW
+from otel_mlmon.instrumentation._runtime import RUNTIME
 from otel_mlmon.instrumentation._wrap import make_wrapper, suppressing
 
 
@@ -38,11 +40,11 @@ class XGBoostInstrumentor(MlInstrumentor):
         import xgboost
         from xgboost import sklearn as xgb_sklearn
 
-        self.wrap_classes(_patch.subclasses(xgb_sklearn.XGBModel), _patch.estimator_task)
+        self.wrap_classes(xgb_sklearn.XGBModel, _patch.estimator_task)
         for method in ("predict", "inplace_predict"):
-            _patch.wrap(xgboost.Booster, method,
-                        make_wrapper(semconv.OPERATION_PREDICT, RAW, self.system, booster_task), self.who)
+            RUNTIME.wrap(xgboost.Booster, method,
+                         make_wrapper(semconv.OPERATION_PREDICT, RAW, self.system, booster_task), self.who)
         for owner in (xgboost, xgboost.training):
             for function in ("train", "cv"):
                 if hasattr(owner, function):
-                    _patch.wrap(owner, function, suppressing, self.who)
+                    RUNTIME.wrap(owner, function, suppressing, self.who)
