@@ -1,10 +1,11 @@
 """Building reference profiles, and the engine on in-memory columns.
 
 ``profile_from_windows`` is the one place a profile is assembled (roles, classes, outputs, target, reference
-values and performance), from reference windows; the batch path (``mlmon reference build``, ``mlmon evaluate``)
-feeds it the windows of a file. ``build_profile`` is the same for a table already in memory (the demo, the
-processor's bootstrap). ``sketch_columns`` makes the window sketches the rest of the engine reads: numeric columns
-are sketched together (one vectorised pass), categorical ones counted.
+values and performance, the scores' calibration for performance estimation), from reference windows; the batch
+path (``mlmon reference build``, ``mlmon evaluate``) feeds it the windows of a file. ``build_profile`` is the
+same for a table already in memory (the demo, the processor's bootstrap). ``sketch_columns`` makes the window
+sketches the rest of the engine reads: numeric columns are sketched together (one vectorised pass), categorical
+ones counted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
+from otel_mlmon.engine.estimate import calibrate
 from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, performance, reference_values
 from otel_mlmon.engine.profile import TASKS, ColumnProfile, ReferenceProfile, bin_keys, choose_bucketing
 from otel_mlmon.engine.windows import WindowSpec
@@ -101,10 +103,12 @@ def profile_from_windows(windows: Sequence[WindowData], kinds: Mapping[str, str]
         prediction_column=prediction_column,
         reference_windows=[{"index": w.index, "rows": w.rows, "labeled_rows": len(w.labeled), "start": w.start,
                             "end": w.end} for w in windows])
-    profile.reference_values = reference_values(profile, windows, policy)
     everything = LabeledRows()
     for window in windows:
         everything.extend(window.labeled)
+    if len(everything.scores) == len(everything):  # CBPE: every labelled row has its scores
+        profile.calibration = calibrate(profile, everything.y_true, everything.y_pred, everything.scores)
+    profile.reference_values = reference_values(profile, windows, policy)
     profile.reference_performance = performance(profile, everything)
     return profile
 

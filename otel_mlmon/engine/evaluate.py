@@ -34,8 +34,19 @@ from otel_mlmon.engine.drift import (
     KolmogorovSmirnov,
     NumericComparison,
     resolve_methods,
+    strong_evidence_threshold,
 )
-from otel_mlmon.engine.performance import classification_metrics, regression_metrics
+from otel_mlmon.engine.estimate import ESTIMATED_PERFORMANCE, SAMPLING_ERROR, ScoredRows, estimate, lower_threshold
+from otel_mlmon.engine.fairness import SensitiveRows, fairness_results
+from otel_mlmon.engine.performance import (
+    Evidence,
+    Reference,
+    classification_metrics,
+    judge,
+    judge_reference,
+    regression_metrics,
+    window_evidence,
+)
 from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile
 from otel_mlmon.engine.results import WindowResult
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch
@@ -117,7 +128,8 @@ class WindowData:
     ``columns`` names the profile columns the window is judged on (None: all of them). A profile column outside
     it gives no result at all, not even ``column_missing``: a streaming window built from captured rows judges only
     the features that were captured. Columns the window has and the profile lacks are still ``column_added``;
-    realized performance comes from ``labeled`` either way.
+    realized performance comes from ``labeled`` either way. ``scored``: every row's prediction and scores, labelled
+    or not, for estimated performance (None: not estimated; a reference window estimates on ``labeled``).
     """
 
     period: str
@@ -128,6 +140,8 @@ class WindowData:
     start: str | None = None
     end: str | None = None
     columns: frozenset[str] | None = None
+    scored: ScoredRows | None = None
+    sensitive: SensitiveRows | None = None  # every row's sensitive value, for engine.fairness (None: no fairness)
 
 
 @dataclass
@@ -140,6 +154,7 @@ class Measurement:
     n: int  # observations behind the value (verdict needs policy.min_rows)
     floor: float | None = None  # drift effect-size floor / data-quality reference rate + floor
     reference_rate: float | None = None
+    evidence: Evidence | None = None  # realized performance: what the metric's sampling error rests on
 
     @property
     def key(self) -> str:
@@ -222,6 +237,7 @@ def measure(profile: ReferenceProfile, window: WindowData, policy: Policy) -> li
     for name in sorted(set(window.sketches) - known):
         out.append(Measurement(name, DATA_QUALITY, "column_added", 1.0, None, window.rows))
     out.extend(_performance(profile, window))
+    out.extend(_estimated(profile, window))
     return out
 
 
@@ -238,8 +254,24 @@ def performance(profile: ReferenceProfile, labeled: LabeledRows) -> dict[str, fl
 def _performance(profile: ReferenceProfile, window: WindowData) -> list[Measurement]:
     if profile.target_column is None:
         return []
-    return [Measurement(profile.target_column, PERFORMANCE, metric, value, None, len(window.labeled))
-            for metric, value in performance(profile, window.labeled).items()]
+    labeled = window.labeled
+    return [Measurement(profile.target_column, PERFORMANCE, metric, found.value, None, len(labeled), evidence=found)
+            for metric, found in window_evidence(profile.task, profile.classes, labeled.y_true, labeled.y_pred,
+                                                 labeled.scores).items()]
+
+
+def _estimated(profile: ReferenceProfile, window: WindowData) -> list[Measurement]:
+    """CBPE (``engine.estimate``): each estimated metric and its sampling error."""
+    rows = window.scored if window.scored is not None else window.labeled if window.period == "reference" else None
+    if profile.calibration is None or rows is None or not len(rows):
+        return []
+    column = profile.target_column or "target"
+    out = []
+    for metric, found in estimate(profile.calibration, rows.y_pred, rows.scores).items():
+        out.append(Measurement(column, ESTIMATED_PERFORMANCE, metric, found.value, None, found.rows))
+        out.append(Measurement(column, ESTIMATED_PERFORMANCE, metric + SAMPLING_ERROR, found.sampling_error, None,
+                               found.rows))
+    return out
 
 
 _THREE_SIGMA_TAIL = stats.norm.sf(3.0)  # the one-sided tail of mean + 3 sigma (0.135 %)
@@ -284,8 +316,8 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
     out = []
     for m in measurements:
         p_value = adjusted.get(id(m), m.p_value)
-        band = _band(band_values(profile.reference_values.get(m.key, []), policy.min_rows),
-                     prediction_interval=m.kind == PERFORMANCE)
+        values = band_values(profile.reference_values.get(m.key, []), policy.min_rows)
+        band = _band(values, prediction_interval=m.kind == PERFORMANCE)
         lower = upper = None
         alert: bool | None = None
         enough = m.n >= policy.min_rows and math.isfinite(m.value)
@@ -300,12 +332,22 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
                 alert = (m.p_value is not None and m.p_value < preset["p"][m.metric]) if enough else None
             else:  # the default policy (also for a method a preset has no threshold for)
                 upper = max(m.floor or 0.0, band[1] if band else -math.inf)
+                lowered = strong_evidence_threshold(m.floor or 0.0, values, p_value)
+                upper = upper if lowered is None else min(upper, lowered)
                 significant = p_value is None or p_value < policy.alpha
                 alert = (m.value > upper and significant) if enough else None
-        elif m.kind == PERFORMANCE:
-            if band is not None:
-                lower, upper = band
-                alert = (not lower <= m.value <= upper) if enough else None
+        elif m.kind == PERFORMANCE:  # engine.performance.judge: sampling error + the reference windows' spread
+            reference = Reference.from_series(profile.reference_performance.get(m.metric),
+                                              profile.reference_values.get(m.key, []), _labeled_rows(profile),
+                                              policy.min_rows)
+            if enough and reference is not None:
+                verdict = (judge(m.metric, m.evidence, m.n, reference) if m.evidence is not None
+                           and window.period == "analysis" else judge_reference(m.metric, m.value, reference))
+                lower, upper, alert, p_value = verdict.lower, verdict.upper, verdict.alert, verdict.p_value
+        elif m.kind == ESTIMATED_PERFORMANCE:  # a drop below the reference's range alerts; not a sampling error
+            if profile.calibration is not None and not m.metric.endswith(SAMPLING_ERROR):
+                lower = lower_threshold(profile.calibration, m.metric, m.n, profile.reference_values.get(m.key, []))
+                alert = (m.value < lower) if enough and lower is not None else None
         elif m.metric in ("column_missing", "column_added"):
             alert = True
         else:  # data quality rates
@@ -316,13 +358,35 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
             window_start=window.start, window_end=window.end, rows=window.rows, labeled_rows=len(window.labeled),
             column=m.column, kind=m.kind, metric=m.metric, value=m.value, lower_threshold=lower,
             upper_threshold=upper, alert=alert, p_value=p_value))
+    out.extend(_too_few_labels(profile, window, measurements, policy))
     return out
+
+
+INSUFFICIENT_LABELS = "insufficient_labels"
+
+
+def _labeled_rows(profile: ReferenceProfile) -> int:
+    return sum(int(info.get("labeled_rows", 0)) for info in profile.reference_windows)
+
+
+def _too_few_labels(profile: ReferenceProfile, window: WindowData, measurements: list[Measurement],
+                    policy: Policy) -> list[WindowResult]:
+    """Why a window's realized performance has no verdict: one ``insufficient_labels`` row whose value is the
+    window's labeled rows and whose lower threshold is the number a verdict needs (``min_rows``)."""
+    short = next((m for m in measurements if m.kind == PERFORMANCE and 0 < m.n < policy.min_rows), None)
+    if short is None:
+        return []
+    return [WindowResult(
+        model=profile.model, model_version=profile.version, period=window.period, window=window.index,
+        window_start=window.start, window_end=window.end, rows=window.rows, labeled_rows=len(window.labeled),
+        column=short.column, kind=PERFORMANCE, metric=INSUFFICIENT_LABELS, value=float(short.n),
+        lower_threshold=float(policy.min_rows), upper_threshold=None, alert=None, p_value=None)]
 
 
 def evaluate_window(profile: ReferenceProfile, window: WindowData, policy: Policy | None = None) -> list[WindowResult]:
     """The window results of one window."""
     policy = policy or Policy()
-    return verdicts(profile, window, measure(profile, window, policy), policy)
+    return verdicts(profile, window, measure(profile, window, policy), policy) + fairness_results(profile, window)
 
 
 def reference_values(profile: ReferenceProfile, windows: Sequence[WindowData],

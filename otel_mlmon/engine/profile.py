@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from otel_mlmon.engine.calibration import Calibration
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
 from otel_mlmon.engine.results import KINDS
 from otel_mlmon.engine.windows import WindowSpec
@@ -140,6 +141,8 @@ class ReferenceProfile:
     reference_values: dict[str, list[list[float | None]]] = field(default_factory=dict)
     reference_windows: list[dict[str, Any]] = field(default_factory=list)  # index, rows, labeled_rows, start, end
     reference_performance: dict[str, float] = field(default_factory=dict)  # over the whole reference
+    # scores -> class probabilities, fitted on the labelled reference (classification with scores; else None)
+    calibration: Calibration | None = None
 
     def features(self) -> list[ColumnProfile]:
         return [c for c in self.columns.values() if c.role == "feature"]
@@ -156,6 +159,7 @@ class ReferenceProfile:
                                  for k, series in self.reference_values.items()},
             "reference_windows": self.reference_windows,
             "reference_performance": {k: _finite(v) for k, v in self.reference_performance.items()},
+            **({"calibration": self.calibration.to_dict()} if self.calibration is not None else {}),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -250,17 +254,19 @@ def _profile_from_dict(cls: type[ReferenceProfile], data: Mapping[str, Any]) -> 
                                 0 if n is None else fields.integer(n, f"{where}[{position}][2]")])
     optional = {name: fields.optional_text(get(name, None), name)
                 for name in ("id_column", "timestamp_column", "target_column", "prediction_column")}
+    classes = [_class_name(c, f"classes[{i}]") for i, c in enumerate(fields.sequence(get("classes", []), "classes"))]
+    calibration = get("calibration", None)  # profiles before CBPE have none
     return cls(
         model=fields.text(get("model"), "model"), version=fields.text(get("version", ""), "version"), task=task,
         window=window, columns=columns, rows=fields.integer(get("rows", 0), "rows", 0, MAX_ROWS),
-        classes=[_class_name(c, f"classes[{i}]") for i, c in enumerate(fields.sequence(get("classes", []),
-                                                                                         "classes"))],
+        classes=classes,
         score_columns={str(label): fields.text(column, f"score_columns[{fields.describe(label)}]")
                        for label, column in fields.mapping(get("score_columns", {}), "score_columns").items()},
         **optional, reference_values=values, reference_windows=windows,
         reference_performance={
             name: math.nan if value is None else fields.number(value, f"reference_performance[{fields.describe(name)}]")
             for name, value in fields.mapping(get("reference_performance", {}), "reference_performance").items()},
+        calibration=None if calibration is None else Calibration.from_dict(calibration, classes),
     )
 
 
