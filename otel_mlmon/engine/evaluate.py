@@ -36,6 +36,7 @@ from otel_mlmon.engine.drift import (
     resolve_methods,
 )
 from otel_mlmon.engine.estimate import ESTIMATED_PERFORMANCE, SAMPLING_ERROR, ScoredRows, estimate, lower_threshold
+from otel_mlmon.engine.fairness import SensitiveRows, fairness_results
 from otel_mlmon.engine.performance import classification_metrics, regression_metrics
 from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile
 from otel_mlmon.engine.results import WindowResult
@@ -131,6 +132,7 @@ class WindowData:
     end: str | None = None
     columns: frozenset[str] | None = None
     scored: ScoredRows | None = None
+    sensitive: SensitiveRows | None = None  # every row's sensitive value, for engine.fairness (None: no fairness)
 
 
 @dataclass
@@ -344,7 +346,7 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
 def evaluate_window(profile: ReferenceProfile, window: WindowData, policy: Policy | None = None) -> list[WindowResult]:
     """The window results of one window."""
     policy = policy or Policy()
-    return verdicts(profile, window, measure(profile, window, policy), policy)
+    return verdicts(profile, window, measure(profile, window, policy), policy) + fairness_results(profile, window)
 
 
 def reference_values(profile: ReferenceProfile, windows: Sequence[WindowData],
