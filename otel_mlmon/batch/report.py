@@ -40,6 +40,7 @@ __all__ = ["MAX_CARDS", "SIZE_BUDGET", "ReportData", "count_alerts", "render", "
 SIZE_BUDGET = 2_500_000
 MAX_CARDS = 40
 RANKED_SHOWN = 25
+CARD_PLOT_WIDTH = 340  # a drifted column's distribution and two method timelines on one row
 SMALL_RUN = 40
 MAX_MATRICES = 36
 MAX_CLASSES = 12
@@ -112,8 +113,9 @@ def _series(rows: Iterable[WindowResult], windows: Mapping[tuple[str, int], Wind
     return grouped
 
 
-def _figure(points: Sequence[tuple[Window, WindowResult]], column: str, metric: str, include_zero: bool) -> str:
-    plot = timeline(points, f"{column} {metric}", include_zero=include_zero)
+def _figure(points: Sequence[tuple[Window, WindowResult]], column: str, metric: str, include_zero: bool,
+            width: int = 560) -> str:
+    plot = timeline(points, f"{column} {metric}", include_zero=include_zero, width=width)
     return f"<figure><figcaption>{_e(column)} · {_e(metric)}</figcaption>{plot}</figure>" if plot else ""
 
 
@@ -229,9 +231,9 @@ def _distribution(column: str, profile: ReferenceProfile | None, data: ReportDat
         return ""
     title = f"{column}: reference vs {label}"
     if isinstance(reference, NumericSketch) and isinstance(analysis, NumericSketch):
-        chart = histogram(reference, analysis, title, label)
+        chart = histogram(reference, analysis, title, label, width=400)
     elif isinstance(reference, CategoricalSketch) and isinstance(analysis, CategoricalSketch):
-        chart = bars(reference, analysis, title, label)
+        chart = bars(reference, analysis, title, label, width=400)
     else:
         return ""
     return f"<figure><figcaption>{_e(title)}</figcaption>{chart}</figure>" if chart else ""
@@ -261,7 +263,7 @@ def _drift(summaries: Sequence[ColumnSummary], series: Mapping[tuple[str, str], 
     for s in cards:
         out.append(f"<div class='card' id='{_anchor(s.column)}'><h3>{_e(s.column)} <span class='muted'>"
                    f"({_e(s.role)})</span></h3><div class='charts'>{_distribution(s.column, profile, data)}")
-        out += [_figure(series[(s.column, m)], s.column, m, True) for m in by_column[s.column]]
+        out += [_figure(series[(s.column, m)], s.column, m, True, CARD_PLOT_WIDTH) for m in by_column[s.column]]
         out.append("</div></div>")
     if len(drifted) > len(cards):
         out.append(f"<p class='muted'>Charts for the {len(cards)} most severe drifted columns; the other "
@@ -453,7 +455,7 @@ def render(rows: Iterable[WindowResult | Mapping[str, object]], profile: Referen
            f"<div class='kpi {'bad' if total else 'good'}' id='alert-count'><b>{total}</b><span>alert(s) in the "
            "analysis period</span></div>",
            f"<div class='kpi {'bad' if alerting else 'good'}'><b>{len(alerting)} of {len(summaries)}</b><span>"
-           "columns alerting</span></div>",
+           f"columns alerting ({sum(s.still_alerting for s in alerting)} still in their latest window)</span></div>",
            f"<div class='kpi {'bad' if drifted else 'good'}'><b>{len(drifted)}</b><span>column(s) drifted</span>"
            "</div>"]
     out += _performance_kpis(results, windows)
