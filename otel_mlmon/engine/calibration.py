@@ -14,7 +14,7 @@ semantics: linear interpolation between the fitted points, constant beyond the f
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,12 +172,6 @@ class Calibration:
         return cls(own, maps, rows, numbers("reference"), numbers("spread"))
 
 
-def calibrated(calibration: Calibration, scores: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
-    """``calibration.probabilities`` of scores given as rows (lists), as the engine's joined rows hold them."""
-    array = np.asarray(scores, dtype=np.float64).reshape(-1, len(calibration.classes))
-    return calibration.probabilities(array)
-
-
 def fit_from_rows(classes: Sequence[str], y_true: Sequence[Any], scores: Sequence[Sequence[float]],
                   minimum: int) -> Calibration | None:
     """A calibration from joined reference rows, or None when there is nothing to calibrate: fewer than
@@ -193,6 +187,3 @@ def fit_from_rows(classes: Sequence[str], y_true: Sequence[Any], scores: Sequenc
         return None
     return Calibration.fit([str(c) for c in classes], truth, array)
 
-
-def describe_maps(maps: Mapping[str, IsotonicMap]) -> str:
-    return ", ".join(f"{c}: {m.x.size} knots" for c, m in maps.items())

@@ -93,7 +93,10 @@ def estimate(calibration: Calibration, y_pred: Sequence[Any], scores: Sequence[S
     if predicted.size == 0 or raw.ndim != 2 or raw.shape != (predicted.size, len(classes)):
         return {}
     keep = (predicted >= 0) & np.isfinite(raw).all(axis=1)
-    predicted, raw = predicted[keep], raw[keep]
+    # One canonical row order, so that the sums (and the results, to the last bit) do not depend on the order the
+    # rows came in: a file sorted or not, the processor's store.
+    order = np.lexsort((*raw[keep].T[::-1], predicted[keep]))
+    predicted, raw = predicted[keep][order], raw[keep][order]
     n = predicted.size
     if n == 0:
         return {}

@@ -307,6 +307,19 @@ def test_stationary_data_gives_no_estimated_performance_alert(make, options, win
     assert verdicts and not any(verdicts)
 
 
+def test_the_estimates_do_not_depend_on_the_order_of_the_rows() -> None:
+    rng = np.random.default_rng(26)
+    profile = _reference(_multiclass, rng, MULTICLASS, rows=4000)
+    assert profile.calibration is not None
+    table = _multiclass(rng, 3000, shift=0.5)
+    scores, predicted = _scores(profile, table), list(table["prediction"])
+    order = rng.permutation(len(predicted))
+    first = estimate(profile.calibration, predicted, scores)
+    again = estimate(profile.calibration, [predicted[i] for i in order], scores[order])
+    assert {m: (e.value, e.sampling_error) for m, e in first.items()} == \
+        {m: (e.value, e.sampling_error) for m, e in again.items()}  # to the last bit
+
+
 def test_a_small_window_gets_an_estimate_but_no_verdict() -> None:
     rng = np.random.default_rng(23)
     profile = _reference(_binary, rng, BINARY, rows=5000)
@@ -380,3 +393,46 @@ def test_a_corrupt_calibration_is_refused_with_the_field_named(tmp_path: Path, c
     with pytest.raises(ValueError, match="reference profile is invalid") as error:
         ReferenceProfile.from_dict(document)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+# --- batch and stream ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="mlmon evaluate passes no scored rows yet: otel_mlmon/batch/runner.py needs "
+                   "the _scored change of helper H4's report (then remove this marker)")
+def test_mlmon_evaluate_gives_the_estimates_of_the_engines_windowed_call(tmp_path: Path) -> None:
+    """`mlmon evaluate` over files and the windowed call the processor makes (a loaded profile, a window with its
+    scored rows and no labels) give the same estimated rows: values and thresholds to 1e-9, the same verdicts."""
+    pd = pytest.importorskip("pandas")
+    from otel_mlmon import cli
+
+    rng = np.random.default_rng(41)
+    reference = _binary(rng, 4 * CHUNK)
+    analysis = [_binary(rng, CHUNK, shift=s) for s in (0.0, 0.5, 1.0)]
+    pd.DataFrame(reference).to_csv(tmp_path / "reference.csv", index=False)
+    frame = pd.concat([pd.DataFrame(t) for t in analysis], ignore_index=True)
+    frame.drop(columns="target").to_csv(tmp_path / "analysis.csv", index=False)  # no labels have arrived
+    flags = ["--target-column", "target", "--prediction-column", "prediction", "--score-column", "score",
+             "--task", "classification"]
+    assert cli.main(["reference", "build", "--data", str(tmp_path / "reference.csv"), "--model", "m", *flags,
+                     "--chunk-size", str(CHUNK), "--output", str(tmp_path / "profile.json")]) == 0
+    assert cli.main(["evaluate", "--reference", str(tmp_path / "profile.json"), "--analysis",
+                     str(tmp_path / "analysis.csv"), *flags, "--output", str(tmp_path / "results.csv")]) == 0
+    results = pd.read_csv(tmp_path / "results.csv", keep_default_na=False)
+    batch = results[(results.kind == "estimated_performance") & (results.period == "analysis")]
+    profile = ReferenceProfile.load(tmp_path / "profile.json")
+    streamed = [r for index, table in enumerate(analysis)
+                for r in evaluate_window(profile, _window(profile, table, index)) if r.kind == "estimated_performance"]
+    assert len(batch) == len(streamed) == 3 * 12
+    stream = pd.DataFrame([r.as_json() for r in streamed])
+    merged = batch.merge(stream, on=["window", "metric"], suffixes=("_batch", "_stream"))
+    assert len(merged) == len(batch)
+    for column in ("value", "lower_threshold"):
+        np.testing.assert_allclose(pd.to_numeric(merged[f"{column}_batch"]).astype(float),
+                                   merged[f"{column}_stream"].astype(float), rtol=1e-9, atol=1e-12)
+    assert (merged["alert_batch"].astype(str).str.lower()
+            == merged["alert_stream"].fillna("").astype(str).str.lower()).all()
+    accuracy = merged[merged.metric == "accuracy"].sort_values("window")
+    assert accuracy["alert_stream"].tolist() == [False, True, True]
+    assert set(results[results.period == "reference"].query("kind == 'estimated_performance'")["window"]) == \
+        {0, 1, 2, 3}
