@@ -1,7 +1,9 @@
 """The ``mlmon`` command.
 
-Exit codes: 0 done, 1 data error (a file, a column, a value), 2 bad usage. Subcommands import their dependencies
-when they run, so ``mlmon --help`` stays fast.
+Exit codes: 0 done, 1 data error (a file, a column, a value) or an output that failed, 2 bad usage, 3 an analysis
+window alerted (``mlmon evaluate --fail-on-alert``). ``evaluate`` and ``reference build`` are
+``otel_mlmon.batch.evaluate`` and ``build_reference`` behind the parser. Subcommands import their dependencies when
+they run, so ``mlmon --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -15,41 +17,6 @@ from typing import Any
 from otel_mlmon._version import __version__
 
 TASKS = ("classification", "regression")
-
-
-def _names(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    return names
-
-
-def _pairs(text: str | None, flag: str, shape: str) -> list[tuple[str, str]]:
-    """``a=b,c=d`` as [(a, b), (c, d)]; a malformed part is a usage error naming the flag."""
-    out = []
-    for part in text.split(",") if text else []:
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"{flag} takes {shape},… (got {part!r})")
-        out.append((key.strip(), value.strip()))
-    return out
-
-
-def _score_columns(text: str | None) -> dict[str, str]:
-    return dict(_pairs(text, "--score-columns", "label=column"))
-
-
-def _thresholds(text: str | None) -> tuple[tuple[str, float], ...]:
-    out = []
-    for method, value in _pairs(text, "--thresholds", "method=number"):
-        try:
-            number = float(value)
-        except ValueError:
-            number = float("nan")
-        if number != number:
-            raise ValueError(f"--thresholds takes method=number,… (got {method}={value!r})")
-        out.append((method, number))
-    return tuple(out)
 
 
 def _add_column_flags(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--thresholds", help="constant drift thresholds: method=value,… (e.g. psi=0.2)")
     evaluate.add_argument("--output", required=True, help="results.csv | results.json | results.parquet")
     evaluate.add_argument("--report", help="also write a self-contained HTML report")
+    evaluate.add_argument("--fail-on-alert", action="store_true",
+                          help="exit with status 3 when a window of the analysis period alerts (CI gating)")
+    evaluate.add_argument("--tensorboard", metavar="DIR", help="also write drift, data-quality and performance "
+                          "scalars per window into this TensorBoard log directory (needs otel-mlmon[tensorboard])")
+    mlflow = evaluate.add_mutually_exclusive_group()
+    mlflow.add_argument("--mlflow-experiment", metavar="NAME", help="also log the window metrics (step = window), "
+                        "the results and the report to a new MLflow run of this experiment (needs "
+                        "otel-mlmon[mlflow])")
+    mlflow.add_argument("--mlflow-run", metavar="ID", help="the same, into this existing MLflow run")
+    evaluate.add_argument("--mlflow-tracking-uri", metavar="URI",
+                          help="the MLflow tracking server (default: MLFLOW_TRACKING_URI, else MLflow's default)")
     _add_column_flags(evaluate)
     _add_max_columns(evaluate)
 
@@ -193,94 +171,65 @@ class Progress:
             print(file=sys.stderr)
 
 
+def _column_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The column and window flags as ``otel_mlmon.batch`` keywords (lists and pairs still as text)."""
+    return {"id_column": args.id_column, "timestamp_column": args.timestamp_column,
+            "target_column": args.target_column, "prediction_column": args.prediction_column,
+            "score_column": args.score_column, "score_columns": args.score_columns, "task": args.task,
+            "features": args.features, "categorical": args.categorical, "chunk_size": args.chunk_size,
+            "window": args.window, "chunks": args.chunks}
+
+
 def _columns(args: argparse.Namespace) -> Any:
-    from otel_mlmon.batch.runner import Columns
+    from otel_mlmon.batch.api import columns_from_options
 
-    return Columns(id_column=args.id_column, timestamp_column=args.timestamp_column,
-                   target_column=args.target_column, prediction_column=args.prediction_column,
-                   score_column=args.score_column, score_columns=_score_columns(args.score_columns),
-                   features=_names(args.features), categorical=_names(args.categorical) or [], task=args.task)
-
-
-def _spec(args: argparse.Namespace, default: Any = None) -> Any:
-    from otel_mlmon.engine.windows import WindowSpec
-
-    if args.chunk_size is None and args.window is None and args.chunks is None:
-        return default if default is not None else WindowSpec(chunks=10)
-    if args.window is not None and not args.timestamp_column and default is None:
-        raise ValueError("--window needs --timestamp-column")
-    return WindowSpec(chunk_size=args.chunk_size, window=args.window, chunks=args.chunks)
-
-
-def _is_profile(path: str) -> bool:
-    return path.lower().endswith(".json")
+    options = _column_options(args)
+    return columns_from_options(*(options[name] for name in (
+        "id_column", "timestamp_column", "target_column", "prediction_column", "score_column", "score_columns",
+        "task", "features", "categorical")))
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from otel_mlmon.batch.output import output_format, write_results
-    from otel_mlmon.batch.runner import build_profile, columns_from_profile, evaluate_file
-    from otel_mlmon.engine.evaluate import Policy, evaluate_window, reference_results
-    from otel_mlmon.engine.profile import ReferenceProfile
+    from otel_mlmon.batch.api import evaluate
 
-    output_format(args.output)
-    policy = Policy(methods=tuple(_names(args.methods) or ()) or None, preset=args.preset,
-                    thresholds=_thresholds(args.thresholds))
-    columns = _columns(args)
     progress = Progress("reading")
-    if _is_profile(args.reference):
-        from otel_mlmon.batch.reader import DataError
-
-        try:
-            profile = ReferenceProfile.load(args.reference)
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
-        spec = _spec(args, profile.window)
-        columns = columns_from_profile(profile, columns)
-        reference_rows = reference_results(profile, policy)
-    else:
-        spec = _spec(args)
-        if spec.window is not None and not columns.timestamp_column:
-            raise ValueError("--window needs --timestamp-column")
-        profile, windows = build_profile(args.reference, columns, spec, args.model or "model",
-                                         args.model_version or "", None, policy, progress, args.max_columns)
-        reference_rows = [row for w in windows for row in evaluate_window(profile, w, policy)]
-    if args.model is not None:
-        profile.model = args.model
-    if args.model_version is not None:
-        profile.version = args.model_version
-    analysis_rows = list(evaluate_file(profile, args.analysis, columns, args.labels, policy, progress, spec,
-                                       args.max_columns))
+    results = evaluate(args.reference, args.analysis, labels=args.labels, model=args.model,
+                       model_version=args.model_version, methods=args.methods, preset=args.preset,
+                       thresholds=args.thresholds, max_columns=args.max_columns, output=args.output,
+                       report=args.report, tensorboard=args.tensorboard, mlflow_experiment=args.mlflow_experiment,
+                       mlflow_run=args.mlflow_run, mlflow_tracking_uri=args.mlflow_tracking_uri, progress=progress,
+                       **_column_options(args))
     progress.done()
-    rows = [r for r in reference_rows] + analysis_rows
-    if args.model is not None or args.model_version is not None:
-        from dataclasses import replace
-
-        rows = [replace(r, model=profile.model, model_version=profile.version) for r in rows]
-    written = write_results(rows, args.output)
-    alerts = sum(1 for r in analysis_rows if r.alert)
-    print(f"{written} result rows -> {args.output}; {alerts} alert(s) in the analysis period", file=sys.stderr)
-    if args.report:
-        from otel_mlmon.batch.report import write_report
-
-        write_report(rows, args.report, profile)
-        print(f"report -> {args.report}", file=sys.stderr)
+    alerts = results.alert_rows()
+    print(f"{len(results)} result rows -> {args.output}; {len(alerts)} alert(s) in the analysis period",
+          file=sys.stderr)
+    for flag, where in (("report", "report"), ("tensorboard", "TensorBoard scalars")):
+        if getattr(args, flag):
+            print(f"{where} -> {getattr(args, flag)}", file=sys.stderr)
+    if results.mlflow_run_id is not None:
+        print(f"MLflow run {results.mlflow_run_id}", file=sys.stderr)
+    if args.fail_on_alert and alerts:
+        windows = sorted({r.window for r in alerts})
+        what = sorted({f"{r.kind} {r.column} {r.metric}" for r in alerts})
+        print(f"mlmon: {len(alerts)} alert(s) in analysis window(s) {', '.join(map(str, windows[:20]))}"
+              f"{' …' if len(windows) > 20 else ''} ({'; '.join(what[:10])}{'; …' if len(what) > 10 else ''}): "
+              "exit status 3 (--fail-on-alert)", file=sys.stderr)
+        return 3
     return 0
 
 
 def _reference_build(args: argparse.Namespace) -> int:
-    from otel_mlmon.batch.runner import build_profile
+    from otel_mlmon.batch.api import build_reference
 
-    spec = _spec(args)
-    columns = _columns(args)
-    if spec.window is not None and not columns.timestamp_column:
-        raise ValueError("--window needs --timestamp-column")
     progress = Progress("reading")
-    profile, windows = build_profile(args.data, columns, spec, args.model, args.model_version, args.labels,
-                                     progress=progress, max_columns=args.max_columns)
+    results = build_reference(args.data, model=args.model, version=args.model_version, labels=args.labels,
+                              max_columns=args.max_columns, output=args.output, progress=progress,
+                              **_column_options(args))
     progress.done()
-    profile.save(args.output)
-    print(f"profile of {profile.rows} rows, {len(windows)} windows, {len(profile.columns)} columns -> "
-          f"{args.output}", file=sys.stderr)
+    profile = results.profile
+    assert profile is not None
+    print(f"profile of {profile.rows} rows, {len(profile.reference_windows)} windows, {len(profile.columns)} "
+          f"columns -> {args.output}", file=sys.stderr)
     return 0
 
 
@@ -410,6 +359,8 @@ def _replay(args: argparse.Namespace) -> int:
                             label_fraction=args.label_fraction, service=args.service, retry_for=args.retry_for)
     if args.service and args.model_file:
         raise ValueError("--service and --model-file exclude each other: the service holds the model")
+    if args.labels and not args.id_column:
+        raise ValueError("--labels needs --id-column: the labels file's ids join the predictions")
     progress = Progress("replaying")
     result = replay(args.analysis, _columns(args), args.model, args.model_version, options, args.labels, progress,
                     args.model_file)
@@ -425,11 +376,28 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _run(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a subcommand: its warnings as ``mlmon: warning:`` lines, its errors as one ``mlmon: error:`` line and
+    an exit code (1 data or output, 2 usage)."""
+    import warnings
+
+    from otel_mlmon.batch.output import MissingExtraError, OutputError
     from otel_mlmon.batch.reader import DataError
+    from otel_mlmon.batch.runner import LooksLikeIdWarning
+
+    standard = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if issubclass(category, LooksLikeIdWarning):
+            print(f"mlmon: warning: {message}", file=sys.stderr)
+        else:
+            standard(message, category, filename, lineno, file, line)
 
     try:
-        return action(args)
-    except DataError as exc:
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return action(args)
+    except (DataError, MissingExtraError, OutputError) as exc:
         print(f"mlmon: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a missing file, a model service that is down or refuses

@@ -24,6 +24,30 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+class MissingExtraError(ImportError):
+    """An optional output (TensorBoard, MLflow) whose package is not installed; the message says what to install."""
+
+
+class OutputError(Exception):
+    """An output other than a file (TensorBoard, MLflow) refused the results; the message says what and why."""
+
+
+def results_table(rows: Iterable[WindowResult]) -> Any:
+    """Window results as a pyarrow Table: the Parquet output's schema (the alert column is nullable)."""
+    pa = _pyarrow()
+    return pa.Table.from_pylist([row.as_dict() for row in rows], schema=pa.schema([
+        ("model", pa.string()), ("model_version", pa.string()), ("period", pa.string()),
+        ("window", pa.int64()), ("window_start", pa.string()), ("window_end", pa.string()),
+        ("rows", pa.int64()), ("labeled_rows", pa.int64()), ("column", pa.string()), ("kind", pa.string()),
+        ("metric", pa.string()), ("value", pa.float64()), ("lower_threshold", pa.float64()),
+        ("upper_threshold", pa.float64()), ("alert", pa.bool_()), ("p_value", pa.float64())]))
+
+
+def results_frame(rows: Iterable[WindowResult]) -> Any:
+    """Window results as a pandas DataFrame, exactly as ``pandas.read_parquet`` reads the Parquet output."""
+    return results_table(rows).to_pandas()
+
+
 def output_format(path: str) -> str:
     for suffix in ("csv", "json", "parquet"):
         if path.lower().endswith("." + suffix):
@@ -46,16 +70,9 @@ def write_results(results: Iterable[WindowResult], path: str) -> int:
             with open(path, "w", encoding="utf-8") as handle:
                 json.dump({"results": [row.as_json() for row in rows]}, handle, indent=1)
         else:
-            pa = _pyarrow()
             import pyarrow.parquet as pq
 
-            table = pa.Table.from_pylist([row.as_dict() for row in rows], schema=pa.schema([
-                ("model", pa.string()), ("model_version", pa.string()), ("period", pa.string()),
-                ("window", pa.int64()), ("window_start", pa.string()), ("window_end", pa.string()),
-                ("rows", pa.int64()), ("labeled_rows", pa.int64()), ("column", pa.string()), ("kind", pa.string()),
-                ("metric", pa.string()), ("value", pa.float64()), ("lower_threshold", pa.float64()),
-                ("upper_threshold", pa.float64()), ("alert", pa.bool_()), ("p_value", pa.float64())]))
-            pq.write_table(table, path)
+            pq.write_table(results_table(rows), path)
     except OSError as exc:
         raise DataError(f"--output {path}: cannot write: {exc}") from None
     return len(rows)

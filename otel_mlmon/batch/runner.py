@@ -8,6 +8,7 @@ soon as they are complete, so memory is bounded by the open windows, not by the 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,7 +16,15 @@ from typing import Any
 import numpy as np
 
 from otel_mlmon.batch.order import event_ranks
-from otel_mlmon.batch.reader import MAX_COLUMNS, DataError, DataFile, epoch_seconds, is_numeric_type, is_time_type
+from otel_mlmon.batch.reader import (
+    MAX_COLUMNS,
+    DataError,
+    DataFile,
+    _pyarrow,
+    epoch_seconds,
+    is_numeric_type,
+    is_time_type,
+)
 from otel_mlmon.engine.columns import profile_from_windows
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
 from otel_mlmon.engine.evaluate import (
@@ -51,6 +60,52 @@ class Columns:
 
     def not_features(self) -> set[str]:
         return {c for c in (self.id_column, self.timestamp_column, self.target_column) if c} | set(self.outputs())
+
+
+def open_data(source: str | DataFile, max_columns: int = MAX_COLUMNS) -> DataFile:
+    """A data file by its path, or data already opened (a DataFrame read through ``api.FrameData``) as it is."""
+    return source if isinstance(source, DataFile) else DataFile(str(source), max_columns)
+
+
+class LooksLikeIdWarning(UserWarning):
+    """A reference column has a different value on every row, as an id has, and is profiled as a feature."""
+
+
+ID_CHECK_ROWS = 1_000_000  # the id check looks at this many rows at most (memory: one hash a row and column)
+ID_CHECK_MIN_ROWS = 50  # below this, distinct values on every row say little
+
+
+def _warn_id_like(data: DataFile, types: dict[str, Any], columns: Columns) -> None:
+    """Warn about default features (string or integer columns) whose values differ on every row: an id column
+    left out of ``--id-column`` is otherwise profiled as a categorical feature (and, in the analysis, drifts on
+    every window, each id being new)."""
+    if columns.features is not None:  # features chosen by name are what the user asked for
+        return
+    pa = _pyarrow()
+    candidates = [name for name, kind in types.items() if name not in columns.not_features() and (
+        pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind))]
+    seen: dict[str, set[int]] = {name: set() for name in candidates}
+    rows = 0
+    for batch in data.batches(candidates) if candidates else ():
+        for name in list(seen):
+            array = batch[name]
+            values = array.tolist()
+            hashes = seen[name]
+            before = len(hashes)
+            hashes.update(map(hash, values))
+            empty = bool(np.isnan(array).any()) if array.dtype.kind == "f" else None in values
+            if empty or len(hashes) - before != len(values):
+                del seen[name]  # a repeated or missing value: not an id
+        rows += len(next(iter(batch.values())))
+        if not seen or rows >= ID_CHECK_ROWS:
+            break
+    if rows < ID_CHECK_MIN_ROWS:
+        return
+    for name in seen:
+        warnings.warn(LooksLikeIdWarning(
+            f"{data.path}: column {name!r} has a different value on every row ({rows:,} rows read), as an id has; "
+            f"it is profiled as a categorical feature. If it is an id, name it with --id-column {name!r} "
+            "(id_column= in Python); to keep it as a feature, list the features with --features"), stacklevel=3)
 
 
 def _check_columns(data: DataFile, columns: Columns, need_target: bool) -> dict[str, Any]:
@@ -256,13 +311,20 @@ def _windows(data: DataFile, plan: _Plan, period: str,
         close(key)
 
 
-def load_labels(path: str, columns: Columns) -> dict[str, Any]:
+def load_labels(path: str | DataFile, columns: Columns) -> dict[str, Any]:
+    """Labels by id (as text) of a labels file: one label per id, the first wins.
+
+    Raises:
+        ValueError: no id or target column to join on (bad usage, exit code 2).
+        DataError: the file or its columns.
+    """
     if not columns.id_column or not columns.target_column:
-        raise DataError("--labels needs --id-column and --target-column (the labels file has both)")
-    data = DataFile(path)
+        raise ValueError("--labels needs --id-column and --target-column (the labels file has both): name them, "
+                         "or use a reference profile that does")
+    data = open_data(path)
     _check_columns(data, Columns(id_column=columns.id_column), need_target=False)
     if columns.target_column not in data.columns():
-        raise DataError(f"{path}: no column {columns.target_column!r} (columns: {', '.join(data.columns())})")
+        raise DataError(f"{data.path}: no column {columns.target_column!r} (columns: {', '.join(data.columns())})")
     labels: dict[str, Any] = {}
     for batch in data.batches([columns.id_column, columns.target_column]):
         for key, value in zip(batch[columns.id_column].tolist(), batch[columns.target_column].tolist()):
@@ -294,15 +356,20 @@ def _classes(data: DataFile, columns: Columns, task: str) -> list[str]:
     return sorted(seen)
 
 
-def build_profile(path: str, columns: Columns, spec: WindowSpec, model: str, version: str = "",
-                  labels_path: str | None = None, policy: Policy | None = None,
+def build_profile(path: str | DataFile, columns: Columns, spec: WindowSpec, model: str, version: str = "",
+                  labels_path: str | DataFile | None = None, policy: Policy | None = None,
                   progress: Callable[[int], None] | None = None,
                   max_columns: int = MAX_COLUMNS) -> tuple[ReferenceProfile, list[WindowData]]:
-    """A reference profile from a data file, and the reference windows it was built from."""
-    data = DataFile(path, max_columns)
+    """A reference profile from a data file (or data already opened), and the reference windows it was built from.
+
+    Warns (``LooksLikeIdWarning``) about default features that look like ids (a different value on every row).
+    """
+    data = open_data(path, max_columns)
+    path = data.path
     # Ids only join a labels file: reference data that carries its target (training data) needs none.
-    types = _check_columns(data, columns if labels_path else replace(columns, id_column=None),
+    types = _check_columns(data, columns if labels_path is not None else replace(columns, id_column=None),
                            need_target=labels_path is None)
+    _warn_id_like(data, types, columns)
     task = _infer_task(columns, types)
     kinds = _feature_kinds(types, columns)
     outputs = _output_kinds(columns, task)
@@ -318,7 +385,7 @@ def build_profile(path: str, columns: Columns, spec: WindowSpec, model: str, ver
         raise DataError(f"{path}: --score-column is for binary models, but the labels have {len(classes)} "
                         f"classes ({', '.join(classes[:10])}); use --score-columns label=column,…")
     plan = _Plan(columns, spec, all_kinds, bucketing, task, classes,
-                 load_labels(labels_path, columns) if labels_path else None)
+                 load_labels(labels_path, columns) if labels_path is not None else None)
     windows: list[WindowData] = []
     _windows(data, plan, "reference", windows.append, progress)
     score_columns = dict(columns.score_columns) if columns.score_columns else (
@@ -346,11 +413,12 @@ def columns_from_profile(profile: ReferenceProfile, given: Columns) -> Columns:
         features=[c.name for c in profile.features()], task=profile.task)
 
 
-def evaluate_file(profile: ReferenceProfile, path: str, columns: Columns, labels_path: str | None = None,
-                  policy: Policy | None = None, progress: Callable[[int], None] | None = None,
-                  spec: WindowSpec | None = None, max_columns: int = MAX_COLUMNS) -> Iterator[WindowResult]:
-    """Window results of the analysis file, window by window."""
-    data = DataFile(path, max_columns)
+def evaluate_file(profile: ReferenceProfile, path: str | DataFile, columns: Columns,
+                  labels_path: str | DataFile | None = None, policy: Policy | None = None,
+                  progress: Callable[[int], None] | None = None, spec: WindowSpec | None = None,
+                  max_columns: int = MAX_COLUMNS) -> Iterator[WindowResult]:
+    """Window results of the analysis file (or data already opened), window by window."""
+    data = open_data(path, max_columns)
     types = _check_columns(data, columns, need_target=False)
     kinds = {c.name: c.kind for c in profile.columns.values() if c.name in types}
     bucketing = {c.name: (c.sketch.center, c.sketch.scale) for c in profile.columns.values()
@@ -360,7 +428,7 @@ def evaluate_file(profile: ReferenceProfile, path: str, columns: Columns, labels
     for name in extra:  # columns the reference did not have: sketched so they are reported as added
         kinds[name] = NUMERIC if is_numeric_type(types[name]) else CATEGORICAL
     plan = _Plan(columns, spec or profile.window, kinds, bucketing, profile.task, profile.classes,
-                 load_labels(labels_path, columns) if labels_path else None)
+                 load_labels(labels_path, columns) if labels_path is not None else None)
     results: list[WindowResult] = []
     _windows(data, plan, "analysis", lambda w: results.extend(evaluate_window(profile, w, policy)), progress)
     yield from results

@@ -1,0 +1,508 @@
+"""The batch path in Python: ``evaluate`` and ``build_reference`` take the ``mlmon`` command's options as keywords
+and return ``Results``; ``mlmon evaluate`` and ``mlmon reference build`` are these functions behind a parser.
+
+Data is a file path (Parquet, CSV, CSV.gz) or a pandas DataFrame. ``Results`` holds the window-result rows of
+DESIGN.md §4 (``.frame`` as a DataFrame, ``.alerts()``), writes them (``.write``, ``.to_html``, ``.to_tensorboard``,
+``.to_mlflow``), shows a compact summary in Jupyter, and reads a processor's ``GET /v1/results``
+(``Results.from_processor``).
+
+Example (a notebook)::
+
+    from otel_mlmon import batch
+    results = batch.evaluate(reference="train.parquet", analysis=serving_frame, target_column="churned",
+                             prediction_column="predicted", score_column="score", chunk_size=1000)
+    results            # the summary table
+    results.alerts()   # the analysis rows that alerted
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import math
+import os
+import ssl
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from otel_mlmon.batch.output import output_format, results_frame, write_results
+from otel_mlmon.batch.reader import BATCH_ROWS, MAX_COLUMNS, DataError, DataFile, _pyarrow
+from otel_mlmon.batch.runner import Columns, build_profile, columns_from_profile, evaluate_file
+from otel_mlmon.engine.evaluate import Policy, evaluate_window, reference_results
+from otel_mlmon.engine.profile import ReferenceProfile
+from otel_mlmon.engine.results import COLUMNS, WindowResult
+from otel_mlmon.engine.windows import WindowSpec
+
+__all__ = ["FrameData", "Results", "build_reference", "evaluate"]
+
+PathLike = str | os.PathLike[str]
+
+
+class FrameData(DataFile):
+    """A pandas DataFrame read as a data file (through one Arrow table, in the file reader's row batches).
+
+    Args:
+        frame: the rows (the index is not a column).
+        name: how errors name the data (``"analysis DataFrame"``).
+        max_columns: the width cap of ``--max-columns``.
+    """
+
+    def __init__(self, frame: Any, name: str, max_columns: int = MAX_COLUMNS) -> None:
+        self.path = name
+        self.max_columns = max_columns
+        self.format = "DataFrame"
+        self._block_size = 0
+        self._check_width(len(frame.columns))
+        pa = _pyarrow()
+        names = [str(c) for c in frame.columns]
+        if len(set(names)) != len(names):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            raise DataError(f"{name}: repeated column name(s) {', '.join(map(repr, repeated))}; rename them")
+        try:
+            self._table = pa.Table.from_pandas(frame.set_axis(names, axis=1), preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise DataError(f"{name}: a column cannot be read as one type ({exc}); give each column values of "
+                            "one type (numbers, text or times)") from None
+        self._schema = self._table.schema
+
+    def schema(self) -> Any:
+        return self._schema
+
+    def num_rows(self) -> int:
+        return int(self._table.num_rows)
+
+    def _batches(self, columns: list[str] | None) -> Iterator[Any]:
+        table = self._table.select(columns) if columns else self._table
+        yield from table.to_batches(max_chunksize=BATCH_ROWS)
+
+
+def _data(source: Any, role: str, max_columns: int) -> str | DataFile:
+    """A file path as text, or a DataFrame wrapped; anything else is a usage error."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if hasattr(source, "columns") and hasattr(source, "iloc"):  # a pandas DataFrame (pandas imported only here)
+        return FrameData(source, f"{role} DataFrame", max_columns)
+    raise TypeError(f"{role} must be a file path (.parquet, .csv, .csv.gz) or a pandas DataFrame, "
+                    f"got {type(source).__name__}")
+
+
+def _names(value: str | Sequence[str] | None, what: str) -> list[str] | None:
+    """A list of names given as a list or as the command line's comma-separated text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [n.strip() for n in value.split(",") if n.strip()]
+    if not all(isinstance(n, str) for n in value):
+        raise TypeError(f"{what} must be a list of column names or a comma-separated string")
+    return list(value)
+
+
+def _pairs(value: str | Mapping[str, Any] | None, flag: str, shape: str) -> list[tuple[str, str]]:
+    """``a=b,c=d`` (the command line) or a mapping, as [(a, b), (c, d)]."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [(str(k), str(v)) for k, v in value.items()]
+    out = []
+    for part in value.split(","):
+        key, sep, item = part.partition("=")
+        if not sep or not key.strip() or not item.strip():
+            raise ValueError(f"{flag} takes {shape},… (got {part!r})")
+        out.append((key.strip(), item.strip()))
+    return out
+
+
+def _thresholds(value: str | Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
+    out = []
+    for method, text in _pairs(value, "--thresholds", "method=number"):
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ValueError(f"--thresholds takes method=number,… (got {method}={text!r})")
+        out.append((method, number))
+    return tuple(out)
+
+
+def _spec(chunk_size: int | None, window: str | None, chunks: int | None,
+          default: WindowSpec | None = None) -> WindowSpec:
+    if chunk_size is None and window is None and chunks is None:
+        return default if default is not None else WindowSpec(chunks=10)
+    given = [flag for flag, value in (("--chunk-size", chunk_size), ("--window", window), ("--chunks", chunks))
+             if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of --chunk-size, --window or --chunks, not {' and '.join(given)}")
+    return WindowSpec(chunk_size=chunk_size, window=window, chunks=chunks)
+
+
+def columns_from_options(id_column: str | None, timestamp_column: str | None, target_column: str | None,
+                         prediction_column: str | None, score_column: str | None,
+                         score_columns: str | Mapping[str, str] | None, task: str | None,
+                         features: str | Sequence[str] | None, categorical: str | Sequence[str] | None) -> Columns:
+    """The column options (as ``evaluate`` takes them) as ``Columns``."""
+    if task is not None and task not in ("classification", "regression"):
+        raise ValueError(f"task must be classification or regression, got {task!r}")
+    pairs = dict(_pairs(score_columns, "--score-columns", "label=column"))
+    if score_column and pairs:
+        raise ValueError("give --score-column (binary) or --score-columns (multiclass), not both")
+    return Columns(id_column=id_column, timestamp_column=timestamp_column, target_column=target_column,
+                   prediction_column=prediction_column, score_column=score_column, score_columns=pairs,
+                   features=_names(features, "features"), categorical=_names(categorical, "categorical") or [],
+                   task=task)
+
+
+def _check_extras(tensorboard: PathLike | None, mlflow: bool) -> None:
+    """Refuse before reading any data when an asked-for output's package is missing."""
+    if tensorboard is not None:
+        from otel_mlmon.batch.tensorboard import writer_class
+
+        writer_class()
+    if mlflow:
+        from otel_mlmon.batch.mlflow_log import client_class
+
+        client_class()
+
+
+def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: PathLike | Any | None = None,
+             model: str | None = None, model_version: str | None = None,
+             id_column: str | None = None, timestamp_column: str | None = None, target_column: str | None = None,
+             prediction_column: str | None = None, score_column: str | None = None,
+             score_columns: str | Mapping[str, str] | None = None, task: str | None = None,
+             features: str | Sequence[str] | None = None, categorical: str | Sequence[str] | None = None,
+             chunk_size: int | None = None, window: str | None = None, chunks: int | None = None,
+             methods: str | Sequence[str] | None = None, preset: str | None = None,
+             thresholds: str | Mapping[str, float] | None = None, max_columns: int = MAX_COLUMNS,
+             output: PathLike | None = None, report: PathLike | None = None, tensorboard: PathLike | None = None,
+             mlflow_experiment: str | None = None, mlflow_run: str | None = None,
+             mlflow_tracking_uri: str | None = None,
+             progress: Callable[[int], None] | None = None) -> Results:
+    """Drift, data quality and realized performance of the analysis data, window by window: ``mlmon evaluate``.
+
+    Args:
+        reference: reference data (a file or a DataFrame), a reference profile (``.json`` file,
+            ``ReferenceProfile``, or the ``Results`` of ``build_reference``).
+        analysis: the data to judge (a file or a DataFrame).
+        labels: late labels (a file or a DataFrame with the id and target columns).
+        model, model_version: the model's name and version in the results (default: the profile's).
+        id_column … categorical: the column flags (``features``/``categorical``: a list or comma-separated text;
+            ``score_columns``: ``{label: column}`` or ``"label=column,…"``).
+        chunk_size, window, chunks: at most one window spec (default: the profile's, else 10 windows a period).
+        methods, preset, thresholds: drift methods, another product's defaults, constant thresholds
+            (``{"psi": 0.2}`` or ``"psi=0.2"``).
+        output: also write the rows (``.csv``, ``.json``, ``.parquet``).
+        report: also write the HTML report.
+        tensorboard: also write the scalars into this TensorBoard log directory.
+        mlflow_experiment, mlflow_run: also log to MLflow, into a new run of this experiment or into this run;
+            ``mlflow_tracking_uri`` defaults to ``MLFLOW_TRACKING_URI``.
+        progress: called with the number of rows of each batch read.
+
+    Raises:
+        ValueError: bad usage (conflicting or malformed options; exit code 2 on the command line).
+        TypeError: an argument of the wrong type.
+        DataError: a problem with the data (a file, a column, a value; exit code 1).
+        MissingExtraError: an asked-for output whose package is not installed.
+        OutputError: TensorBoard or MLflow refused the results.
+    """
+    if output is not None:
+        output_format(os.fspath(output))
+    if mlflow_experiment is not None and mlflow_run is not None:
+        raise ValueError("give --mlflow-experiment (a new run) or --mlflow-run (an existing run), not both")
+    _check_extras(tensorboard, mlflow_experiment is not None or mlflow_run is not None)
+    policy = Policy(methods=tuple(_names(methods, "methods") or ()) or None, preset=preset,
+                    thresholds=_thresholds(thresholds))
+    columns = columns_from_options(id_column, timestamp_column, target_column, prediction_column, score_column,
+                                   score_columns, task, features, categorical)
+    profile = _profile_of(reference)
+    if profile is None and isinstance(reference, (str, os.PathLike)) and os.fspath(reference).lower().endswith(
+            ".json"):
+        try:
+            profile = ReferenceProfile.load(os.fspath(reference))
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+    if profile is not None:
+        spec = _spec(chunk_size, window, chunks, profile.window)
+        columns = columns_from_profile(profile, columns)
+        reference_rows = reference_results(profile, policy)
+    else:
+        spec = _spec(chunk_size, window, chunks)
+        if spec.window is not None and not columns.timestamp_column:
+            raise ValueError("--window needs --timestamp-column")
+        profile, windows = build_profile(_data(reference, "reference", max_columns), columns, spec, model or "model",
+                                         model_version or "", None, policy, progress, max_columns)
+        reference_rows = [row for w in windows for row in evaluate_window(profile, w, policy)]
+    if spec.window is not None and not columns.timestamp_column:
+        raise ValueError("--window needs --timestamp-column (the reference profile names none)")
+    if model is not None or model_version is not None:
+        profile = dataclasses.replace(profile, model=profile.model if model is None else model,
+                                      version=profile.version if model_version is None else model_version)
+    analysis_rows = list(evaluate_file(profile, _data(analysis, "analysis", max_columns), columns,
+                                       None if labels is None else _data(labels, "labels", max_columns), policy,
+                                       progress, spec, max_columns))
+    rows = reference_rows + analysis_rows
+    if model is not None or model_version is not None:
+        rows = [dataclasses.replace(r, model=profile.model, model_version=profile.version) for r in rows]
+    results = Results(rows, profile)
+    results.save(output=output, report=report, tensorboard=tensorboard, mlflow_experiment=mlflow_experiment,
+                 mlflow_run=mlflow_run, mlflow_tracking_uri=mlflow_tracking_uri)
+    return results
+
+
+def _profile_of(reference: Any) -> ReferenceProfile | None:
+    if isinstance(reference, ReferenceProfile):
+        return reference
+    if isinstance(reference, Results):
+        if reference.profile is None:
+            raise ValueError("these results carry no reference profile (results read from a processor); give the "
+                             "reference data or profile file")
+        return reference.profile
+    return None
+
+
+def build_reference(data: PathLike | Any, *, model: str, version: str = "", labels: PathLike | Any | None = None,
+                    id_column: str | None = None, timestamp_column: str | None = None,
+                    target_column: str | None = None, prediction_column: str | None = None,
+                    score_column: str | None = None, score_columns: str | Mapping[str, str] | None = None,
+                    task: str | None = None, features: str | Sequence[str] | None = None,
+                    categorical: str | Sequence[str] | None = None, chunk_size: int | None = None,
+                    window: str | None = None, chunks: int | None = None, max_columns: int = MAX_COLUMNS,
+                    output: PathLike | None = None,
+                    progress: Callable[[int], None] | None = None) -> Results:
+    """A reference profile from data: ``mlmon reference build``.
+
+    Returns ``Results`` of the reference period (each reference window judged against the profile, the rows
+    ``evaluate`` reports as ``period="reference"``), with the profile as ``.profile``; pass them (or the saved
+    profile) as ``evaluate(reference=…)``. Warns (``LooksLikeIdWarning``) about a default feature that looks like
+    an id. Raises as ``evaluate`` does.
+    """
+    columns = columns_from_options(id_column, timestamp_column, target_column, prediction_column, score_column,
+                                   score_columns, task, features, categorical)
+    spec = _spec(chunk_size, window, chunks)
+    if spec.window is not None and not columns.timestamp_column:
+        raise ValueError("--window needs --timestamp-column")
+    profile, _ = build_profile(_data(data, "reference", max_columns), columns, spec, model, version,
+                               None if labels is None else _data(labels, "labels", max_columns),
+                               progress=progress, max_columns=max_columns)
+    if output is not None:
+        try:
+            profile.save(output)
+        except OSError as exc:
+            raise DataError(f"--output {os.fspath(output)}: cannot write: {exc}") from None
+    return Results(reference_results(profile), profile)
+
+
+class Results:
+    """Window results (the rows of DESIGN.md §4), and the reference profile they were judged against when known.
+
+    Attributes:
+        rows: the ``WindowResult`` rows, reference period first, in window order.
+        profile: the ``ReferenceProfile`` (None for results read from a processor).
+    """
+
+    def __init__(self, rows: Iterable[WindowResult], profile: ReferenceProfile | None = None) -> None:
+        self.rows: tuple[WindowResult, ...] = tuple(rows)
+        self.profile = profile
+        self.mlflow_run_id: str | None = None  # the run ``to_mlflow`` (or ``evaluate``'s MLflow options) logged to
+        self._frame: Any = None
+
+    @property
+    def frame(self) -> Any:
+        """The rows as a pandas DataFrame, columns and types as ``pandas.read_parquet`` reads ``--output
+        results.parquet`` (``alert``: True, False or None for no verdict)."""
+        if self._frame is None:
+            self._frame = results_frame(self.rows)
+        return self._frame.copy()
+
+    def alert_rows(self, period: str = "analysis") -> list[WindowResult]:
+        return [r for r in self.rows if r.alert and r.period == period]
+
+    def alerts(self, period: str = "analysis") -> Any:
+        """The rows of ``period`` that alerted, as a DataFrame (the ``frame``'s columns)."""
+        return results_frame(self.alert_rows(period))
+
+    @property
+    def alerting(self) -> bool:
+        """Whether a window of the analysis period alerted (``mlmon evaluate --fail-on-alert`` exits 3)."""
+        return any(r.alert and r.period == "analysis" for r in self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        models = sorted({(r.model, r.model_version) for r in self.rows})
+        names = ", ".join(f"{m}{' v' + v if v else ''}" for m, v in models) or "no rows"
+        return (f"<Results {names}: {len(self.rows)} rows, {len(self._windows('analysis'))} analysis windows, "
+                f"{len(self.alert_rows())} alerts>")
+
+    def _windows(self, period: str) -> dict[int, WindowResult]:
+        out: dict[int, WindowResult] = {}
+        for r in self.rows:
+            if r.period == period:
+                out.setdefault(r.window, r)
+        return out
+
+    # --- outputs ----------------------------------------------------------------------------------------------
+    def write(self, path: PathLike) -> int:
+        """The rows as ``.csv``, ``.json`` or ``.parquet`` (as ``mlmon evaluate --output``); returns how many."""
+        return write_results(self.rows, os.fspath(path))
+
+    def to_html(self, path: PathLike) -> str:
+        """The self-contained HTML report (as ``mlmon evaluate --report``); returns its path."""
+        from otel_mlmon.batch.report import write_report
+
+        try:
+            write_report(self.rows, os.fspath(path), self.profile)
+        except OSError as exc:
+            raise DataError(f"--report {os.fspath(path)}: cannot write: {exc}") from None
+        return os.fspath(path)
+
+    def to_tensorboard(self, logdir: PathLike) -> int:
+        """Scalars per window into a TensorBoard log directory (runs ``reference`` and ``analysis``); returns how
+        many were written. Needs ``otel-mlmon[tensorboard]``."""
+        from otel_mlmon.batch.tensorboard import write_scalars
+
+        return write_scalars(self.rows, os.fspath(logdir))
+
+    def to_mlflow(self, experiment: str | None = None, run_id: str | None = None, tracking_uri: str | None = None,
+                  artifacts: Sequence[PathLike] = ()) -> str:
+        """Log the analysis windows' metrics (step = window) and ``artifacts`` (default: the results as CSV and
+        the HTML report) to MLflow: a new run of ``experiment`` or the existing run ``run_id``. Returns the run
+        id. Needs ``otel-mlmon[mlflow]``."""
+        from otel_mlmon.batch.mlflow_log import log_results
+
+        if (experiment is None) == (run_id is None):
+            raise ValueError("give an MLflow experiment (a new run) or a run id (an existing run), one of them")
+        with tempfile.TemporaryDirectory(prefix="mlmon-") as tmp:
+            files = [os.fspath(a) for a in artifacts]
+            if not files:  # the results and the report, written for the run
+                files = [os.path.join(tmp, "results.csv"), os.path.join(tmp, "report.html")]
+                self.write(files[0])
+                self.to_html(files[1])
+            self.mlflow_run_id = log_results(self, experiment=experiment, run_id=run_id,
+                                             tracking_uri=tracking_uri, artifacts=files)
+        return self.mlflow_run_id
+
+    def save(self, *, output: PathLike | None = None, report: PathLike | None = None,
+             tensorboard: PathLike | None = None, mlflow_experiment: str | None = None,
+             mlflow_run: str | None = None, mlflow_tracking_uri: str | None = None) -> str | None:
+        """Every output asked for (``evaluate``'s keywords of the same names), in that order; MLflow gets the
+        results and report files written here (or temporary ones). Returns the MLflow run id, if any."""
+        if output is not None:
+            self.write(output)
+        if report is not None:
+            self.to_html(report)
+        if tensorboard is not None:
+            self.to_tensorboard(tensorboard)
+        if mlflow_experiment is None and mlflow_run is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="mlmon-") as tmp:
+            files = [os.fspath(output) if output is not None else os.path.join(tmp, "results.csv"),
+                     os.fspath(report) if report is not None else os.path.join(tmp, "report.html")]
+            if output is None:
+                self.write(files[0])
+            if report is None:
+                self.to_html(files[1])
+            return self.to_mlflow(mlflow_experiment, mlflow_run, mlflow_tracking_uri, files)
+
+    # --- Jupyter ----------------------------------------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        """A compact summary: windows, alerts, and what alerted (kind, column, metric, windows, latest value)."""
+        analysis = self._windows("analysis")
+        reference = self._windows("reference")
+        alerted = self.alert_rows()
+        models = sorted({(r.model, r.model_version) for r in self.rows})
+        title = ", ".join(f"{m}{' v' + v if v else ''}" for m, v in models) or "no results"
+        windows_alerting = len({r.window for r in alerted})
+        rows_read = sum(r.rows for r in analysis.values())
+        labeled = sum(r.labeled_rows for r in analysis.values())
+        out = ["<div class='mlmon-results'>",
+               f"<strong>otel-mlmon results: {html.escape(title)}</strong>",
+               f"<p>{len(analysis)} analysis windows ({rows_read:,} rows, {labeled:,} labeled), {len(reference)} "
+               f"reference windows; <b>{len(alerted)} alert(s)</b> in {windows_alerting} analysis window(s).</p>"]
+        groups: dict[tuple[str, str, str], list[WindowResult]] = defaultdict(list)
+        for r in alerted:
+            groups[(r.kind, r.column, r.metric)].append(r)
+        if groups:
+            ranked = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+            out.append("<table><thead><tr><th>kind</th><th>column</th><th>metric</th><th>alert windows</th>"
+                       "<th>latest value</th><th>threshold</th></tr></thead><tbody>")
+            for (kind, column, metric), hits in ranked[:15]:
+                last = hits[-1]
+                bound = last.upper_threshold if last.upper_threshold is not None else last.lower_threshold
+                windows = ", ".join(str(h.window) for h in hits[:12]) + (" …" if len(hits) > 12 else "")
+                out.append(f"<tr><td>{html.escape(kind)}</td><td>{html.escape(column)}</td>"
+                           f"<td>{html.escape(metric)}</td><td>{windows}</td><td>{_short(last.value)}</td>"
+                           f"<td>{_short(bound)}</td></tr>")
+            out.append("</tbody></table>")
+            if len(ranked) > 15:
+                out.append(f"<p>… and {len(ranked) - 15} more; <code>.alerts()</code> has them all.</p>")
+        else:
+            out.append("<p>No alerts.</p>")
+        out.append("</div>")
+        return "".join(out)
+
+    # --- a processor ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_processor(cls, url: str, model: str | None = None, *, version: str | None = None,
+                       kind: str | None = None, period: str | None = None, window: int | None = None,
+                       token: str | None = None, cafile: str | None = None, timeout: float = 30.0) -> Results:
+        """The window results a processor holds (``GET /v1/results``), filtered as its query parameters are.
+
+        Args:
+            url: the processor's HTTP base URL (``http://127.0.0.1:4318``).
+            model, version, kind, period, window: filters (None: all).
+            token: the bearer token the processor requires (``--auth-token``), sent as ``Authorization: Bearer``.
+            cafile: the CA certificate of a processor serving TLS with a private CA.
+            timeout: seconds to wait for the answer.
+
+        Raises:
+            ConnectionError: the processor is not reachable, refused the token, or did not answer with results.
+        """
+        query = {k: v for k, v in (("model", model), ("version", version), ("kind", kind), ("period", period),
+                                   ("window", window)) if v is not None}
+        base = url.rstrip("/")
+        endpoint = base if base.endswith("/v1/results") else base + "/v1/results"
+        address = endpoint + ("?" + urllib.parse.urlencode(query) if query else "")
+        request = urllib.request.Request(address, headers={"Accept": "application/json"})
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        context = ssl.create_default_context(cafile=cafile) if cafile else None
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
+                body = answer.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode("utf-8", "replace")
+            hint = {401: "; give the processor's token (token=…)", 403: "; the token is not allowed"}.get(
+                exc.code, "")
+            raise ConnectionError(f"GET {address}: {exc.code} {exc.reason}{hint} ({detail})") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConnectionError(f"GET {address}: the processor is not reachable ({reason}); is `mlmon processor "
+                                  "serve` running there?") from None
+        try:
+            found = json.loads(body)["results"]
+            return cls([_row(item) for item in found])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConnectionError(f"GET {address}: the answer is not a list of window results ({exc})") from None
+
+
+def _row(item: Mapping[str, Any]) -> WindowResult:
+    """A window result from its JSON form (NaN and infinities were sent as null)."""
+    values: dict[str, Any] = {c: item.get(c) for c in COLUMNS}
+    if values["value"] is None:
+        values["value"] = math.nan
+    for name in ("window", "rows", "labeled_rows"):
+        values[name] = int(values[name] or 0)
+    return WindowResult(**values)
+
+
+def _short(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.4g}"
