@@ -20,6 +20,7 @@ import html
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from otel_mlmon.batch.report_data import (
     ColumnSummary,
@@ -417,12 +418,13 @@ def _notes(rows: Sequence[WindowResult]) -> list[str]:
             "windows where the column drifted.</li></ul>"]
 
 
-def render(rows: Iterable[WindowResult | Mapping[str, object]], profile: ReferenceProfile | None = None,
+def render(rows: Iterable[Any], profile: ReferenceProfile | None = None,
            data: ReportData | None = None) -> str:
     """The report as one HTML document.
 
     Args:
-        rows: window results of both periods (``WindowResult`` or mappings in the window-result schema).
+        rows: window results of both periods (``WindowResult``, segment results, or mappings in the
+            window-result schema); a segment's results are shown as the column ``"name [segment value]"``.
         profile: the reference profile (column roles, reference sketches, classes), when known.
         data: what the engine's caller kept of the windows (``ReportData``): analysis sketches for the
             distributions and confusion counts. Without it those sections say what is missing.
@@ -494,7 +496,7 @@ def _performance_kpis(rows: Sequence[WindowResult], windows: Mapping[tuple[str, 
     return out
 
 
-def write_report(rows: Iterable[WindowResult | Mapping[str, object]], path: str,
+def write_report(rows: Iterable[Any], path: str,
                  profile: ReferenceProfile | None = None, data: ReportData | None = None) -> None:
     """Write ``render(rows, profile, data)`` to ``path`` (UTF-8)."""
     with open(path, "w", encoding="utf-8") as handle:

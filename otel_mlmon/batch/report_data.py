@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from otel_mlmon.engine.evaluate import WindowData
@@ -36,13 +36,23 @@ def _missing(value: Any) -> bool:
         type(value).__name__ in ("NAType", "NaTType")
 
 
-def as_results(rows: Iterable[WindowResult | Mapping[str, Any]]) -> list[WindowResult]:
-    """Window results from ``WindowResult`` objects or mappings in the window-result schema (JSON rows of
-    ``GET /v1/results``, ``DataFrame.to_dict("records")``): empty verdicts and thresholds become None."""
+def segment_column(column: str, segment: Any) -> str:
+    """The column name a segment's results are shown under (the whole window's keep the plain name)."""
+    return column if _missing(segment) else f"{column} [segment {segment}]"
+
+
+def as_results(rows: Iterable[Any]) -> list[WindowResult]:
+    """Window results from ``WindowResult`` objects, segment results (``.segment``, ``.result``) or mappings in
+    the window-result schema (JSON rows of ``GET /v1/results``, ``DataFrame.to_dict("records")``, with or without
+    ``segment``): empty verdicts and thresholds become None; a segment's rows are shown as their own column."""
     out = []
     for row in rows:
         if isinstance(row, WindowResult):
             out.append(row)
+            continue
+        if isinstance(getattr(row, "result", None), WindowResult):
+            result = row.result
+            out.append(replace(result, column=segment_column(result.column, getattr(row, "segment", None))))
             continue
         try:
             values = {name: row[name] for name in _FIELDS}
@@ -58,6 +68,7 @@ def as_results(rows: Iterable[WindowResult | Mapping[str, Any]]) -> list[WindowR
         values["value"] = math.nan if _missing(value) else float(value)
         for name in ("window", "rows", "labeled_rows"):
             values[name] = int(values[name])
+        values["column"] = segment_column(str(values["column"]), row.get("segment"))
         out.append(WindowResult(**values))
     return out
 

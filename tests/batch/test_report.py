@@ -138,6 +138,11 @@ def test_rows_as_json_mappings_and_new_kinds_render_generically() -> None:
     text = render(rows)
     assert "<h2 id='estimated_performance'>Estimated performance</h2>" in text
     assert "<h2 id='fairness'>Fairness</h2>" in text and 'data-title="sex=F demographic_parity"' in text
+    # A segment's rows are their own series (the whole window's keep the plain column name).
+    segmented = [dict(r, segment="gold", value=0.9) if r["column"] == "a" else dict(r, segment=None) for r in rows]
+    shown = as_results(segmented)
+    assert {r.column for r in shown} >= {"a [segment gold]", "b", "sex=F"} and "a" not in {r.column for r in shown}
+    assert 'data-title="a [segment gold] jensen_shannon"' in render(segmented)
     with pytest.raises(ValueError, match="no 'metric' field"):
         as_results([{"model": "m"} | {k: v for k, v in rows[0].items() if k != "metric"}])
 
