@@ -39,6 +39,7 @@ import numpy as np
 from scipy import stats
 
 from otel_mlmon.engine.results import WindowResult
+from otel_mlmon.sketch import category_key
 
 if TYPE_CHECKING:
     from otel_mlmon.engine.evaluate import WindowData
@@ -167,19 +168,20 @@ def _gaps(rates: dict[str, tuple[float, int]], outcome: np.ndarray, groups: np.n
 
 def fairness(groups: Sequence[Any], y_pred: Sequence[Any], y_true: Sequence[Any] | None, positive: str,
              policy: FairnessPolicy | None = None) -> Fairness:
-    """Per-group rates and the three gaps of one window's rows (labels compared as strings)."""
+    """Per-group rates and the three gaps of one window's rows (labels compared as the sketches key them: 1, 1.0
+    and True are all "1")."""
     policy = policy or FairnessPolicy()
     if len(groups) != len(y_pred) or (y_true is not None and len(y_true) != len(groups)):
         raise ValueError(f"fairness needs one sensitive value, prediction and label (or None) per row; got "
                          f"{len(groups)} sensitive values, {len(y_pred)} predictions and "
                          f"{'no' if y_true is None else len(y_true)} labels")
     names = np.asarray(bounded_groups(groups, policy.max_groups), dtype=object)
-    selected = np.asarray([str(p) == positive for p in y_pred], dtype=bool)
+    selected = np.asarray([category_key(p) == positive for p in y_pred], dtype=bool)
     selection = {str(g): (float(selected[names == g].mean()), int(np.sum(names == g))) for g in np.unique(names)}
     gaps = _gaps(selection, selected, names, policy, (DEMOGRAPHIC_PARITY_DIFFERENCE, DISPARATE_IMPACT_RATIO))
     true_positive: dict[str, tuple[float, int]] = {}
     if y_true is not None:
-        actual = np.asarray([t is not None and str(t) == positive for t in y_true], dtype=bool)
+        actual = np.asarray([category_key(t) == positive for t in y_true], dtype=bool)
         positives, hit = names[actual], selected[actual]
         true_positive = {str(g): (float(hit[positives == g].mean()), int(np.sum(positives == g)))
                          for g in np.unique(positives)}

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from otel_mlmon.sketch import category_key
+
 FORMAT = "otel-mlmon/sequential-monitor"
 SCHEMA_VERSION = 1
 DETECTORS = ("adwin", "page_hinkley")
@@ -463,10 +465,12 @@ class SequentialMonitor:
         return changes
 
     def update_labels(self, y_true: Iterable[Any], y_pred: Iterable[Any]) -> list[Change]:
-        """Feed joined labels and predictions (compared as strings for classification, as the performance
-        metrics do; subtracted for regression)."""
+        """Feed joined labels and predictions (classification: compared as the sketches and the performance
+        metrics key them, so 1, 1.0, True and "1" are one class, a missing label is skipped; regression:
+        subtracted)."""
         if self.task == "classification":
-            return self.update(str(t) == str(p) for t, p in zip(y_true, y_pred))
+            return self.update(math.nan if category_key(t) is None else category_key(t) == category_key(p)
+                               for t, p in zip(y_true, y_pred))
         errors = []
         for t, p in zip(y_true, y_pred):
             try:

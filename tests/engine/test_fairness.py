@@ -181,3 +181,12 @@ def test_bad_settings_and_misaligned_rows_are_refused_with_a_reason() -> None:
         FairnessPolicy(alpha=0.0)
     with pytest.raises(ValueError, match="2 sensitive values, 3 predictions"):
         fairness(["a", "b"], [1, 0, 1], None, "1")
+
+
+def test_labels_are_compared_as_the_engine_keys_them() -> None:
+    groups, y_true, y_pred = _random_window(0, 500)
+    as_ints = fairness(groups.tolist(), y_pred.tolist(), y_true.tolist(), "1")
+    as_floats = fairness(groups.tolist(), y_pred.astype(float).tolist(), [float(v) for v in y_true], "1")
+    as_bools = fairness(groups.tolist(), (y_pred == 1).tolist(), (y_true == 1).tolist(), "1")
+    assert as_ints == as_floats == as_bools
+    assert as_ints.selection_rate["a"][0] > 0

@@ -171,3 +171,10 @@ def test_bad_settings_and_damaged_states_are_refused_with_a_reason() -> None:
     state = monitor.to_dict()
     with pytest.raises(ValueError, match="'width' does not match its buckets"):
         SequentialMonitor.from_dict({**state, "state": {**state["state"], "width": 7}})
+
+
+def test_labels_are_compared_as_the_engine_keys_them() -> None:
+    monitor = SequentialMonitor("adwin")
+    assert monitor.update_labels([1.0, "1", True, None, "cat", 0], [1, 1, "1", 0, "cat", 1.0]) == []
+    assert (monitor.count, monitor.skipped) == (5, 1)  # the missing label is skipped, not counted wrong
+    assert monitor._detector.estimation == pytest.approx(4 / 5)
