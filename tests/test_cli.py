@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +78,72 @@ def test_replay_to_a_model_service_that_is_down_is_a_clear_error(tmp_path, capsy
     assert set(_live) == live  # nothing left behind to flush into the dead endpoint at exit
     assert cli.main(["replay", "--analysis", str(data), "--model", "m", "--id-column", "id", "--service", dead,
                      "--model-file", "x.pkl", "--endpoint", dead]) == 2  # the service holds the model
+
+
+# --- mlmon evaluate in CI: --fail-on-alert, usage errors, the id-column warning -------------------------------
+BATCH_FLAGS = ["--target-column", "target", "--prediction-column", "prediction", "--score-column", "score",
+               "--timestamp-column", "ts", "--chunk-size", "500"]
+
+
+@pytest.fixture(scope="module")
+def batch_files(tmp_path_factory):
+    """A reference, a stationary analysis file (no alert) and a shifted one (alerts), with a labels file."""
+    from tests.batch.conftest import make_frame
+
+    tmp = tmp_path_factory.mktemp("cli")
+    paths = {name: tmp / f"{name}.parquet" for name in ("reference", "stationary", "shifted")}
+    make_frame(1000, 0).to_parquet(paths["reference"])
+    make_frame(1000, 1, start="2026-02-01").to_parquet(paths["stationary"])
+    shifted = make_frame(1000, 5, shift=1.0, start="2026-02-01")
+    shifted.to_parquet(paths["shifted"])
+    paths["labels"] = tmp / "labels.csv"
+    shifted[["id", "target"]].to_csv(paths["labels"], index=False)
+    return paths
+
+
+def _evaluate(batch_files, analysis: str, out, *extra: str) -> int:
+    return cli.main(["evaluate", "--reference", str(batch_files["reference"]), "--analysis",
+                     str(batch_files[analysis]), "--id-column", "id", *BATCH_FLAGS, "--output", str(out), *extra])
+
+
+def test_fail_on_alert_exits_3_when_an_analysis_window_alerts(batch_files, tmp_path, capsys) -> None:
+    assert _evaluate(batch_files, "stationary", tmp_path / "quiet.csv", "--fail-on-alert") == 0
+    assert "0 alert(s) in the analysis period" in capsys.readouterr().err
+    assert _evaluate(batch_files, "shifted", tmp_path / "loud.csv") == 0  # without the flag: alerts are results
+    assert _evaluate(batch_files, "shifted", tmp_path / "gated.csv", "--fail-on-alert") == 3
+    err = capsys.readouterr().err
+    assert "alert(s) in analysis window(s) 0, 1 (" in err and "drift age years" in err and "exit status 3" in err
+    assert (tmp_path / "gated.csv").read_bytes() == (tmp_path / "loud.csv").read_bytes()  # still written
+
+
+def test_fail_on_alert_is_the_processes_exit_status(batch_files, tmp_path) -> None:
+    """What a CI step sees: the process's status (python -m otel_mlmon.cli, as the `mlmon` script)."""
+    done = subprocess.run([sys.executable, "-m", "otel_mlmon.cli", "evaluate", "--reference",
+                           str(batch_files["reference"]), "--analysis", str(batch_files["shifted"]), "--id-column",
+                           "id", *BATCH_FLAGS, "--output", str(tmp_path / "r.csv"), "--fail-on-alert"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 3, done.stderr
+    assert "--fail-on-alert" in done.stderr and (tmp_path / "r.csv").exists()
+
+
+def test_labels_without_an_id_column_is_a_usage_error(batch_files, tmp_path, capsys) -> None:
+    code = cli.main(["evaluate", "--reference", str(batch_files["reference"]), "--analysis",
+                     str(batch_files["shifted"]), "--labels", str(batch_files["labels"]), *BATCH_FLAGS,
+                     "--output", str(tmp_path / "o.csv")])
+    assert code == 2 and "--labels needs --id-column" in capsys.readouterr().err
+    code = cli.main(["replay", "--analysis", str(batch_files["shifted"]), "--labels", str(batch_files["labels"]),
+                     "--model", "m", "--target-column", "target", "--endpoint", "http://127.0.0.1:9"])
+    assert code == 2 and "--labels needs --id-column" in capsys.readouterr().err
+
+
+def test_reference_build_warns_about_a_column_that_looks_like_an_id(batch_files, tmp_path, capsys) -> None:
+    out = tmp_path / "profile.json"
+    assert cli.main(["reference", "build", "--data", str(batch_files["reference"]), "--model", "churn",
+                     *BATCH_FLAGS, "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "mlmon: warning: " in err and "column 'id' has a different value on every row (1,000 rows read)" in err
+    assert "--id-column 'id'" in err and err.count("mlmon: warning:") == 1  # not ts (a time), not the floats
+    assert cli.main(["reference", "build", "--data", str(batch_files["reference"]), "--model", "churn",
+                     "--id-column", "id", *BATCH_FLAGS, "--output", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -323,8 +323,9 @@ class Results:
         return [r for r in self.rows if r.alert and r.period == period]
 
     def alerts(self, period: str = "analysis") -> Any:
-        """The rows of ``period`` that alerted, as a DataFrame (the ``frame``'s columns)."""
-        return results_frame(self.alert_rows(period))
+        """The rows of ``period`` that alerted, as a DataFrame (the ``frame``'s columns and types)."""
+        frame = self.frame
+        return frame[(frame["period"] == period) & frame["alert"].eq(True)].reset_index(drop=True)
 
     @property
     def alerting(self) -> bool:
