@@ -113,9 +113,9 @@ def test_usage_and_data_errors_say_what_to_fix(data) -> None:
                        prediction_column="prediction", chunk_size=500)
     with pytest.raises(ValueError, match="give one of --chunk-size, --window or --chunks"):
         batch.evaluate(data["reference"], data["analysis"], chunk_size=500, window="1h", timestamp_column="ts")
-    with pytest.raises(ValueError, match="must end in .csv, .json or .parquet"):
+    with pytest.raises(ValueError, match=r"must end in \.csv, \.json or \.parquet"):
         batch.evaluate(data["reference"], data["analysis"], output="out.txt")
-    with pytest.raises(TypeError, match="file path .* or a pandas DataFrame"):
+    with pytest.raises(TypeError, match=r"file path .* or a pandas DataFrame"):
         batch.evaluate(data["reference"], [1, 2, 3])
     with pytest.raises(batch.DataError, match="reference DataFrame: no column 'nope'"):
         batch.evaluate(data["reference_frame"], data["analysis_frame"], prediction_column="nope", chunk_size=500)
