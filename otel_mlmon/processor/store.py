@@ -283,9 +283,9 @@ class Store:
             self._features.setdefault(key, set()).update(names)
         self._totals = (sum(self._pending.values()), sum(self._orphans.values()), len(self._streams))
 
-    def _touch(self, key: tuple[str, str], kind: str, time_ns: int) -> None:
-        self._db.execute("INSERT INTO touched VALUES (?, ?, ?, ?, 1) ON CONFLICT(model, version, kind, time_s) DO "
-                         "UPDATE SET n = n + 1", (*key, kind, time_ns // 1_000_000_000))
+    def _touch(self, key: tuple[str, str], kind: str, time_ns: int, n: int = 1) -> None:
+        self._db.execute("INSERT INTO touched VALUES (?, ?, ?, ?, ?) ON CONFLICT(model, version, kind, time_s) DO "
+                         "UPDATE SET n = n + excluded.n", (*key, kind, time_ns // 1_000_000_000, n))
 
     def _bump(self, delta: dict[tuple[str, str], int], key: tuple[str, str], n: int) -> None:
         if n:
@@ -320,9 +320,7 @@ class Store:
                 fresh = self._fresh(batch, on_time)
                 db.executemany(
                     "INSERT INTO predictions (model, version, id, time_ns, received_ns, label, score, value, extra) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(batch.model, batch.version, batch.ids[i], times[i], received_ns, *_columns(batch, i))
-                     for i in fresh])
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _rows(batch, fresh, times, received_ns))
                 duplicate += len(on_time) - len(fresh)
                 accepted += len(fresh)
                 if fresh:
@@ -395,28 +393,51 @@ class Store:
                 stream = self._staged.get(key) or self._streams.get(key)
                 clock = stream.latest_ns if stream and stream.latest_ns > 0 else None  # None: the model's event
                 # clock is not known yet (no prediction seen): its first prediction starts the orphan's TTL
-                for pid, label in zip(batch.ids, batch.labels):
-                    truth = json.dumps(label)
-                    found = db.execute("UPDATE predictions SET truth = ?, labeled_ns = ? WHERE model = ? AND "
-                                       "version = ? AND id = ? AND truth IS NULL AND expired = 0 RETURNING time_ns",
-                                       (truth, received_ns, *key, pid)).fetchone()
-                    if found is not None:
-                        joined += 1
-                        self._bump(self._pending_delta, key, -1)
-                        self._touch(key, LABEL, found[0])
-                        continue
-                    if db.execute("SELECT 1 FROM predictions WHERE model = ? AND version = ? AND id = ?",
-                                  (*key, pid)).fetchone():
-                        duplicate += 1  # labeled already (the first label wins), or past its label TTL
-                        continue
-                    if self._orphans.get(key, 0) + self._orphan_delta.get(key, 0) >= self.max_orphans:
-                        quota[key] = quota.get(key, 0) + 1
-                        continue
-                    inserted = db.execute("INSERT OR IGNORE INTO orphans VALUES (?, ?, ?, ?, ?, ?)",
-                                          (*key, pid, truth, received_ns, clock)).rowcount
-                    orphaned += inserted
-                    duplicate += 1 - inserted
-                    self._bump(self._orphan_delta, key, inserted)
+                seen: set[str] = set()  # the first label of an id in the batch wins, as against the store
+                for begin in range(0, len(batch.ids), _CHUNK):
+                    ids, labels = batch.ids[begin: begin + _CHUNK], batch.labels[begin: begin + _CHUNK]
+                    marks = ",".join("?" * len(ids))
+                    # id -> (event time, still waiting for its label)
+                    stored = {pid: (time_ns, waiting) for pid, time_ns, waiting in db.execute(
+                        f"SELECT id, time_ns, truth IS NULL AND expired = 0 FROM predictions WHERE model = ? AND "
+                        f"version = ? AND id IN ({marks})", (*key, *ids))}
+                    updates: list[tuple[Any, ...]] = []
+                    seconds: dict[int, int] = {}
+                    orphans: list[tuple[Any, ...]] = []
+                    for pid, label in zip(ids, labels):
+                        if pid in seen:
+                            duplicate += 1
+                            continue
+                        found = stored.get(pid)
+                        if found is not None:
+                            seen.add(pid)
+                            if found[1]:
+                                updates.append((json.dumps(label), received_ns, *key, pid))
+                                second = found[0] // 1_000_000_000
+                                seconds[second] = seconds.get(second, 0) + 1
+                            else:
+                                duplicate += 1  # labeled already (the first label wins), or past its label TTL
+                            continue
+                        room = self.max_orphans - self._orphans.get(key, 0) - self._orphan_delta.get(key, 0) - \
+                            len(orphans)
+                        if room <= 0:
+                            quota[key] = quota.get(key, 0) + 1
+                            continue
+                        seen.add(pid)
+                        orphans.append((*key, pid, json.dumps(label), received_ns, clock))
+                    if updates:
+                        db.executemany("UPDATE predictions SET truth = ?, labeled_ns = ? WHERE model = ? AND "
+                                       "version = ? AND id = ?", updates)
+                        joined += len(updates)
+                        self._bump(self._pending_delta, key, -len(updates))
+                        for second, n in seconds.items():
+                            self._touch(key, LABEL, second * 1_000_000_000, n)
+                    if orphans:
+                        inserted = db.executemany("INSERT OR IGNORE INTO orphans VALUES (?, ?, ?, ?, ?, ?)",
+                                                  orphans).rowcount
+                        orphaned += inserted
+                        duplicate += len(orphans) - inserted  # waiting already (a retried label)
+                        self._bump(self._orphan_delta, key, inserted)
                 if key not in self._streams and key not in self._staged:
                     self._advance(key, 0, received_ns, False)
             self._count("labels_joined", joined)
@@ -688,6 +709,28 @@ class Store:
                                          "model, version, period DESC, window, column_name, kind, metric",
                                          values).fetchall()
         return [json.loads(row[0]) for row in found]
+
+
+def _rows(batch: PredictionBatch, positions: list[int], times: list[int], received_ns: int) -> list[tuple[Any, ...]]:
+    """The ``predictions`` rows of those positions of a batch, built a column at a time (the typed columns of a
+    binary or regression stream need no per-row work but the labels' category keys)."""
+    if (batch.scores and "" not in batch.scores) or batch.features:  # multiclass scores or captured features: JSON
+        return [(batch.model, batch.version, batch.ids[i], times[i], received_ns, *_columns(batch, i))
+                for i in positions]
+    n = len(positions)
+    labels: Any = [None] * n
+    if batch.labels is not None:
+        labels = [batch.labels[i] for i in positions]
+        if not all(type(v) is str for v in labels):  # a string is its own category key
+            labels = [category_key(v) for v in labels]
+    score = batch.scores.get("")
+    scores: Any = [score[i] for i in positions] if score is not None else [None] * n
+    values: Any = [batch.values[i] for i in positions] if batch.values is not None else [None] * n
+    ids = [batch.ids[i] for i in positions]
+    at = [times[i] for i in positions]
+    model, version = batch.model, batch.version
+    return [(model, version, pid, t, received_ns, label, p, v, None)
+            for pid, t, label, p, v in zip(ids, at, labels, scores, values)]
 
 
 def _columns(batch: PredictionBatch, i: int) -> tuple[Any, Any, Any, Any]:

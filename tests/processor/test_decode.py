@@ -12,13 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 import otel_mlmon
 from otel_mlmon import semconv
 from otel_mlmon.instrumentation import force_flush
-from otel_mlmon.processor.decode import DecodeError, MissingCounts, decode_logs, decode_metrics
+from otel_mlmon.processor.decode import DecodeError, MissingCounts, _value, decode_logs, decode_metrics
 from otel_mlmon.sketch import NumericSketch
 from tests.conftest import Providers
 
@@ -219,3 +220,31 @@ def test_wide_features_map_and_row_times_are_read() -> None:
     bad = {**attributes, semconv.ML_PREDICTION_TIME: [5, -1, 5]}
     decoded = decode_logs(logs_body(log_record(bad, time_ns=5)), "application/x-protobuf")
     assert decoded.rejected_count == 1 and "ml.prediction.time" in decoded.error_message()
+
+
+def _slow_value(value):
+    """The general reading of an AnyValue, item by item by its kind: the reference for the array fast path."""
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_slow_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _slow_value(kv.value) for kv in value.kvlist_value.values}
+    return None if kind is None else getattr(value, kind)
+
+
+_ITEM = st.one_of(st.text(max_size=3).map(lambda v: AnyValue(string_value=v)),
+                  st.sampled_from([0.0, -0.0, 1.5]).map(lambda v: AnyValue(double_value=v)),
+                  st.sampled_from([0, 1, -(2**63)]).map(lambda v: AnyValue(int_value=v)),
+                  st.booleans().map(lambda v: AnyValue(bool_value=v)),
+                  st.just(AnyValue()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ITEM, max_size=8))
+def test_arrays_read_as_their_items_whatever_the_mix_of_kinds(items) -> None:
+    """Arrays of one kind take a fast path that reads each item's field of that kind; an item of another kind
+    (or an empty string, a zero, an unset value) must still be read as what it is."""
+    value = AnyValue(array_value=ArrayValue(values=items))
+    got = _value(value)
+    want = _slow_value(value)
+    assert got == want and [type(v) for v in got] == [type(v) for v in want]
