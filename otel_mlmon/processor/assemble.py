@@ -20,7 +20,7 @@ from otel_mlmon.engine.drift import NUMERIC
 from otel_mlmon.engine.evaluate import LabeledRows, WindowData
 from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile
 from otel_mlmon.engine.results import iso_utc_ns
-from otel_mlmon.processor.store import Joined, StoredPoint
+from otel_mlmon.processor.store import Joined, StoredPoint, StoredRows
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key
 
 MISSING = "missing"  # the type of a stored ``ml.feature.missing`` point: bad-value counts of a column
@@ -28,15 +28,25 @@ _ABSENT = object()
 OUTPUTS = ("prediction", "score", "target")
 
 
-def window_data(profile: ReferenceProfile, index: int, rows: list[Joined], points: Iterable[StoredPoint], *,
-                features: bool, start_ns: int | None = None, end_ns: int | None = None,
-                outputs: bool = True) -> WindowData:
+def window_data(profile: ReferenceProfile, index: int, rows: list[Joined] | StoredRows,
+                points: Iterable[StoredPoint], *, features: bool, start_ns: int | None = None,
+                end_ns: int | None = None, outputs: bool = True) -> WindowData:
     """The engine's window: ``features`` says whether the features are judged at all (captured or sketched);
     ``outputs`` whether the model outputs and target are (not on sketch-only windows)."""
-    columns: dict[str, list[Any]] = {}
-    labeled = LabeledRows()
     score_keys = {column: ("" if len(profile.score_columns) == 1 and len(profile.classes) == 2 else label)
                   for label, column in profile.score_columns.items()}
+    columns: dict[str, list[Any]]
+    if isinstance(rows, StoredRows):
+        if rows.plain and "" not in profile.classes:
+            columns, labeled = _plain_columns(profile, rows, score_keys, outputs)
+            return _window(profile, index, columns, labeled, rows.times, points, features=features,
+                           start_ns=start_ns, end_ns=end_ns, outputs=outputs)
+        times = rows.times
+        rows = rows.joined()
+    else:
+        times = [r.time_ns for r in rows]
+    columns = {}
+    labeled = LabeledRows()
     for row in rows:
         found = row.outputs
         for column in profile.columns.values():
@@ -52,6 +62,44 @@ def window_data(profile: ReferenceProfile, index: int, rows: list[Joined], point
                 columns.setdefault(column.name, []).append(value)
         if outputs and row.truth is not None:
             _label(profile, row, labeled)
+    return _window(profile, index, columns, labeled, times, points, features=features, start_ns=start_ns,
+                   end_ns=end_ns, outputs=outputs)
+
+
+def _plain_columns(profile: ReferenceProfile, rows: StoredRows, score_keys: dict[str, str],
+                   outputs: bool) -> tuple[dict[str, list[Any]], LabeledRows]:
+    """``window_data``'s columns and labels of rows without multiclass scores or captured features, a column at a
+    time: what the row-by-row path gives them (the same values in the same order)."""
+    columns: dict[str, list[Any]] = {}
+    labeled = LabeledRows()
+    if not outputs or not rows.ids:
+        return columns, labeled
+    regression = profile.task == "regression"
+    for column in profile.columns.values():
+        if column.role == "prediction":
+            columns[column.name] = list(rows.values if regression else rows.labels)
+        elif column.role == "score":
+            columns[column.name] = list(rows.scores) if score_keys.get(column.name, "") == "" else \
+                [None] * len(rows)
+    binary = len(profile.classes) == 2
+    for truth, label, score, value in zip(rows.truths, rows.labels, rows.scores, rows.values):
+        if truth is None:
+            continue
+        if regression:
+            if value is not None:
+                labeled.y_true.append(float(truth))
+                labeled.y_pred.append(float(value))
+        elif label is not None:
+            labeled.y_true.append(category_key(truth))
+            labeled.y_pred.append(category_key(label))
+            if binary and score is not None:
+                labeled.scores.append([1.0 - score, score])
+    return columns, labeled
+
+
+def _window(profile: ReferenceProfile, index: int, columns: dict[str, list[Any]], labeled: LabeledRows,
+            times: list[int], points: Iterable[StoredPoint], *, features: bool, start_ns: int | None,
+            end_ns: int | None, outputs: bool) -> WindowData:
     sketches: dict[str, NumericSketch | CategoricalSketch] = {}
     for name, values in columns.items():
         sketches[name] = _sketch_of(profile.columns[name], values)
@@ -59,12 +107,11 @@ def window_data(profile: ReferenceProfile, index: int, rows: list[Joined], point
         _sketched(profile, points, sketches)
     judged = {name for name, column in profile.columns.items()
               if (column.role in OUTPUTS and outputs) or (column.role == "feature" and features)}
-    times = [r.time_ns for r in rows]
     if start_ns is None:
         start, end = (iso_utc_ns(min(times)), iso_utc_ns(max(times))) if times else (None, None)
     else:
         start, end = iso_utc_ns(start_ns), iso_utc_ns(end_ns if end_ns is not None else start_ns)
-    return WindowData("analysis", index, len(rows), sketches, labeled, start, end, columns=frozenset(judged))
+    return WindowData("analysis", index, len(times), sketches, labeled, start, end, columns=frozenset(judged))
 
 
 def _sketch_of(column: ColumnProfile, values: list[Any]) -> NumericSketch | CategoricalSketch:

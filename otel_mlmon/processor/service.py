@@ -27,7 +27,7 @@ from otel_mlmon.processor.assemble import MISSING, window_data
 from otel_mlmon.processor.bootstrap import bootstrap_profile
 from otel_mlmon.processor.decode import Decoded, PredictionBatch
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, WebhookSink
-from otel_mlmon.processor.store import LABEL, MAX_NS, ROW, SKETCH, Store, StoreUnavailable, Stream
+from otel_mlmon.processor.store import LABEL, MAX_NS, ROW, SKETCH, Store, StoredRows, StoreUnavailable, Stream
 from otel_mlmon.processor.windows import (
     FAILED,
     ROWS,
@@ -334,12 +334,13 @@ class Processor:
         profile = watched.profile
         model, version = profile.model, profile.version
         if isinstance(window, RowWindow):
-            rows = self.store.rows(model, version, window.first, window.last)
+            rows = self.store.stored_rows(model, version, window.first, window.last)
             data = window_data(profile, window.index, rows, [], features=stream.captured)
         else:
             index = self.store.count_windows(model, version, window.scheme, window.key)
             outputs = window.scheme == TIME
-            rows = self.store.rows(model, version, start_ns=window.start_ns, end_ns=window.end_ns) if outputs else []
+            rows = self.store.stored_rows(model, version, start_ns=window.start_ns, end_ns=window.end_ns) if outputs \
+                else StoredRows.empty()
             points = self.store.sketch_points(model, version, window.start_ns, window.end_ns)
             sketched = any(p.sketch.get("type") != MISSING for p in points)
             data = window_data(profile, index, rows, points,
@@ -353,7 +354,8 @@ class Processor:
                                evaluated_ns=now, replace=("analysis", judged))
         transitions = self.alerts.update(results, now)
         if self.otlp is not None:
-            latencies = [(r.labeled_ns - r.time_ns) / 1e9 for r in rows if r.labeled_ns is not None]
+            latencies = [(labeled - at) / 1e9 for at, labeled in zip(rows.times, rows.labeled_ns)
+                         if labeled is not None]
             self.otlp.results(results, sum(latencies) / len(latencies) if latencies else None)
             self.otlp.transitions(transitions)
         if self.alertmanager is not None and transitions:

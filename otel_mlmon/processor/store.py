@@ -103,6 +103,39 @@ class Joined:
     labeled_ns: int | None
 
 
+@dataclass
+class StoredRows:
+    """Prediction rows as stored, a list per column (the evaluation reads a window's rows this way; ``joined()``
+    gives them row by row)."""
+
+    ids: list[str]
+    times: list[int]
+    labels: list[str | None]
+    scores: list[float | None]
+    values: list[float | None]
+    extras: list[str | None]  # JSON of multiclass scores and captured features, None for most rows
+    truths: list[Any]  # the labels joined (decoded), None where none has arrived
+    labeled_ns: list[int | None]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @staticmethod
+    def empty() -> StoredRows:
+        return StoredRows([], [], [], [], [], [], [], [])
+
+    @property
+    def plain(self) -> bool:
+        """No row carries multiclass scores or captured features."""
+        return all(extra is None for extra in self.extras)
+
+    def joined(self) -> list[Joined]:
+        return [Joined(pid, time_ns, _outputs(label, score, value, extra), truth, labeled_ns)
+                for pid, time_ns, label, score, value, extra, truth, labeled_ns in zip(
+                    self.ids, self.times, self.labels, self.scores, self.values, self.extras, self.truths,
+                    self.labeled_ns)]
+
+
 @dataclass(frozen=True)
 class Stream:
     """A model's event-time clock: the latest event time seen, when data last arrived, whether features are
@@ -591,6 +624,12 @@ class Store:
              end_ns: int | None = None) -> list[Joined]:
         """Predictions of a model in (event time, id) order: between the keys ``first`` and ``last`` (inclusive),
         and/or with ``start_ns <= time_ns < end_ns``."""
+        return self.stored_rows(model, version, first, last, start_ns=start_ns, end_ns=end_ns).joined()
+
+    def stored_rows(self, model: str, version: str, first: tuple[int, str] | None = None,
+                    last: tuple[int, str] | None = None, *, start_ns: int | None = None,
+                    end_ns: int | None = None) -> StoredRows:
+        """``rows``, a list per column."""
         where: list[str] = ["model = ?", "version = ?"]
         parameters: list[Any] = [model, version]
         if first is not None:
@@ -609,9 +648,13 @@ class Store:
             found = self._db.execute(
                 "SELECT id, time_ns, label, score, value, extra, truth, labeled_ns FROM predictions WHERE "
                 f"{' AND '.join(where)} ORDER BY time_ns, id", parameters).fetchall()
-        return [Joined(pid, time_ns, _outputs(label, score, value, extra),
-                       None if truth is None else json.loads(truth), labeled_ns)
-                for pid, time_ns, label, score, value, extra, truth, labeled_ns in found]
+        if not found:
+            return StoredRows.empty()
+        ids, times, labels, scores, values, extras, truths, labeled_ns = (list(c) for c in zip(*found))
+        if any(t is not None for t in truths):  # each a JSON document: decoded in one call
+            decoded = iter(json.loads("[" + ",".join(t for t in truths if t is not None) + "]"))
+            truths = [None if t is None else next(decoded) for t in truths]
+        return StoredRows(ids, times, labels, scores, values, extras, truths, labeled_ns)
 
     # --- time ----------------------------------------------------------------------------------------------
     def expire(self, model: str, version: str, clock_ns: int, now_ns: int) -> tuple[int, int]:
