@@ -79,7 +79,7 @@ def class_names(model: Any, count: int) -> list[str]:
     if classes is not None:
         try:
             names = [str(c.item() if hasattr(c, "item") else c) for c in classes]
-        except TypeError:
+        except (TypeError, ValueError):  # not one class per column (e.g. a chain's classes per output)
             names = []
         if len(names) == count:
             return names
@@ -143,7 +143,7 @@ def read_output(result: Any, output_kind: str, task: str | None, model: Any,
                 "highest score were recorded"))
         winners = matrix.argmax(axis=1)
     classes = getattr(model, "classes_", None)
-    if classes is not None and len(classes) == matrix.shape[1]:
+    if classes is not None and len(classes) == matrix.shape[1] and np.asarray(classes, dtype=object).ndim == 1:
         labels = homogeneous(np.asarray(classes)[winners])
     else:
         labels = winners.tolist()
