@@ -18,6 +18,32 @@ from otel_mlmon._version import __version__
 
 TASKS = ("classification", "regression")
 
+# What an extra adds to the core install (an application's: instrumentation, sketches), {distribution: module}.
+EXTRAS = {
+    "batch": {"scipy": "scipy", "pandas": "pandas", "pyarrow": "pyarrow"},
+    "processor": {"scipy": "scipy", "grpcio": "grpc", "aiohttp": "aiohttp",
+                  "opentelemetry-proto": "opentelemetry.proto", "pyyaml": "yaml"},
+    "sklearn": {"scikit-learn": "sklearn"},
+}
+
+
+def lacks_extras(command: str, *extras: str) -> bool:
+    """True, after one ``mlmon: error:`` line naming what to install, when a package of ``extras`` is missing
+    (looked up before anything imports it: no traceback)."""
+    import importlib.util
+
+    def installed(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ImportError:  # its parent package is missing
+            return False
+
+    missing = sorted({name for extra in extras for name, module in EXTRAS[extra].items() if not installed(module)})
+    if missing:
+        print(f"mlmon: error: mlmon {command} needs {', '.join(missing)} (not installed): "
+              f"pip install 'otel-mlmon[{','.join(extras)}]'", file=sys.stderr)
+    return bool(missing)
+
 
 def _add_column_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-column", help="row id column (joins --labels)")
@@ -375,9 +401,11 @@ def _replay(args: argparse.Namespace) -> int:
     return 1
 
 
-def _run(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+def _run(action: Callable[[argparse.Namespace], int], args: argparse.Namespace, command: str, extra: str) -> int:
     """Run a subcommand: its warnings as ``mlmon: warning:`` lines, its errors as one ``mlmon: error:`` line and
-    an exit code (1 data or output, 2 usage)."""
+    an exit code (1 data or output, 2 usage or a missing ``extra``)."""
+    if lacks_extras(command, extra):
+        return 2
     import warnings
 
     from otel_mlmon.batch.output import MissingExtraError, OutputError
@@ -412,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
+        if lacks_extras("demo", "sklearn", "processor", "batch"):
+            return 2
         from otel_mlmon import _demo
 
         if args.prepare:
@@ -420,13 +450,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return _demo.stack(hold_s=args.hold) if args.stack else _demo.run(report_path=args.report)
     if args.command == "evaluate":
-        return _run(_evaluate, args)
+        return _run(_evaluate, args, "evaluate", "batch")
     if args.command == "reference" and args.reference_command == "build":
-        return _run(_reference_build, args)
+        return _run(_reference_build, args, "reference build", "batch")
     if args.command == "processor" and args.processor_command == "serve":
-        return _run(_serve, args)
+        return _run(_serve, args, "processor serve", "processor")
     if args.command == "replay":
-        return _run(_replay, args)
+        return _run(_replay, args, "replay", "batch")
     parser.print_help(sys.stderr)
     return 2
 
