@@ -4,13 +4,16 @@ artifacts served by the server, on loopback) are recorded under their registered
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ import pytest
 
 from otel_mlmon import semconv
 from tests.conftest import column, eventually, free_port
+from tests.otlp_receiver import OtlpReceiver, attributes
 
 pytestmark = pytest.mark.integration
 mlflow = pytest.importorskip("mlflow")
@@ -220,3 +224,44 @@ def test_an_unreachable_registry_never_fails_the_load(monkeypatch: pytest.Monkey
     assert (info.name, info.version, info.run_id) == ("churn", "", None)
     info = resolve("models:/churn/7", client=dead)
     assert (info.name, info.version) == ("churn", "7")
+
+
+ZERO_CODE_APP = textwrap.dedent('''
+    """An application that knows nothing of otel-mlmon: it serves the champion from the registry."""
+    import json, sys
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(sys.argv[1])
+    model = mlflow.pyfunc.load_model("models:/churn@champion")
+    rows = pd.read_json(sys.argv[2], orient="split").astype("float64")  # JSON turns 19.0 into 19
+    print(json.dumps(model.predict(rows).tolist()))
+''')
+
+
+def test_zero_code_through_the_entry_point(registry: Registry, mlflow_server: str, tmp_path: Path) -> None:
+    found = [ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name == "mlmon_mlflow"]
+    assert found, ("no 'mlmon_mlflow' opentelemetry_instrumentor entry point: add it to pyproject.toml "
+                   "(otel_mlmon.instrumentation.mlflow:MlflowInstrumentor) and reinstall otel-mlmon")
+    assert found[0].value == "otel_mlmon.instrumentation.mlflow:MlflowInstrumentor"
+    app, data = tmp_path / "app.py", tmp_path / "rows.json"
+    app.write_text(ZERO_CODE_APP)
+    registry.test.to_json(data, orient="split")
+    with OtlpReceiver() as receiver:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MLFLOW_"))}
+        env = {**clean, "OTEL_SERVICE_NAME": "churn-app", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+               "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_METRICS_EXPORTER": "none",
+               "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        run = subprocess.run(
+            [sys.executable, "-c", "from opentelemetry.instrumentation.auto_instrumentation import run; run()",
+             sys.executable, str(app), mlflow_server, str(data)], env=env, capture_output=True, text=True,
+            timeout=240)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert json.loads(run.stdout.strip().splitlines()[-1]) == registry.models["1"].predict(registry.test).tolist()
+        assert receiver.wait_for(lambda: bool(receiver.spans()) and bool(receiver.logs(semconv.EVENT_PREDICTIONS)))
+        spans = [attributes(s) for s in receiver.spans() if s.name.startswith("predict")]
+        assert [(s[semconv.ML_MODEL_NAME], s[semconv.ML_MODEL_VERSION], s[ML_MODEL_RUN_ID]) for s in spans] == \
+            [("churn", "1", registry.runs["1"])]
+        events = [attributes(e) for e in receiver.logs(semconv.EVENT_PREDICTIONS)]
+        assert sum(len(e[semconv.ML_PREDICTION_ID]) for e in events) == len(registry.test)
+        assert {(e[semconv.ML_MODEL_NAME], e[semconv.ML_MODEL_VERSION]) for e in events} == {("churn", "1")}
