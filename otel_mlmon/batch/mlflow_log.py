@@ -2,7 +2,8 @@
 
 The analysis period's values become metrics with step = window index and the window's end as timestamp, keyed as
 the TensorBoard tags are (``drift/<column>/<method>``, ``data_quality/<column>/<metric>``, ``performance/<metric>``,
-plus ``window/rows``, ``window/label_coverage``, ``alerts/total``); characters MLflow refuses in a key become ``_``.
+plus ``window/rows``, ``window/label_coverage``, ``alerts/total``; characters other than letters, digits and
+``_ - . /`` as ``_``).
 The results file and the HTML report are logged as artifacts under ``mlmon/``. Tags ``mlmon.model``,
 ``mlmon.model_version`` and ``mlmon.alerts`` (the analysis period's alert count) describe the run. A run created
 here is ended (FINISHED); an existing run (``--mlflow-run``) is left as it was. The tracking server comes from
@@ -37,8 +38,8 @@ def client_class() -> Any:
 
 
 def metric_key(tag: str) -> str:
-    """A TensorBoard-style tag as an MLflow metric key: each part keeps letters, digits, ``_ - . `` and spaces;
-    empty, ``.`` and ``..`` parts become ``_`` (MLflow refuses keys that are not normalized paths)."""
+    """A TensorBoard tag as an MLflow metric key: empty, ``.`` and ``..`` parts become ``_`` (MLflow refuses keys
+    that are not normalized paths), and at most 250 characters."""
     parts = []
     for part in tag.split("/"):
         cleaned = _REFUSED.sub("_", part).strip()

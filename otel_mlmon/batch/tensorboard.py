@@ -4,7 +4,8 @@ One TensorBoard run per period (``DIR/reference``, ``DIR/analysis``; ``DIR/<mode
 results hold several models), so the two periods overlay on each chart. Step = window index, wall time = the
 window's end (its event time), so TensorBoard's "relative" and "wall" axes show event time. Tags:
 
-- ``drift/<column>/<method>`` and ``data_quality/<column>/<metric>``;
+- ``drift/<column>/<method>`` and ``data_quality/<column>/<metric>`` (characters other than letters, digits and
+  ``_ - . /`` as ``_``, as TensorBoard wants them);
 - ``performance/<metric>`` and ``estimated_performance/<metric>`` (the target's; another column's as
   ``performance/<column>/<metric>``);
 - ``window/rows``, ``window/label_coverage`` (labeled rows / rows) and ``alerts/total`` (alerting rows).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -35,11 +37,17 @@ def writer_class() -> Any:
     return SummaryWriter
 
 
+_NOT_IN_TAGS = re.compile(r"[^-/\w.]")  # what TensorBoard (and tensorboardX) replace in a tag
+
+
 def tag(row: WindowResult) -> str:
-    """The scalar's tag of one window-result row."""
-    if row.kind in ("performance", "estimated_performance"):
-        return f"{row.kind}/{row.column}/{row.metric}" if "=" in row.column else f"{row.kind}/{row.metric}"
-    return f"{row.kind}/{row.column}/{row.metric}"
+    """The scalar's tag of one window-result row; characters other than letters, digits and ``_ - . /`` become
+    ``_`` (as TensorBoard does: a column ``age years`` gives ``drift/age_years/jensen_shannon``)."""
+    if row.kind in ("performance", "estimated_performance") and "=" not in row.column:
+        text = f"{row.kind}/{row.metric}"
+    else:
+        text = f"{row.kind}/{row.column}/{row.metric}"
+    return _NOT_IN_TAGS.sub("_", text).lstrip("/")
 
 
 def wall_time(row: WindowResult) -> float:
