@@ -147,3 +147,18 @@ def test_reference_build_warns_about_a_column_that_looks_like_an_id(batch_files,
     assert cli.main(["reference", "build", "--data", str(batch_files["reference"]), "--model", "churn",
                      "--id-column", "id", *BATCH_FLAGS, "--output", str(out)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_the_ci_example_uses_flags_the_command_accepts() -> None:
+    """examples/ci/github-actions.yml: valid YAML, and its `mlmon evaluate` line parses with --fail-on-alert."""
+    import shlex
+
+    import yaml
+
+    workflow = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples/ci/github-actions.yml").read_text())
+    scripts = [step["run"] for job in workflow["jobs"].values() for step in job["steps"] if "run" in step]
+    [script] = [s for s in scripts if "mlmon evaluate" in s]
+    command = script.replace("\\\n", " ").split("mlmon evaluate", 1)[1].splitlines()[0]
+    args = cli._parser().parse_args(["evaluate", *shlex.split(command)])
+    assert args.fail_on_alert and args.window == "1h" and args.reference.endswith(".json")
+    assert "exit \"$status\"" in script and '"$status" -eq 3' in script
