@@ -77,8 +77,8 @@ ID_CHECK_MIN_ROWS = 50  # below this, distinct values on every row say little
 
 def _warn_id_like(data: DataFile, types: dict[str, Any], columns: Columns) -> None:
     """Warn about default features (string or integer columns) whose values differ on every row: an id column
-    left out of ``--id-column`` is otherwise profiled as a categorical feature (and, in the analysis, drifts on
-    every window, each id being new)."""
+    left out of ``--id-column`` is otherwise profiled as a feature (and, in the analysis, drifts in every window,
+    each id being new)."""
     if columns.features is not None:  # features chosen by name are what the user asked for
         return
     pa = _pyarrow()
@@ -86,9 +86,14 @@ def _warn_id_like(data: DataFile, types: dict[str, Any], columns: Columns) -> No
         pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind))]
     seen: dict[str, set[int]] = {name: set() for name in candidates}
     rows = 0
-    for batch in data.batches(candidates) if candidates else ():
+    batches = data.batches(candidates) if candidates else iter(())
+    for batch in batches:
         for name in list(seen):
             array = batch[name]
+            head = array[:256].tolist()  # most columns repeat a value early: a cheap look first (wide files)
+            if len(set(head)) < len(head):
+                del seen[name]
+                continue
             values = array.tolist()
             hashes = seen[name]
             before = len(hashes)
@@ -99,12 +104,15 @@ def _warn_id_like(data: DataFile, types: dict[str, Any], columns: Columns) -> No
         rows += len(next(iter(batch.values())))
         if not seen or rows >= ID_CHECK_ROWS:
             break
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()  # the file reader, at once
     if rows < ID_CHECK_MIN_ROWS:
         return
     for name in seen:
         warnings.warn(LooksLikeIdWarning(
             f"{data.path}: column {name!r} has a different value on every row ({rows:,} rows read), as an id has; "
-            f"it is profiled as a categorical feature. If it is an id, name it with --id-column {name!r} "
+            f"it is profiled as a feature and judged for drift. If it is an id, name it with --id-column {name!r} "
             "(id_column= in Python); to keep it as a feature, list the features with --features"), stacklevel=3)
 
 
