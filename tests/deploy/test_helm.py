@@ -95,10 +95,14 @@ def test_default_install_has_the_parts_and_needs_no_crds(render: Any) -> None:
 
 def test_the_collector_runs_the_repository_config_and_rules_are_the_repositorys(render: Any) -> None:
     chart = render({})
+    # helm reads no file outside the chart: files/ holds copies, which must follow the repository's.
+    for copy, original in (("otelcol-config.yaml", "collector/otelcol-config.yaml"),
+                           ("rules.yml", "collector/prometheus/rules.yml")):
+        assert (CHART / "files" / copy).read_text() == (REPO / original).read_text(), (
+            f"deploy/helm/otel-mlmon/files/{copy} differs from {original}: copy it over (cp {original} "
+            "deploy/helm/otel-mlmon/files/)")
     repository_config = (REPO / "collector" / "otelcol-config.yaml").read_text()
     assert chart.one("ConfigMap", "collector")["data"]["otelcol-config.yaml"] == repository_config
-    assert (CHART / "files" / "otelcol-config.yaml").read_text() == repository_config
-    assert (CHART / "files" / "rules.yml").read_text() == (REPO / "collector/prometheus/rules.yml").read_text()
     container = chart.container("Deployment")
     assert container["args"] == ["--config=/etc/otelcol/otelcol-config.yaml", "--config=/etc/otelcol/kubernetes.yaml"]
     assert chart.mount("Deployment", "/etc/otelcol/otelcol-config.yaml") == ("configMap", chart.one(
