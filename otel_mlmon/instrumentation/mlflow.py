@@ -100,6 +100,8 @@ def resolve(model_uri: str | os.PathLike[str], *, loaded: Any = None, client: An
         raise TypeError(f"model_uri must be a str or path, got {type(model_uri).__name__}")
     meta = _metadata(loaded, uri)
     guess = _from_uri(uri, meta)
+    if guess.run_id is None and urllib.parse.urlparse(uri).scheme != "models":
+        return guess  # nothing the registry could add
     try:
         if client is None:
             import mlflow

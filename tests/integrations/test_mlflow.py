@@ -265,3 +265,25 @@ def test_zero_code_through_the_entry_point(registry: Registry, mlflow_server: st
         events = [attributes(e) for e in receiver.logs(semconv.EVENT_PREDICTIONS)]
         assert sum(len(e[semconv.ML_PREDICTION_ID]) for e in events) == len(registry.test)
         assert {(e[semconv.ML_MODEL_NAME], e[semconv.ML_MODEL_VERSION]) for e in events} == {("churn", "1")}
+
+
+def test_a_custom_pyfunc_model_is_recorded_as_its_pyfunc_predict(providers: Any, tmp_path: Path) -> None:
+    class Doubler(mlflow.pyfunc.PythonModel):
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
+            return model_input["x"].to_numpy() * 2.0
+
+    path = tmp_path / "doubler"
+    mlflow.pyfunc.save_model(str(path), python_model=Doubler(), pip_requirements=[])
+    instrumentor = MlflowInstrumentor()
+    instrumentor.instrument(**providers.kwargs())
+    try:
+        model = mlflow.pyfunc.load_model(str(path))
+    finally:
+        instrumentor.uninstrument()
+    assert model.predict(pd.DataFrame({"x": [1.0, 2.5]})).tolist() == [2.0, 5.0]
+    spans = providers.finished_spans()
+    assert [(s.name, s.attributes[semconv.ML_MODEL_VERSION]) for s in spans] == [("predict doubler", "")]
+    assert ML_MODEL_RUN_ID not in spans[0].attributes  # saved outside any run
+    events = providers.events(semconv.EVENT_PREDICTIONS)
+    # Its task is unknown (no task= given, nothing to infer it from): predict's outputs are recorded as labels.
+    assert column(events, semconv.ML_PREDICTION_LABEL) == [2.0, 5.0]
