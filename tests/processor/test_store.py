@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -139,6 +140,41 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     assert reopened.add_predictions([_predictions(["c"])], 3).accepted == 1
     assert [r.id for r in reopened.rows("m", "1")] == ["a", "b", "c", "q"]
     assert reopened.stream("m", "1") == Stream(latest_ns=100 * SECOND, arrived_ns=3, captured=False)
+
+
+# The predictions table of schema 3 (model and version in every row), as the store of the previous release made it.
+_SCHEMA_3 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '3');
+CREATE TABLE predictions (
+    model TEXT NOT NULL, version TEXT NOT NULL, id TEXT NOT NULL, time_ns INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL, label TEXT, score REAL, value REAL, extra TEXT, truth TEXT, labeled_ns INTEGER,
+    expired INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (model, version, id));
+CREATE INDEX predictions_order ON predictions (model, version, time_ns, id);
+CREATE INDEX predictions_pending ON predictions (model, version, time_ns) WHERE truth IS NULL AND expired = 0;
+INSERT INTO predictions VALUES ('m', '1', 'a', 100000000000, 1, 'p1', 0.5, NULL, NULL, '"t"', 2, 0);
+INSERT INTO predictions VALUES ('m', '1', 'b', 100000000000, 1, 'p0', 0.25, NULL, NULL, NULL, NULL, 0);
+INSERT INTO predictions VALUES ('n', '', 'a', 90000000000, 1, NULL, NULL, 1.5, NULL, NULL, NULL, 0);
+"""
+
+
+def test_a_schema_3_store_is_migrated_with_every_row(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    with sqlite3.connect(path) as db:
+        db.executescript(_SCHEMA_3)
+    store = Store(path)
+    rows = {r.id: r for r in store.rows("m", "1")}
+    assert sorted(rows) == ["a", "b"] and rows["a"].truth == "t" and rows["a"].outputs == {"label": "p1", "scores":
+                                                                                             {"": 0.5}}
+    assert [(r.id, r.outputs) for r in store.rows("n", "")] == [("a", {"value": 1.5})]
+    assert store.counters()["pending_predictions"] == 2
+    assert store.add_labels([_labels(["b"])], 3).joined == 1  # the migrated rows join their labels
+    assert store.add_predictions([_predictions(["c"])], 4).accepted == 1
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'predictions_v3'").fetchone() == (0,)
+    assert [r.id for r in Store(path).rows("m", "1")] == ["a", "b", "c"]
 
 
 def test_corrupt_store_is_refused(tmp_path: Path) -> None:
