@@ -525,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
             what = "one time per row (ml.prediction.time)" if per_row else "one time per event"
             print(f"({tag}) {what}: acknowledged {got['acked']:,} prediction rows in {got['elapsed']:.1f} s: "
                   f"{got['acked'] / got['elapsed']:,.0f} rows/s (target >= 50,000); processor CPU "
-                  f"{100 * got['cpu']:.0f} % of one core")
+                  f"{100 * got['cpu']:.0f} % of one core: {got['acked'] / got['elapsed'] / max(got['cpu'], 1e-9):,.0f} "
+                  "rows per processor CPU-second (what one core takes when the load saturates it)")
             print(f"     stored {got['stored']:,} rows, duplicates {got['duplicates']}: loss "
                   f"{got['acked'] - got['stored']:,}; {got['windows']} windows of {WINDOW:,} rows evaluated; "
                   f"peak RSS {got['peak'] / 2**20:.0f} MiB; SIGTERM to exit {got['exit_s']:.1f} s")

@@ -89,9 +89,9 @@ def _plain_columns(profile: ReferenceProfile, rows: StoredRows, score_keys: dict
             if value is not None:
                 labeled.y_true.append(float(truth))
                 labeled.y_pred.append(float(value))
-        elif label is not None:
-            labeled.y_true.append(category_key(truth))
-            labeled.y_pred.append(category_key(label))
+        elif label is not None:  # a stored label is its category key already; most truths are strings too
+            labeled.y_true.append(truth if type(truth) is str else category_key(truth))
+            labeled.y_pred.append(label)
             if binary and score is not None:
                 labeled.scores.append([1.0 - score, score])
     return columns, labeled

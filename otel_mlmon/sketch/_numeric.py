@@ -32,6 +32,8 @@ from otel_mlmon.sketch._bucketing import (
 )
 from otel_mlmon.sketch._rebucket import rebucket_counts
 
+_PLAIN = {float, int, type(None)}
+
 
 def to_float(values: Any) -> tuple[np.ndarray, int]:
     """Values as float64, with the count of entries that were not numbers (they become NaN).
@@ -42,6 +44,11 @@ def to_float(values: Any) -> tuple[np.ndarray, int]:
     if array.dtype.kind in "fiub":
         return np.asarray(array, dtype=np.float64), 0
     flat = array.ravel().tolist()
+    if set(map(type, flat)) <= _PLAIN:  # floats, ints and None (as NaN): numpy converts them as float() does
+        try:
+            return np.array(flat, dtype=np.float64).reshape(array.shape), 0
+        except OverflowError:
+            pass  # an int past the float range: invalid, below
     out = np.empty(len(flat), dtype=np.float64)
     invalid = 0
     for i, item in enumerate(flat):
@@ -50,7 +57,7 @@ def to_float(values: Any) -> tuple[np.ndarray, int]:
             continue
         try:
             out[i] = float(item)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             out[i] = math.nan
             invalid += 1
     return out.reshape(array.shape), invalid

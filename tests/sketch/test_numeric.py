@@ -167,3 +167,18 @@ def test_cdf_from_buckets_matches_exact_cdf() -> None:
     exact = np.searchsorted(np.sort(x), upper, side="left") / x.size
     assert np.max(np.abs(cdf - exact)) < 1e-12 + 1 / x.size
     assert counts.max() / counts.sum() < 0.005
+
+
+@pytest.mark.parametrize("values", [[1.5, None, 2, -3.25, float("nan")], [2**70, 1.5], [10**400, 1.0, None],
+                                    [1.0, "2.5"], [1, True, None]])
+def test_plain_lists_count_as_the_item_by_item_reading(values) -> None:
+    """Lists of floats, ints and None take numpy's conversion; each item must count as ``float(item)`` does (an int
+    past the float range is invalid, not an error)."""
+    s = NumericSketch()
+    s.update(values)
+    want = NumericSketch()
+    for item in values:  # each item beside a string, which takes the general item-by-item path (one invalid more)
+        want.update(np.asarray([item, "x"], dtype=object))
+    assert (s.count, s.missing, s.non_finite, s.invalid + len(values)) == (want.count, want.missing, want.non_finite,
+                                                                           want.invalid)
+    assert s.sum == pytest.approx(want.sum, rel=1e-12)
