@@ -5,7 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY otel_mlmon ./otel_mlmon
 COPY examples ./examples
-RUN pip install --no-cache-dir ".[sklearn,processor,report]" \
+RUN pip install --no-cache-dir ".[sklearn,processor,batch]" \
     && useradd --create-home --uid 10001 mlmon \
     && mkdir -p /data /state /secrets && chown mlmon /data /state /secrets
 USER mlmon

@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 .PHONY: demo test lint install-dev system-deps bench
 
 demo:
-	$(PIP) -e ".[sklearn,processor,report]"
+	$(PIP) -e ".[sklearn,processor,batch]"
 	$(PYTHON) -m otel_mlmon.cli demo
 
 install-dev:

@@ -28,7 +28,7 @@ def _require_sklearn() -> Any:
 
     missing = [name for name in ("sklearn", "pandas", "aiohttp") if importlib.util.find_spec(name) is None]
     if missing:
-        raise SystemExit(f"mlmon demo needs {', '.join(missing)}: pip install 'otel-mlmon[sklearn,processor,report]'")
+        raise SystemExit(f"mlmon demo needs {', '.join(missing)}: pip install 'otel-mlmon[sklearn,processor,batch]'")
 
 
 def churn(rows: int, seed: int, drift_from: int | None = None) -> Any:

@@ -4,7 +4,8 @@
 #    (+ amtool): the real Prometheus and Alertmanager of the integration tests; openssl (the certificates of the
 #    processor's TLS tests and of the native stack);
 #  - the otel-mlmon Collector, both builds, and Jaeger v2, with Go from the module proxy (collector/build.sh;
-#    cached, so a rerun on the same machine takes a second).
+#    cached, so a rerun on the same machine takes a second);
+#  - helm v3, built from its Go module the same way (scripts/build-helm.sh; the chart's tests in tests/deploy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +27,4 @@ fi
 collector/build.sh >/dev/null
 collector/build.sh --cloud >/dev/null
 collector/build.sh --jaeger >/dev/null
+scripts/build-helm.sh >/dev/null  # helm from its Go module (tests/deploy), cached the same way

@@ -31,7 +31,9 @@ def _pyarrow() -> Any:
         import pyarrow.csv
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise SystemExit("reading data files needs pyarrow: pip install 'otel-mlmon[report]'") from None
+        from otel_mlmon.batch.output import MissingExtraError  # an error, not an exit: the Python API's caller lives on
+
+        raise MissingExtraError("reading data files needs pyarrow: pip install 'otel-mlmon[batch]'") from None
     return __import__("pyarrow")
 
 

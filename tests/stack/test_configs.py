@@ -277,4 +277,4 @@ def test_dockerfiles_build_what_compose_runs() -> None:
     assert "./build.sh" in collector and "COPY builder-config.yaml builder-config.sum build.sh" in collector
     root = (REPO / "Dockerfile").read_text()
     install = re.search(r'pip install --no-cache-dir "\.\[([a-z,]+)\]"', root)
-    assert install and {"sklearn", "processor", "report"} <= set(install.group(1).split(","))
+    assert install and {"sklearn", "processor", "batch"} <= set(install.group(1).split(","))
