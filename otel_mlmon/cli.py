@@ -1,7 +1,7 @@
 """The ``mlmon`` command.
 
-Exit codes: 0 done, 1 data error (a file, a column, a value) or an output that failed, 2 bad usage, 3 an analysis
-window alerted (``mlmon evaluate --fail-on-alert``). ``evaluate`` and ``reference build`` are
+Exit codes: 0 done, 1 data error (a file, a column, a value) or an output that failed, 2 bad usage (or a missing
+extra), 3 an analysis window alerted (``mlmon evaluate --fail-on-alert``). ``evaluate`` and ``reference build`` are
 ``otel_mlmon.batch.evaluate`` and ``build_reference`` behind the parser. Subcommands import their dependencies when
 they run, so ``mlmon --help`` stays fast.
 """
@@ -425,7 +425,10 @@ def _run(action: Callable[[argparse.Namespace], int], args: argparse.Namespace, 
         with warnings.catch_warnings():
             warnings.showwarning = show
             return action(args)
-    except (DataError, MissingExtraError, OutputError) as exc:
+    except MissingExtraError as exc:  # --tensorboard, --mlflow-*: an extra, like the command's own (exit 2)
+        print(f"mlmon: error: {exc}", file=sys.stderr)
+        return 2
+    except (DataError, OutputError) as exc:
         print(f"mlmon: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a missing file, a model service that is down or refuses

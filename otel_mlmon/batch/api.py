@@ -33,6 +33,7 @@ from typing import Any
 
 from otel_mlmon.batch.output import output_format, results_frame, write_results
 from otel_mlmon.batch.reader import BATCH_ROWS, MAX_COLUMNS, DataError, DataFile, _pyarrow
+from otel_mlmon.batch.report_data import ReportData
 from otel_mlmon.batch.runner import Columns, build_profile, columns_from_profile, evaluate_file
 from otel_mlmon.engine.evaluate import Policy, evaluate_window, reference_results
 from otel_mlmon.engine.profile import ReferenceProfile
@@ -227,6 +228,7 @@ def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: Pat
         except ValueError as exc:
             raise DataError(str(exc)) from None
     if profile is not None:
+        report_data = ReportData(profile)
         spec = _spec(chunk_size, window, chunks, profile.window)
         columns = columns_from_profile(profile, columns)
         reference_rows = reference_results(profile, policy)
@@ -236,7 +238,12 @@ def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: Pat
             raise ValueError("--window needs --timestamp-column")
         profile, windows = build_profile(_data(reference, "reference", max_columns), columns, spec, model or "model",
                                          model_version or "", None, policy, progress, max_columns)
-        reference_rows = [row for w in windows for row in evaluate_window(profile, w, policy)]
+        reference_rows = []
+        report_data = ReportData(profile)
+        for reference_window in windows:
+            found = evaluate_window(profile, reference_window, policy)
+            report_data.add(reference_window, found)  # the reference windows' confusion counts
+            reference_rows += found
     if spec.window is not None and not columns.timestamp_column:
         raise ValueError("--window needs --timestamp-column (the reference profile names none)")
     if model is not None or model_version is not None:
@@ -244,11 +251,11 @@ def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: Pat
                                       version=profile.version if model_version is None else model_version)
     analysis_rows = list(evaluate_file(profile, _data(analysis, "analysis", max_columns), columns,
                                        None if labels is None else _data(labels, "labels", max_columns), policy,
-                                       progress, spec, max_columns))
+                                       progress, spec, max_columns, observe=report_data.add))
     rows = reference_rows + analysis_rows
     if model is not None or model_version is not None:
         rows = [dataclasses.replace(r, model=profile.model, model_version=profile.version) for r in rows]
-    results = Results(rows, profile)
+    results = Results(rows, profile, report_data)
     results.save(output=output, report=report, tensorboard=tensorboard, mlflow_experiment=mlflow_experiment,
                  mlflow_run=mlflow_run, mlflow_tracking_uri=mlflow_tracking_uri)
     return results
@@ -303,11 +310,15 @@ class Results:
     Attributes:
         rows: the ``WindowResult`` rows, reference period first, in window order.
         profile: the ``ReferenceProfile`` (None for results read from a processor).
+        report_data: the windows' sketches and confusion counts the report draws (``evaluate`` keeps them: two
+            sketches a column, a confusion table a window); None for results read from a processor.
     """
 
-    def __init__(self, rows: Iterable[WindowResult], profile: ReferenceProfile | None = None) -> None:
+    def __init__(self, rows: Iterable[WindowResult], profile: ReferenceProfile | None = None,
+                 report_data: ReportData | None = None) -> None:
         self.rows: tuple[WindowResult, ...] = tuple(rows)
         self.profile = profile
+        self.report_data = report_data  # what the report draws beyond the rows (distributions, confusion counts)
         self.mlflow_run_id: str | None = None  # the run ``to_mlflow`` (or ``evaluate``'s MLflow options) logged to
         self._frame: Any = None
 
@@ -358,7 +369,7 @@ class Results:
         from otel_mlmon.batch.report import write_report
 
         try:
-            write_report(self.rows, os.fspath(path), self.profile)
+            write_report(self.rows, os.fspath(path), self.profile, self.report_data)
         except OSError as exc:
             raise DataError(f"--report {os.fspath(path)}: cannot write: {exc}") from None
         return os.fspath(path)

@@ -424,8 +424,10 @@ def columns_from_profile(profile: ReferenceProfile, given: Columns) -> Columns:
 def evaluate_file(profile: ReferenceProfile, path: str | DataFile, columns: Columns,
                   labels_path: str | DataFile | None = None, policy: Policy | None = None,
                   progress: Callable[[int], None] | None = None, spec: WindowSpec | None = None,
-                  max_columns: int = MAX_COLUMNS) -> Iterator[WindowResult]:
-    """Window results of the analysis file (or data already opened), window by window."""
+                  max_columns: int = MAX_COLUMNS,
+                  observe: Callable[[WindowData, list[WindowResult]], None] | None = None) -> Iterator[WindowResult]:
+    """Window results of the analysis file (or data already opened), window by window; ``observe`` gets each
+    window with its results (the report's ``ReportData.add``)."""
     data = open_data(path, max_columns)
     types = _check_columns(data, columns, need_target=False)
     kinds = {c.name: c.kind for c in profile.columns.values() if c.name in types}
@@ -438,5 +440,12 @@ def evaluate_file(profile: ReferenceProfile, path: str | DataFile, columns: Colu
     plan = _Plan(columns, spec or profile.window, kinds, bucketing, profile.task, profile.classes,
                  load_labels(labels_path, columns) if labels_path is not None else None)
     results: list[WindowResult] = []
-    _windows(data, plan, "analysis", lambda w: results.extend(evaluate_window(profile, w, policy)), progress)
+
+    def judge(window: WindowData) -> None:
+        found = evaluate_window(profile, window, policy)
+        if observe is not None:
+            observe(window, found)
+        results.extend(found)
+
+    _windows(data, plan, "analysis", judge, progress)
     yield from results

@@ -179,10 +179,19 @@ def test_the_notebook_summary_renders_what_alerted(data) -> None:
     assert repr(results).startswith("<Results churn v3:") and len(results) == len(results.frame)
 
 
-def test_to_html_writes_the_report(data, tmp_path) -> None:
-    path = _evaluate(data).to_html(tmp_path / "report.html")
+def test_the_report_gets_the_windows_distributions_and_confusion_counts(data, tmp_path) -> None:
+    """evaluate keeps what the report draws beyond the rows (ReportData); --report and to_html write the same."""
+    results = _evaluate(data, report=tmp_path / "evaluate.html")
+    path = results.to_html(tmp_path / "report.html")
     text = Path(path).read_text()
+    assert text == (tmp_path / "evaluate.html").read_text()
     assert text.lstrip().lower().startswith("<!doctype html>") and "churn" in text
+    assert "age years: reference vs window" in text  # the drifted feature's histogram, alerting windows
+    assert "Confusion matrix per window" in text and "need the windows' joined labels" not in text
+    frame = results.frame
+    accuracy = frame[(frame.period == "analysis") & (frame.metric == "accuracy")].set_index("window")["value"]
+    for window, value in accuracy.items():
+        assert f"<b>window {window}</b>" in text and f"accuracy {value:.3f}" in text
 
 
 # --- the processor client ---------------------------------------------------------------------------------
