@@ -127,10 +127,11 @@ def _metadata(loaded: Any, uri: str) -> _Meta:
     meta = None
     try:
         meta = getattr(loaded, "metadata", None) if loaded is not None and _is_pyfunc(loaded) else None
-        if meta is None and "://" not in uri and ":/" not in uri and os.path.isfile(os.path.join(uri, "MLmodel")):
+        local = urllib.parse.urlparse(uri).path if uri.startswith("file:") else uri
+        if meta is None and ":/" not in local and os.path.isfile(os.path.join(local, "MLmodel")):
             from mlflow.models import Model
 
-            meta = Model.load(os.path.join(uri, "MLmodel"))
+            meta = Model.load(os.path.join(local, "MLmodel"))
     except Exception as exc:
         _warn_once(f"metadata:{type(exc).__name__}", "otel-mlmon could not read the MLmodel of %r (%s: %s)", uri,
                    type(exc).__name__, exc)

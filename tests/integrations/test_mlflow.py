@@ -199,8 +199,9 @@ def test_one_call_api_on_a_loaded_model_and_a_downloaded_copy(registry: Registry
         ("predict_proba", "churn", "2", registry.runs["2"]),
         ("predict", "churn", "1", registry.runs["1"]),
     ]
-    info = resolve("models:/churn@champion")
-    assert (info.name, info.version, info.run_id) == ("churn", "1", registry.runs["1"])
+    for uri in ("models:/churn@champion", Path(local).as_uri()):
+        info = resolve(uri)
+        assert (info.name, info.version, info.run_id) == ("churn", "1", registry.runs["1"]), uri
 
 
 def test_uninstrument_restores_the_loaders(registry: Registry, providers: Any) -> None:
