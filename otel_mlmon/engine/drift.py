@@ -374,3 +374,28 @@ def resolve_methods(names: list[str] | tuple[str, ...] | None, kind: str) -> lis
     if unknown:
         raise ValueError(f"unknown drift method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     return [METHODS[n] for n in names if kind in METHODS[n].kinds]
+
+
+STRONG_ALPHA = 1e-3  # adjusted p-value of strong evidence
+STRONG_FLOOR_SHARE = 0.5  # the share of the effect-size floor that strong evidence still needs
+
+
+def strong_evidence_threshold(floor: float, reference_values: list[float], p_value: float | None) -> float | None:
+    """The lowered upper threshold of a drift value backed by strong evidence, or None when it is not.
+
+    The effect-size floor keeps large windows from alerting on negligible shifts, but it also hides a small shift
+    that persists: a binary share moving from 40.5 % to 36.6 % in 5,000-row windows (Cohen's w 0.08, z ~ 4.6) is
+    a real change. Strong evidence is a Benjamini–Hochberg-adjusted p-value under ``STRONG_ALPHA`` and a value far
+    out of the reference windows' own spread; then the threshold is the larger of ``STRONG_FLOOR_SHARE`` of the
+    floor and that spread. The spread needs at least two reference windows: each window's value (its distance to
+    the whole reference, which holds it) is scaled by sqrt((k + 1) / (k - 1)) to what a window outside the
+    reference would show with the same variation (k windows of equal size), and the spread is the larger of their
+    mean + 3 sigma and twice their largest. Half the floor keeps negligible shifts of very large windows silent
+    (0.03 sd in 100,000 rows: KS 0.012 against 0.04).
+    """
+    k = len(reference_values)
+    if p_value is None or not p_value < STRONG_ALPHA or k < 2:
+        return None
+    outside = np.asarray(reference_values, dtype=np.float64) * math.sqrt((k + 1) / (k - 1))
+    spread = max(float(np.mean(outside)) + 3.0 * float(np.std(outside, ddof=1)), 2.0 * float(np.max(outside)))
+    return max(STRONG_FLOOR_SHARE * floor, spread)

@@ -34,10 +34,19 @@ from otel_mlmon.engine.drift import (
     KolmogorovSmirnov,
     NumericComparison,
     resolve_methods,
+    strong_evidence_threshold,
 )
 from otel_mlmon.engine.estimate import ESTIMATED_PERFORMANCE, SAMPLING_ERROR, ScoredRows, estimate, lower_threshold
 from otel_mlmon.engine.fairness import SensitiveRows, fairness_results
-from otel_mlmon.engine.performance import classification_metrics, regression_metrics
+from otel_mlmon.engine.performance import (
+    Evidence,
+    Reference,
+    classification_metrics,
+    judge,
+    judge_reference,
+    regression_metrics,
+    window_evidence,
+)
 from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile
 from otel_mlmon.engine.results import WindowResult
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch
@@ -145,6 +154,7 @@ class Measurement:
     n: int  # observations behind the value (verdict needs policy.min_rows)
     floor: float | None = None  # drift effect-size floor / data-quality reference rate + floor
     reference_rate: float | None = None
+    evidence: Evidence | None = None  # realized performance: what the metric's sampling error rests on
 
     @property
     def key(self) -> str:
@@ -244,8 +254,10 @@ def performance(profile: ReferenceProfile, labeled: LabeledRows) -> dict[str, fl
 def _performance(profile: ReferenceProfile, window: WindowData) -> list[Measurement]:
     if profile.target_column is None:
         return []
-    return [Measurement(profile.target_column, PERFORMANCE, metric, value, None, len(window.labeled))
-            for metric, value in performance(profile, window.labeled).items()]
+    labeled = window.labeled
+    return [Measurement(profile.target_column, PERFORMANCE, metric, found.value, None, len(labeled), evidence=found)
+            for metric, found in window_evidence(profile.task, profile.classes, labeled.y_true, labeled.y_pred,
+                                                 labeled.scores).items()]
 
 
 def _estimated(profile: ReferenceProfile, window: WindowData) -> list[Measurement]:
@@ -304,8 +316,8 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
     out = []
     for m in measurements:
         p_value = adjusted.get(id(m), m.p_value)
-        band = _band(band_values(profile.reference_values.get(m.key, []), policy.min_rows),
-                     prediction_interval=m.kind == PERFORMANCE)
+        values = band_values(profile.reference_values.get(m.key, []), policy.min_rows)
+        band = _band(values, prediction_interval=m.kind == PERFORMANCE)
         lower = upper = None
         alert: bool | None = None
         enough = m.n >= policy.min_rows and math.isfinite(m.value)
@@ -320,12 +332,18 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
                 alert = (m.p_value is not None and m.p_value < preset["p"][m.metric]) if enough else None
             else:  # the default policy (also for a method a preset has no threshold for)
                 upper = max(m.floor or 0.0, band[1] if band else -math.inf)
+                lowered = strong_evidence_threshold(m.floor or 0.0, values, p_value)
+                upper = upper if lowered is None else min(upper, lowered)
                 significant = p_value is None or p_value < policy.alpha
                 alert = (m.value > upper and significant) if enough else None
-        elif m.kind == PERFORMANCE:
-            if band is not None:
-                lower, upper = band
-                alert = (not lower <= m.value <= upper) if enough else None
+        elif m.kind == PERFORMANCE:  # engine.performance.judge: sampling error + the reference windows' spread
+            reference = Reference.from_series(profile.reference_performance.get(m.metric),
+                                              profile.reference_values.get(m.key, []), _labeled_rows(profile),
+                                              policy.min_rows)
+            if enough and reference is not None:
+                verdict = (judge(m.metric, m.evidence, m.n, reference) if m.evidence is not None
+                           and window.period == "analysis" else judge_reference(m.metric, m.value, reference))
+                lower, upper, alert, p_value = verdict.lower, verdict.upper, verdict.alert, verdict.p_value
         elif m.kind == ESTIMATED_PERFORMANCE:  # a drop below the reference's range alerts; not a sampling error
             if profile.calibration is not None and not m.metric.endswith(SAMPLING_ERROR):
                 lower = lower_threshold(profile.calibration, m.metric, m.n, profile.reference_values.get(m.key, []))
@@ -340,7 +358,33 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
             window_start=window.start, window_end=window.end, rows=window.rows, labeled_rows=len(window.labeled),
             column=m.column, kind=m.kind, metric=m.metric, value=m.value, lower_threshold=lower,
             upper_threshold=upper, alert=alert, p_value=p_value))
+    out.extend(_too_few_labels(profile, window, measurements, policy))
     return out
+
+
+LABELED_ROWS = "labeled_rows"
+
+
+def _labeled_rows(profile: ReferenceProfile) -> int:
+    return sum(int(info.get("labeled_rows", 0)) for info in profile.reference_windows)
+
+
+def _too_few_labels(profile: ReferenceProfile, window: WindowData, measurements: list[Measurement],
+                    policy: Policy) -> list[WindowResult]:
+    """Whether a window's realized performance could get a verdict, and why not: a ``labeled_rows`` data-quality
+    row of the target in every window with labels, whose value is the window's labeled rows and whose lower
+    threshold is the number a verdict needs (``min_rows``); its alert is empty below it (no verdict), else false.
+    (Present in every labelled window, so a stream's revision of the window replaces it.)"""
+    judged = next((m for m in measurements if m.kind == PERFORMANCE and m.n > 0), None)
+    if judged is None:
+        return []
+    return [WindowResult(
+        model=profile.model, model_version=profile.version, period=window.period, window=window.index,
+        window_start=window.start, window_end=window.end, rows=window.rows, labeled_rows=len(window.labeled),
+        column=judged.column, kind=DATA_QUALITY, metric=LABELED_ROWS, value=float(judged.n),
+        lower_threshold=float(policy.min_rows), upper_threshold=None,
+        alert=None if judged.n < policy.min_rows else False, p_value=None)]
+
 
 
 def evaluate_window(profile: ReferenceProfile, window: WindowData, policy: Policy | None = None) -> list[WindowResult]:
