@@ -386,7 +386,6 @@ def _too_few_labels(profile: ReferenceProfile, window: WindowData, measurements:
         alert=None if judged.n < policy.min_rows else False, p_value=None)]
 
 
-
 def evaluate_window(profile: ReferenceProfile, window: WindowData, policy: Policy | None = None) -> list[WindowResult]:
     """The window results of one window."""
     policy = policy or Policy()
