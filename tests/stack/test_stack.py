@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,20 @@ def test_ml_series_reach_prometheus_equal_to_the_processors_results(stack: Nativ
     settles('sum(ml_processor_records_total{ml_processor_outcome="label_joined"})', lambda v: v == ROWS)
     settles('count(ml_alert_firing{ml_model_name="churn",ml_alert_kind="drift"} == 1)',
             lambda v: v >= 2 * len(FEATURES))
+
+
+def test_feature_sketches_stay_out_of_prometheus(stack: NativeStack) -> None:
+    """Sketches go to the processor only: per feature, Prometheus holds the processor's results (a few series per
+    drift method and alert), not one series per histogram bucket of ``ml.feature.value``."""
+    _final_results(stack)  # the processor has judged the features from their sketches
+
+    def series(match: str) -> list[dict[str, str]]:
+        return _get(stack.url("prometheus") + "/api/v1/series?" + urllib.parse.urlencode({"match[]": match}))["data"]
+
+    eventually(lambda: series('ml_drift_score_ratio{ml_feature_name="tenure"}'), what="tenure's drift series")
+    assert series('{__name__=~"ml_feature_.*"}') == []
+    per_feature = {feature: len(series(f'{{__name__=~"ml_.*",ml_feature_name="{feature}"}}')) for feature in FEATURES}
+    assert all(0 < n <= 40 for n in per_feature.values()), per_feature
 
 
 def _metric_names(text: str) -> set[str]:
