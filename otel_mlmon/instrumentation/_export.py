@@ -37,6 +37,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from otel_mlmon import semconv
 from otel_mlmon._version import __version__
 from otel_mlmon.instrumentation._recorder import SCORE_BOUNDS, ModelRecorder, SketchState
+from otel_mlmon.instrumentation._runtime import RUNTIME
 from otel_mlmon.sketch import NumericSketch
 
 _DELTA = AggregationTemporality.DELTA
@@ -62,15 +63,12 @@ def resolve_exporter(explicit: MetricExporter | None, meter_provider: Any) -> tu
 
 
 _EMPTY = Resource.get_empty()
-_resource: Resource | None = None
-
-
 def _default_resource() -> Resource:
-    """``Resource.create()`` (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), computed once."""
-    global _resource
-    if _resource is None:
-        _resource = Resource.create()
-    return _resource
+    """``Resource.create()`` (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), computed once (kept by the runtime)."""
+    found = RUNTIME.resource
+    if found is None:
+        found = RUNTIME.resource = Resource.create()
+    return found
 
 
 def _numeric_points(sketch: NumericSketch, attributes: dict[str, Any], start: int, end: int

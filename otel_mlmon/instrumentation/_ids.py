@@ -10,12 +10,12 @@ from types import TracebackType
 import numpy as np
 
 from otel_mlmon.instrumentation import _guard
+from otel_mlmon.instrumentation._runtime import RUNTIME
 
 _CURRENT: ContextVar[PredictionIds | None] = ContextVar("otel_mlmon_prediction_ids", default=None)
 
 
 POOL_SIZE = 256  # ids made at a time for calls on few rows
-_pool: list[str] = []
 
 
 def _bulk(rows: int) -> list[str]:
@@ -31,13 +31,14 @@ def generate(rows: int) -> list[str]:
 
     Calls on few rows take their ids from a pool made ``POOL_SIZE`` at a time (one ``os.urandom`` call and
     vectorized bit-setting for 256 ids costs less than two single ones); ``list.pop`` is atomic, so threads
-    never share an id, and a forked child starts with an empty pool (else it would repeat its parent's ids).
+    never share an id, and a forked child starts with an empty pool (else it would repeat its parent's ids). The
+    pool is the runtime's (``RUNTIME.id_pool``), emptied by its fork hook.
     """
     if rows <= 0:
         return []
     if rows >= 32:
         return _bulk(rows)
-    pool = _pool
+    pool = RUNTIME.id_pool
     out = []
     for _ in range(rows):
         try:
@@ -47,8 +48,6 @@ def generate(rows: int) -> list[str]:
             out.append(pool.pop())
     return out
 
-
-os.register_at_fork(after_in_child=_pool.clear)
 
 
 class PredictionIds:

@@ -6,7 +6,8 @@
 - the telemetries, one per set of providers, each with the users that keep it (instrumented models, held weakly,
   and active instrumentors); one that nobody uses any more is flushed, closed and forgotten by the flusher, so
   that its providers can go. The telemetry of the global providers lives as long as the process;
-- the ``ml.predictions`` row observers, one per meter provider;
+- the ``ml.predictions`` row observers, one per meter provider; the pool of prediction ids made ahead; the
+  default resource of sketches;
 - which frameworks are instrumented zero-code, and with which telemetry;
 - what otel-mlmon wrapped (owner, attribute, original object) and who needs each wrapper: instrumentors by name,
   instrumented models by weak reference. A wrapper is removed, and the very original object put back, when the
@@ -190,6 +191,8 @@ class Runtime:
         self._users: dict[ProviderKey, int] = {}
         self._retiring: set[ProviderKey] = set()
         self._model_uses: dict[int, tuple[weakref.finalize, ProviderKey]] = {}  # id(model) -> its use
+        self.id_pool: list[str] = []  # prediction ids made ahead for calls on few rows (see _ids)
+        self.resource: Any = None  # Resource.create(), made once, for sketches without an SDK meter provider
 
     # --- telemetries -----------------------------------------------------------------------------------------
     def default_telemetry(self) -> Telemetry:
@@ -352,6 +355,11 @@ class Runtime:
         self.lock = threading.RLock()
         self.guard.after_fork()
         self.flusher.after_fork()
+        self.id_pool.clear()  # else the child would repeat its parent's ids
+        observers = [*self.row_observers.values(), *(o for _, o in self.row_observers_strong.values())]
+        for observer in [self.global_row_observer, *observers]:
+            if observer is not None:
+                observer.after_fork()
         for telemetry in list(self.live):
             telemetry.after_fork()
 

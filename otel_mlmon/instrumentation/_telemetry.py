@@ -76,6 +76,7 @@ class Telemetry:
         _guard.add_listener(self._error_listener)
         RUNTIME.live.add(self)
         RUNTIME.flusher.ensure_started()
+        RUNTIME.flusher.wake()  # its ticks start now, not when the flusher's longest sleep (5 s) ends
 
     # --- models --------------------------------------------------------------------------------------------
     def recorder(self, name: str, version: str, system: str, task: Callable[[], str | None] | str | None,
