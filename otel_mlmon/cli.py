@@ -127,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--alertmanager", help="Alertmanager base URL (alerts go to its /api/v2/alerts)")
     serve.add_argument("--webhook", help="URL that receives every alert transition as JSON")
     serve.add_argument("--config", help="YAML file of settings (flags > OTEL_PYTHON_MLMON_PROCESSOR_* > file)")
+    serve.add_argument("--sequential-detector", choices=("adwin", "page_hinkley", "off"),
+                       help="change detection on each model's label stream, alerting as labels arrive (default "
+                            "adwin)")
     auth = serve.add_argument_group("authentication and TLS (both listeners; without a token: loopback only)")
     token = auth.add_mutually_exclusive_group()
     token.add_argument("--auth-token-file", metavar="FILE", help="file holding the bearer token that OTLP and the "
@@ -328,7 +331,8 @@ def _serve(args: argparse.Namespace) -> int:
                    "references": tuple(args.reference), "alertmanager": args.alertmanager, "webhook": args.webhook,
                    "auth_token": args.auth_token, "auth_token_file": args.auth_token_file, "tls_cert": args.tls_cert,
                    "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
-                   "allow_unauthenticated": args.allow_unauthenticated}, yaml_path=args.config)
+                   "allow_unauthenticated": args.allow_unauthenticated,
+                   "sequential_detector": args.sequential_detector}, yaml_path=args.config)
     security = Security.from_config(config)  # a missing or empty token file, bad TLS files: refused here
     host, _, port = config.http_endpoint.rpartition(":")
     profiles = [ReferenceProfile.load(path) for path in config.references]  # bad profiles stop startup
@@ -343,7 +347,8 @@ def _serve(args: argparse.Namespace) -> int:
                           require_reference=config.require_reference,
                           webhook=WebhookSink(config.webhook) if config.webhook else None,
                           allowed_lateness_s=config.allowed_lateness_s, idle_timeout_s=config.idle_timeout_s,
-                          sketch_window_s=config.sketch_window_s, max_future_s=config.max_future_s)
+                          sketch_window_s=config.sketch_window_s, max_future_s=config.max_future_s,
+                          sequential_detector=config.sequential_detector)
     for profile in profiles:
         processor.register(profile)
     grpc_server, _ = grpc_receiver.start(processor, config.grpc_endpoint, config.max_grpc_message_bytes,

@@ -121,6 +121,17 @@ ML_ALERT_METRIC: Final = "ml.alert.metric"
 ML_ALERT_VALUE: Final = "ml.alert.value"
 ML_ALERT_THRESHOLD: Final = "ml.alert.threshold"
 ML_ALERT_WINDOW: Final = "ml.alert.window"
+# On alerts of kind performance_change (sequential detection on the label stream): the metric the detector watches
+# (accuracy | mae), its value before and since the estimated change point, and both points counted in the labels the
+# detector took (the change point, and the label that revealed the change)
+ML_ALERT_CHANGE_METRIC: Final = "ml.alert.change.metric"
+ML_ALERT_CHANGE_BEFORE: Final = "ml.alert.change.before"
+ML_ALERT_CHANGE_AFTER: Final = "ml.alert.change.after"
+ML_ALERT_CHANGE_START_LABEL: Final = "ml.alert.change.start_label"
+ML_ALERT_CHANGE_LABEL: Final = "ml.alert.change.label"
+# gauge of the newest window's estimated performance (CBPE, kind estimated_performance), attrs ml.evaluation.name:
+# apart from ml.evaluation.score, so that rules and dashboards never take an estimate for realized performance
+ML_EVALUATION_ESTIMATED_SCORE: Final = "ml.evaluation.estimated_score"
 
 # The processor's own telemetry
 ML_PROCESSOR_RECORDS: Final = "ml.processor.records"  # counter of records by ml.processor.outcome

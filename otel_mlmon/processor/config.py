@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 ENV_PREFIX = "OTEL_PYTHON_MLMON_PROCESSOR_"
+# Sequential change detection on the label stream: the engine's detectors (engine.sequential.DETECTORS), or off.
+SEQUENTIAL_DETECTORS = ("adwin", "page_hinkley", "off")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class ProcessorConfig:
     tls_key: str | None = None
     tls_client_ca: str | None = None
     allow_unauthenticated: bool = False
+    sequential_detector: str = "adwin"
 
     @property
     def authenticated(self) -> bool:
@@ -85,6 +88,9 @@ class ProcessorConfig:
                              f"({self.max_lateness_s}): a window must close before its rows stop being taken")
         if not 1 <= self.sketch_window_s <= 366 * 86400:
             raise ValueError(f"setting sketch_window_s: must be between 1 s and 366 days, got {self.sketch_window_s}")
+        if self.sequential_detector not in SEQUENTIAL_DETECTORS:
+            raise ValueError(f"setting sequential_detector: {self.sequential_detector!r} is not one of "
+                             f"{', '.join(SEQUENTIAL_DETECTORS)}")
         for name in ("alertmanager", "webhook"):
             url = getattr(self, name)
             if url is not None and not url.startswith(("http://", "https://")):

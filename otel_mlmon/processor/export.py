@@ -2,9 +2,10 @@
 
 OTLP goes through the OTel SDK configured from the standard ``OTEL_EXPORTER_OTLP_*`` variables (or the providers
 given): gauges of the newest window per series (``ml.drift.score``, ``ml.drift.threshold``,
-``ml.evaluation.score``, ``ml.label.coverage``, ``ml.label.latency``), ``ml.alert.firing`` (1 while an alert
-fires, 0 once resolved), the ``ml.alerts`` counter, and an
-``ml.alert`` event per transition (WARN for drift and data quality, ERROR for performance). Alertmanager gets
+``ml.evaluation.score``, ``ml.evaluation.estimated_score`` (CBPE), ``ml.label.coverage``, ``ml.label.latency``),
+``ml.alert.firing`` (1 while an alert fires, 0 once resolved), the ``ml.alerts`` counter, and an ``ml.alert`` event
+per transition (ERROR for realized performance and performance changes, WARN for the other kinds: drift, data
+quality, estimated performance; a performance change also carries ``ml.alert.change.*``). Alertmanager gets
 ``POST /api/v2/alerts`` with every firing alert, resent each ``resend_s`` while it fires, and an ``endsAt`` when it
 resolves. Alertmanager and webhook sends leave the tick: one background thread per sink with a bounded queue, a
 timeout per request, a few retries with backoff, and no redirects followed (a 3xx is a failed delivery). Export
@@ -30,10 +31,28 @@ from opentelemetry.metrics import Observation, get_meter
 
 from otel_mlmon import semconv
 from otel_mlmon._version import __version__
+from otel_mlmon.engine.estimate import ESTIMATED_PERFORMANCE, SAMPLING_ERROR
 from otel_mlmon.engine.results import iso_utc_ns
 from otel_mlmon.processor.alerts import FIRING, Transition
+from otel_mlmon.processor.store import PERFORMANCE_CHANGE
 
 _logger = logging.getLogger("otel_mlmon.processor")
+
+# Kinds whose alerts are errors (critical in Alertmanager): realized performance, and its changes on the label stream.
+_CRITICAL = frozenset({"performance", PERFORMANCE_CHANGE})
+# (attribute, result field, type) of what a performance_change result adds (processor.sequential.change_result)
+_CHANGE_ATTRIBUTES: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    (semconv.ML_ALERT_CHANGE_METRIC, "change_metric", str), (semconv.ML_ALERT_CHANGE_BEFORE, "before", float),
+    (semconv.ML_ALERT_CHANGE_AFTER, "after", float), (semconv.ML_ALERT_CHANGE_START_LABEL, "change_start_label", int),
+    (semconv.ML_ALERT_CHANGE_LABEL, "change_label", int))
+
+
+def _threshold(r: dict[str, Any]) -> float | None:
+    """The threshold a result crossed (the lower one for a drop below it), else its upper one, else its lower."""
+    lower, upper, value = r.get("lower_threshold"), r.get("upper_threshold"), r.get("value")
+    if lower is not None and value is not None and value < lower:
+        return float(lower)
+    return float(upper) if upper is not None else None if lower is None else float(lower)
 
 
 class OtlpExport:
@@ -48,6 +67,8 @@ class OtlpExport:
         for name, description in ((semconv.ML_DRIFT_SCORE, "Drift of a column in the newest window"),
                                   (semconv.ML_DRIFT_THRESHOLD, "Upper threshold of that drift value"),
                                   (semconv.ML_EVALUATION_SCORE, "Realized performance in the newest window"),
+                                  (semconv.ML_EVALUATION_ESTIMATED_SCORE,
+                                   "Performance estimated without labels (CBPE) in the newest window"),
                                   (semconv.ML_LABEL_COVERAGE, "Share of the newest window's rows with a label")):
             meter.create_observable_gauge(name, callbacks=[self._observer(name)], unit="1", description=description)
         meter.create_observable_gauge(semconv.ML_LABEL_LATENCY, callbacks=[self._observer(semconv.ML_LABEL_LATENCY)],
@@ -128,6 +149,9 @@ class OtlpExport:
             elif r["kind"] == "performance":
                 self._set(semconv.ML_EVALUATION_SCORE, {**base, semconv.ML_EVALUATION_NAME: r["metric"]}, r["window"],
                           r["value"])
+            elif r["kind"] == ESTIMATED_PERFORMANCE and not r["metric"].endswith(SAMPLING_ERROR):
+                self._set(semconv.ML_EVALUATION_ESTIMATED_SCORE, {**base, semconv.ML_EVALUATION_NAME: r["metric"]},
+                          r["window"], r["value"])
         if rows:
             first = rows[0]
             base = {semconv.ML_MODEL_NAME: first["model"], semconv.ML_MODEL_VERSION: first["model_version"]}
@@ -156,11 +180,16 @@ class OtlpExport:
             attributes = {semconv.ML_MODEL_NAME: r["model"], semconv.ML_MODEL_VERSION: r["model_version"],
                           semconv.ML_ALERT_KIND: r["kind"], semconv.ML_ALERT_STATE: t.state,
                           semconv.ML_FEATURE_NAME: r["column"], semconv.ML_ALERT_METRIC: r["metric"],
-                          semconv.ML_ALERT_VALUE: float(r["value"]), semconv.ML_ALERT_WINDOW: int(r["window"])}
-            threshold = r.get("upper_threshold") if r.get("upper_threshold") is not None else r.get("lower_threshold")
+                          semconv.ML_ALERT_WINDOW: int(r["window"])}
+            if r.get("value") is not None:
+                attributes[semconv.ML_ALERT_VALUE] = float(r["value"])
+            threshold = _threshold(r)
             if threshold is not None:
                 attributes[semconv.ML_ALERT_THRESHOLD] = float(threshold)
-            severity = SeverityNumber.ERROR if r["kind"] == "performance" else SeverityNumber.WARN
+            for name, key, kind in _CHANGE_ATTRIBUTES:
+                if r.get(key) is not None:
+                    attributes[name] = kind(r[key])
+            severity = SeverityNumber.ERROR if r["kind"] in _CRITICAL else SeverityNumber.WARN
             self.logger.emit(timestamp=t.since_ns, observed_timestamp=time.time_ns(), severity_number=severity,
                              severity_text=severity.name, attributes=attributes, event_name=semconv.EVENT_ALERT)
             if t.state == FIRING:
@@ -317,12 +346,17 @@ class AlertmanagerSink:
     @staticmethod
     def payload(t: Transition, now_ns: int) -> dict[str, Any]:
         r = t.result
+        if r.get("before") is not None and r.get("after") is not None:  # a performance change
+            summary = (f"{r.get('change_metric', 'performance')} of {r['column']} moved from {r['before']:.4g} to "
+                       f"{r['after']:.4g} ({r['metric']}, window {r['window']})")
+        else:
+            value = "none" if r.get("value") is None else f"{r['value']:.6g}"
+            summary = f"{r['kind']} {r['metric']} of {r['column']} is {value} in window {r['window']}"
+        threshold = _threshold(r)
         alert = {"labels": {"alertname": f"ml_{r['kind']}", **t.labels,
-                            "severity": "critical" if r["kind"] == "performance" else "warning"},
-                 "annotations": {"summary": f"{r['kind']} {r['metric']} of {r['column']} is {r['value']:.6g} in "
-                                            f"window {r['window']}",
-                                 "value": repr(r["value"]), "window": str(r["window"]),
-                                 "threshold": repr(r.get("upper_threshold"))},
+                            "severity": "critical" if r["kind"] in _CRITICAL else "warning"},
+                 "annotations": {"summary": summary, "value": repr(r.get("value")), "window": str(r["window"]),
+                                 "threshold": repr(threshold)},
                  "startsAt": iso_utc_ns(t.since_ns), "generatorURL": "https://github.com/otel-mlmon"}
         if t.state != FIRING:
             alert["endsAt"] = iso_utc_ns(now_ns)

@@ -7,6 +7,10 @@ is evaluated once the model's watermark passes it, and again whenever its rows, 
 rows up to ``max_lateness``, labels up to the label TTL). Features come from the events when the application captures
 them (exact, like the batch path), else from the feature sketches (``assemble.py``).
 
+Labels are also fed, as they join, to sequential change detection (``sequential.py``: the engine's ADWIN or
+Page–Hinkley); ``tick`` first reports the changes it found, as ``performance_change`` results and alerts, without
+waiting for any window to close.
+
 ``tick`` does the work of one period for the models that had data since the last one (and, every ``sweep_s``, for
 all, so that idle models close their windows and expire their TTLs): its cost does not grow with idle models. A
 model whose evaluation raises is logged and counted (per model) and does not stop the others.
@@ -22,11 +26,12 @@ from typing import Any
 
 from otel_mlmon.engine.evaluate import Policy, evaluate_window, reference_results
 from otel_mlmon.engine.profile import ReferenceProfile
-from otel_mlmon.processor.alerts import AlertBook
+from otel_mlmon.processor.alerts import AlertBook, Transition
 from otel_mlmon.processor.assemble import MISSING, window_data
 from otel_mlmon.processor.bootstrap import bootstrap_profile
 from otel_mlmon.processor.decode import Decoded, PredictionBatch
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, WebhookSink
+from otel_mlmon.processor.sequential import Sequential, change_result
 from otel_mlmon.processor.store import LABEL, MAX_NS, ROW, SKETCH, Store, StoredRows, StoreUnavailable, Stream
 from otel_mlmon.processor.windows import (
     FAILED,
@@ -69,7 +74,8 @@ class Processor:
                  require_reference: bool = False, webhook: WebhookSink | None = None, *,
                  allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, sketch_window_s: float = DEFAULT_SKETCH_WINDOW_S,
-                 max_future_s: float = DEFAULT_MAX_FUTURE_S, sweep_s: float = 60.0) -> None:
+                 max_future_s: float = DEFAULT_MAX_FUTURE_S, sweep_s: float = 60.0,
+                 sequential_detector: str = "adwin") -> None:
         self.store = store
         self.bootstrap_windows = bootstrap_windows
         self.bootstrap_window_rows = bootstrap_window_rows
@@ -80,6 +86,8 @@ class Processor:
         self.max_future_ns = int(max_future_s * SECOND)
         self.sweep_ns = int(sweep_s * SECOND)
         self.monitored: dict[tuple[str, str], Monitored] = {}
+        self.sequential = Sequential(sequential_detector, self.monitored)
+        store.on_join = self.sequential.joined if sequential_detector != "off" else None
         self.alerts = AlertBook(store.path)
         self.otlp = otlp
         self.alertmanager = alertmanager
@@ -105,6 +113,7 @@ class Processor:
         found = {**self.store.counters(), **self.receiver_counters}
         found["export_failures"] = sum(sink.failures for sink in (self.alertmanager, self.webhook) if sink is not None)
         found["evaluation_failures"] = sum(self.failures.values())
+        found["sequential_failures"] = self.sequential.failures
         return found
 
     def failures_by_model(self) -> dict[str, int]:
@@ -208,6 +217,12 @@ class Processor:
         now = self.clock()
         if not self.store.healthy:
             self.store.probe()
+        try:  # the changes labels showed go out before any window is evaluated
+            self.report_changes(now)
+        except StoreUnavailable as exc:
+            _logger.warning("the store is unavailable (%s): sequential changes are reported later", exc)
+        except Exception:  # the service never dies on data
+            _logger.exception("reporting sequential changes failed; retried at the next tick")
         with self._active_lock:
             keys, self._active = self._active, set()
         sweep = now - self._swept_ns >= self.sweep_ns
@@ -357,12 +372,46 @@ class Processor:
             latencies = [(labeled - at) / 1e9 for at, labeled in zip(rows.times, rows.labeled_ns)
                          if labeled is not None]
             self.otlp.results(results, sum(latencies) / len(latencies) if latencies else None)
+        self._send(transitions, now)
+
+    def _send(self, transitions: list[Transition], now: int) -> None:
+        """Alert transitions to the sinks: OTLP ``ml.alert`` events, Alertmanager, the webhook."""
+        if self.otlp is not None:
             self.otlp.transitions(transitions)
         if self.alertmanager is not None and transitions:
             self.alertmanager.send(transitions, self.alerts.firing(), now)
             self._alerted = True
         if self.webhook is not None and transitions:
             self.webhook.send(transitions, now)
+
+    def report_changes(self, now: int) -> int:
+        """The changes sequential detection found since the last call: each a ``performance_change`` result in its
+        prediction's window and an alert transition when it moves the alert; changes reported. A change is
+        forgotten only once reported (a restart in between reports it again: the same result row, no second
+        transition)."""
+        reported = 0
+        while True:
+            found = self.store.sequential_changes()
+            if not found:
+                return reported
+            rows: list[dict[str, Any]] = []
+            for _, model, version, change in found:
+                watched = self.monitored.get((model, version))
+                if watched is None:
+                    continue  # its reference was replaced by nothing: nothing to judge it against
+                try:
+                    rows.append(change_result(self.store, watched, change))
+                except StoreUnavailable:
+                    raise
+                except Exception:  # a change that cannot be reported must not hold back the others
+                    _logger.exception("a sequential change of %s %r could not be reported: %r", model, version,
+                                      change)
+            for model, version in dict.fromkeys((r["model"], r["model_version"]) for r in rows):
+                self.store.put_results(model, version, [r for r in rows if (r["model"], r["model_version"]) ==
+                                                        (model, version)])
+            self._send(self.alerts.update(rows, now), now)
+            self.store.forget_sequential_changes([seq for seq, *_ in found])
+            reported += len(rows)
 
     def prune(self, now: int) -> int:
         """Delete rows and sketch points that no window can need again: past the lateness bound and the label TTL

@@ -19,6 +19,10 @@ returns, so a request can be acknowledged as soon as its call returned. Rules:
   UNAVAILABLE) and makes ``healthy`` false until a write succeeds again.
 Every change that can alter a window's results is recorded in ``touched`` (its kind and event time, to the second)
 in the same transaction, so the processor re-evaluates exactly the windows that changed, after a restart too.
+Every label that joins (to a stored prediction, or an orphan joining its prediction) goes, in join order, to the
+``on_join`` listener (the processor's sequential change detection) inside the join's transaction: the listener's
+new state (``sequential``) and the changes it found (``sequential_changes``, drained by the processor) commit with
+the join or not at all, so a restart neither feeds a label twice nor loses one.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,10 +86,16 @@ CREATE TABLE IF NOT EXISTS results (model TEXT NOT NULL, version TEXT NOT NULL, 
     PRIMARY KEY (model, version, period, window, column_name, kind, metric));
 CREATE TABLE IF NOT EXISTS profiles (model TEXT NOT NULL, version TEXT NOT NULL, profile TEXT NOT NULL,
     PRIMARY KEY (model, version));
+CREATE TABLE IF NOT EXISTS sequential (sid INTEGER PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sequential_changes (seq INTEGER PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL,
+    change TEXT NOT NULL);
 """
+# The two sequential tables came after schema 4 without a version bump: a schema-4 store gets them (empty) on open,
+# its monitors start with the next label joined, and nothing else of the store changes meaning.
 SCHEMA_VERSION = "4"
 _CHUNK = 8000  # ids per IN (...) query (SQLite allows 32766 variables since 3.32)
 ROW, LABEL, SKETCH = "row", "label", "sketch"  # kinds of change recorded in ``touched``
+PERFORMANCE_CHANGE = "performance_change"  # results of sequential detection: kept when their window is re-evaluated
 MAX_NS = 2**63 - 1
 LATE_EVENT = "prediction event older than its model's lateness bound (max_lateness_s behind its latest event)"
 LATE_POINT = "sketch point older than its model's lateness bound (max_lateness_s behind its latest event)"
@@ -118,6 +128,23 @@ class Joined:
     outputs: dict[str, Any]
     truth: Any
     labeled_ns: int | None
+
+
+@dataclass(frozen=True)
+class LabelJoin:
+    """A label that just joined its prediction: the prediction's id, event time and outputs (``label`` as its
+    category key, ``value``), and the label as sent."""
+
+    id: str
+    time_ns: int
+    truth: Any
+    label: str | None
+    value: float | None
+
+
+# (model, version), the labels that joined in join order, the listener's stored state (None: none yet) ->
+# (its new state, None: keep the stored one; the changes found, as JSON-able dicts)
+JoinListener = Callable[[tuple[str, str], list[LabelJoin], str | None], tuple[str | None, list[dict[str, Any]]]]
 
 
 @dataclass
@@ -189,6 +216,7 @@ class Store:
         self.max_models = max_models
         self.max_features = max_features
         self.healthy = True
+        self.on_join: JoinListener | None = None  # told of every label that joins, inside the join's transaction
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -399,7 +427,7 @@ class Store:
                 if fresh:
                     for second in {times[i] // 1_000_000_000 for i in fresh}:
                         self._touch(key, ROW, second * 1_000_000_000)
-                    now_joined = self._join_orphans(batch, [batch.ids[i] for i in fresh])
+                    now_joined = self._join_orphans(batch, fresh, times)
                     joined += now_joined
                     self._bump(self._pending_delta, key, len(fresh) - now_joined)
                     self._bump(self._orphan_delta, key, -now_joined)
@@ -431,24 +459,51 @@ class Store:
                 fresh.append(i)
         return fresh
 
-    def _join_orphans(self, batch: PredictionBatch, ids: list[str]) -> int:
+    def _join_orphans(self, batch: PredictionBatch, fresh: list[int], times: list[int]) -> int:
+        """Join the orphan labels waiting for these new rows of the batch (in the batch's row order)."""
         key = (batch.model, batch.version)
         if not self._orphans.get(key, 0) + self._orphan_delta.get(key, 0):
             return 0
         joined = 0
+        joins: list[LabelJoin] = []
+        position = {batch.ids[i]: i for i in fresh}
+        ids = [batch.ids[i] for i in fresh]
         for begin in range(0, len(ids), _CHUNK):
             chunk = ids[begin: begin + _CHUNK]
             marks = ",".join("?" * len(chunk))
             found = self._db.execute(f"SELECT id, truth, received_ns FROM orphans WHERE model = ? AND version = ? "
                                      f"AND id IN ({marks})", (*key, *chunk)).fetchall()
+            found.sort(key=lambda row: position[row[0]])
             for pid, truth, labeled_ns in found:
-                joined += self._db.execute("UPDATE predictions SET truth = ?, labeled_ns = ? WHERE sid = ? AND "
-                                           "id = ? AND truth IS NULL AND expired = 0",
-                                           (truth, labeled_ns, self._sid(key), pid)).rowcount
+                done = self._db.execute("UPDATE predictions SET truth = ?, labeled_ns = ? WHERE sid = ? AND id = ? "
+                                        "AND truth IS NULL AND expired = 0",
+                                        (truth, labeled_ns, self._sid(key), pid)).rowcount
+                joined += done
+                if done and self.on_join is not None:
+                    i = position[pid]  # the prediction's outputs as stored (``_rows``)
+                    label = category_key(batch.labels[i]) if batch.labels is not None else None
+                    value = batch.values[i] if batch.values is not None else None
+                    joins.append(LabelJoin(pid, times[i], json.loads(truth), label, value))
             if found:
                 self._db.execute(f"DELETE FROM orphans WHERE model = ? AND version = ? AND id IN ({marks})",
                                  (*key, *chunk))
+        self._joined(key, joins)
         return joined
+
+    def _joined(self, key: tuple[str, str], joins: list[LabelJoin]) -> None:
+        """Tell ``on_join`` of labels that joined, in this transaction; store its new state and the changes it
+        found with the join."""
+        if self.on_join is None or not joins:
+            return
+        sid = self._sid(key)
+        found = self._db.execute("SELECT state FROM sequential WHERE sid = ?", (sid,)).fetchone()
+        state, changes = self.on_join(key, joins, None if found is None else found[0])
+        if state is not None:
+            self._db.execute("INSERT INTO sequential VALUES (?, ?) ON CONFLICT(sid) DO UPDATE SET state = "
+                             "excluded.state", (sid, state))
+        if changes:
+            self._db.executemany("INSERT INTO sequential_changes (model, version, change) VALUES (?, ?, ?)",
+                                 [(*key, json.dumps(change)) for change in changes])
 
     # --- labels --------------------------------------------------------------------------------------------
     def add_labels(self, batches: Iterable[LabelBatch], received_ns: int) -> Added:
@@ -467,13 +522,15 @@ class Store:
                 clock = stream.latest_ns if stream and stream.latest_ns > 0 else None  # None: the model's event
                 # clock is not known yet (no prediction seen): its first prediction starts the orphan's TTL
                 seen: set[str] = set()  # the first label of an id in the batch wins, as against the store
+                joins: list[LabelJoin] = []
                 for begin in range(0, len(batch.ids), _CHUNK):
                     ids, labels = batch.ids[begin: begin + _CHUNK], batch.labels[begin: begin + _CHUNK]
                     marks = ",".join("?" * len(ids))
-                    # id -> (event time, still waiting for its label)
-                    stored = {pid: (time_ns, waiting) for pid, time_ns, waiting in db.execute(
-                        f"SELECT id, time_ns, truth IS NULL AND expired = 0 FROM predictions WHERE sid = ? AND "
-                        f"id IN ({marks})", (self._known_sid(*key), *ids))}
+                    # id -> (event time, still waiting for its label, predicted label, predicted value)
+                    stored = {pid: (time_ns, waiting, label, value) for pid, time_ns, waiting, label, value in
+                              db.execute(f"SELECT id, time_ns, truth IS NULL AND expired = 0, label, value FROM "
+                                         f"predictions WHERE sid = ? AND id IN ({marks})",
+                                         (self._known_sid(*key), *ids))}
                     updates: list[tuple[Any, ...]] = []
                     seconds: dict[int, int] = {}
                     orphans: list[tuple[Any, ...]] = []
@@ -486,6 +543,8 @@ class Store:
                             seen.add(pid)
                             if found[1]:
                                 updates.append((json.dumps(label), received_ns, self._known_sid(*key), pid))
+                                if self.on_join is not None:
+                                    joins.append(LabelJoin(pid, found[0], label, found[2], found[3]))
                                 second = found[0] // 1_000_000_000
                                 seconds[second] = seconds.get(second, 0) + 1
                             else:
@@ -511,6 +570,7 @@ class Store:
                         orphaned += inserted
                         duplicate += len(orphans) - inserted  # waiting already (a retried label)
                         self._bump(self._orphan_delta, key, inserted)
+                self._joined(key, joins)
                 if key not in self._streams and key not in self._staged:
                     self._advance(key, 0, received_ns, False)
             self._count("labels_joined", joined)
@@ -698,6 +758,48 @@ class Store:
             truths = [None if t is None else next(decoded) for t in truths]
         return StoredRows(ids, times, labels, scores, values, extras, truths, labeled_ns)
 
+    def row_position(self, model: str, version: str, key: tuple[int, str]
+                     ) -> tuple[int, int, tuple[int, int, int] | None]:
+        """Where the prediction with this key is in the row windows: (k, n, evaluated) — it is the n-th row (from
+        0) in (event time, id) order after the first row of row window k, the newest evaluated row window that
+        starts at or before it (windows before it may have been pruned; their number is kept), or k = 0 counting
+        from the first row when there is none; ``evaluated`` = (first event time, last event time, rows) of window
+        k as evaluated, or None."""
+        sid = self._known_sid(model, version)
+        with self._lock:
+            found = self._db.execute("SELECT key, first_ns, last_ns, state FROM windows WHERE model = ? AND version = "
+                                     "? AND scheme = 'rows' AND first_ns <= ? ORDER BY key DESC LIMIT 2",
+                                     (model, version, key[0])).fetchall()
+            for number, first_ns, last_ns, state in found:
+                rows, _, first, _ = json.loads(state.removeprefix("failed "))  # windows.row_state
+                if (int(first[0]), str(first[1])) <= key:
+                    n = self._scalar("SELECT count(*) FROM predictions WHERE sid = ? AND (time_ns, id) >= (?, ?) AND "
+                                     "(time_ns, id) < (?, ?)", (sid, int(first[0]), str(first[1]), *key))
+                    return int(number), n, (int(first_ns), int(last_ns), int(rows))
+            return 0, self._scalar("SELECT count(*) FROM predictions WHERE sid = ? AND (time_ns, id) < (?, ?)",
+                                   (sid, *key)), None
+
+    # --- sequential detection ------------------------------------------------------------------------------
+    def sequential_changes(self, limit: int = 1000) -> list[tuple[int, str, str, dict[str, Any]]]:
+        """(sequence number, model, version, change) of the changes sequential detection found and the processor
+        has not reported yet, oldest first."""
+        with self._lock:
+            return [(seq, model, version, json.loads(change)) for seq, model, version, change in self._db.execute(
+                "SELECT seq, model, version, change FROM sequential_changes ORDER BY seq LIMIT ?", (limit,))]
+
+    def forget_sequential_changes(self, seqs: Sequence[int]) -> None:
+        """The processor reported these changes (results and alerts)."""
+        if seqs:
+            with self.transaction() as db:
+                db.executemany("DELETE FROM sequential_changes WHERE seq = ?", [(s,) for s in seqs])
+
+    def sequential_state(self, model: str, version: str) -> str | None:
+        """The stored state of the model's sequential detection (JSON), if any."""
+        with self._lock:
+            found = self._db.execute("SELECT state FROM sequential WHERE sid = ?",
+                                     (self._known_sid(model, version),)).fetchone()
+        return None if found is None else str(found[0])
+
     # --- time ----------------------------------------------------------------------------------------------
     def expire(self, model: str, version: str, clock_ns: int, now_ns: int) -> tuple[int, int]:
         """Stop waiting for labels of the model's predictions ``label_ttl`` behind its event-time clock, and drop
@@ -757,14 +859,14 @@ class Store:
                     replace: tuple[str, Sequence[str]] | None = None) -> None:
         """Store window results in one transaction: ``rows`` replace the rows of the same window, column, kind and
         metric; ``replace`` = (period, columns) first deletes that window's earlier rows of those columns (a
-        revision drops what no longer applies); ``window`` = (scheme, key, first event time, last event time, state)
-        records what was evaluated."""
+        revision drops what no longer applies; the changes sequential detection found in it stay); ``window`` =
+        (scheme, key, first event time, last event time, state) records what was evaluated."""
         with self.transaction() as db:
             if replace is not None and rows:
                 period, columns = replace
                 db.executemany("DELETE FROM results WHERE model = ? AND version = ? AND period = ? AND window = ? "
-                               "AND column_name = ?", [(model, version, period, rows[0]["window"], c)
-                                                       for c in columns])
+                               "AND column_name = ? AND kind != ?", [(model, version, period, rows[0]["window"], c,
+                                                                      PERFORMANCE_CHANGE) for c in columns])
             db.executemany(
                 "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(model, version, period, window, "
                 "column_name, kind, metric) DO UPDATE SET row = excluded.row",
@@ -778,10 +880,12 @@ class Store:
 
     def delete_results(self, model: str, version: str, period: str, first_window: int,
                        columns: Sequence[str]) -> None:
-        """Drop the results of windows from ``first_window`` on for these columns (their numbering moved)."""
+        """Drop the results of windows from ``first_window`` on for these columns (their numbering moved); the
+        changes sequential detection found stay (they were found once, in the window they were in then)."""
         with self.transaction() as db:
             db.executemany("DELETE FROM results WHERE model = ? AND version = ? AND period = ? AND window >= ? AND "
-                           "column_name = ?", [(model, version, period, first_window, c) for c in columns])
+                           "column_name = ? AND kind != ?", [(model, version, period, first_window, c,
+                                                              PERFORMANCE_CHANGE) for c in columns])
 
     def results(self, **filters: Any) -> list[dict[str, Any]]:
         """Stored window results, filtered on model, version, period, kind, window, column, metric."""
