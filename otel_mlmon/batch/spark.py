@@ -43,10 +43,12 @@ from otel_mlmon.batch.spark_partials import (
     RowBounds,
     Source,
     WindowState,
+    in_order,
     key_rows,
     label_values,
     labeled_rows,
     merge_states,
+    split_summaries,
     window_states,
 )
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
@@ -58,6 +60,7 @@ from otel_mlmon.sketch import NumericSketch
 
 PathLike = str | os.PathLike[str]
 NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
+BROADCAST_LABELS_BYTES = 64 << 20  # labels files up to this size are sent to every task (no shuffle of the rows)
 
 
 def _pyspark() -> Any:
@@ -104,6 +107,7 @@ class SparkData:
     frame: Any
     source: Source
     arrow_schema: Any
+    size: int | None = None  # bytes of its files (None: not on the local file system)
 
     def schema(self) -> Any:
         return self.arrow_schema
@@ -211,7 +215,9 @@ def read_data(session: Any, source: PathLike | DataFile | Sequence[PathLike],
     frame = frame.select("*", functions.input_file_name().alias(FILE),
                          functions.input_file_block_start().alias(BLOCK))
     files = tuple(sorted(frame.inputFiles()))
-    return SparkData(label, frame, Source(label, files, text_types, nanoseconds), schema)
+    local = [_local(f) for f in files]
+    size = sum(os.path.getsize(f) for f in local if f is not None) if None not in local else None
+    return SparkData(label, frame, Source(label, files, text_types, nanoseconds), schema, size)
 
 
 @contextlib.contextmanager
@@ -240,11 +246,33 @@ def _spark_errors(session: Any) -> Iterator[None]:
 def _schema(*fields: tuple[str, str]) -> Any:
     types = _pyspark().sql.types
     kinds = {"long": types.LongType(), "double": types.DoubleType(), "string": types.StringType(),
-             "binary": types.BinaryType(), "int": types.IntegerType()}
+             "binary": types.BinaryType(), "boolean": types.BooleanType()}
     return types.StructType([types.StructField(name, kinds[kind]) for name, kind in fields])
 
 
 KEY_FIELDS = ((TIME, "long"), (ID, "string"), (FILE, "long"), (BLOCK, "long"), (POS, "long"))
+
+
+def _row_windows(data: SparkData, layout: Layout) -> Layout:
+    """The layout that gives each row its row window: from its split's first rank when the data is already in
+    event-time order (one pass over the time and id columns, as the local engine's check), else from the window
+    starts of a sort of the rows' keys."""
+    pa = _pyarrow()
+    fields = ((FILE, "long"), (BLOCK, "long"), ("rows", "long"), ("ordered", "boolean"), ("first_time", "long"),
+              ("first_id", "string"), ("last_time", "long"), ("last_id", "string"))
+    arrow = pa.schema([(name, {"long": pa.int64(), "boolean": pa.bool_(), "string": pa.string()}[kind])
+                       for name, kind in fields])
+
+    def summaries(batches: Iterator[Any]) -> Iterator[Any]:
+        for split in split_summaries(layout, batches):
+            yield pa.RecordBatch.from_pydict(split, schema=arrow)
+
+    names = [n for n in (layout.timestamp, layout.id_column) if n]
+    table = data.select(names).mapInArrow(summaries, _schema(*fields)).toArrow()
+    ranks = in_order(table.to_pylist(), layout.id_column is not None)
+    if ranks is not None:
+        return replace(layout, ranks=ranks)
+    return replace(layout, bounds=_row_bounds(data, layout))
 
 
 def _row_bounds(data: SparkData, layout: Layout) -> RowBounds:
@@ -287,11 +315,10 @@ def _row_bounds(data: SparkData, layout: Layout) -> RowBounds:
             expected = min(spec.chunks, max(total, 1))
             starts = functions.expr(f"__mlmon_rank = 0 OR (__mlmon_rank * {expected}) div {total} != "
                                     f"((__mlmon_rank - 1) * {expected}) div {total}")  # rank_windows' rule
-        rows = (ordered.withColumn("__mlmon_rank", rank).filter(starts).orderBy("__mlmon_rank")
-                .select(*order).collect())
+        rows = ordered.withColumn("__mlmon_rank", rank).filter(starts).select(*order).collect()
     finally:
         ordered.unpersist()
-    bounds = tuple((int(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows)
+    bounds = tuple(sorted((int(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows))
     if len(bounds) != expected:  # the sorted partitions changed between the two passes: never seen
         raise RuntimeError(f"row windows: found {len(bounds)} window starts, expected {expected}")
     return RowBounds(bounds)
@@ -388,9 +415,13 @@ def _labeled(data: SparkData, layout: Layout, labels: Labels | None) -> dict[flo
             types.StructField(FILE, types.LongType()), types.StructField(BLOCK, types.LongType()),
             types.StructField(POS, types.LongType())]))
         first = found.groupBy(ID).agg(functions.min_by(LABEL, functions.struct(FILE, BLOCK, POS)).alias(LABEL))
+        if labels.data.size is not None and labels.data.size <= BROADCAST_LABELS_BYTES:
+            first = functions.broadcast(first)  # a small labels file joins without moving the data rows
         frame = frame.join(first, on=ID, how="inner")
         label_source, label_name = labels.data.source, labels.target
-    table = frame.orderBy(WINDOW, FILE, BLOCK, POS).select(*[_column(n) for n in outputs], LABEL, WINDOW).toArrow()
+    table = frame.select(*[_column(n) for n in outputs], LABEL, WINDOW, FILE, BLOCK, POS).toArrow()
+    order = np.lexsort([table.column(n).to_numpy() for n in (POS, BLOCK, FILE, WINDOW)])  # windows, file order
+    table = table.take(pa.array(order))
     join_plan = replace(plan, labels=None)
     out: dict[float, LabeledRows] = {}
     windows = table.column(WINDOW).to_numpy()
@@ -446,7 +477,7 @@ def evaluate_spark(profile: ReferenceProfile, path: PathLike | DataFile | Sequen
         names = tuple(dict.fromkeys([*plan.kinds, *(n for n in (columns.timestamp_column, id_column) if n)]))
         layout = Layout(plan, data.source, names, id_column)
         if plan.spec.by_rows:
-            layout = replace(layout, bounds=_row_bounds(data, layout))
+            layout = _row_windows(data, layout)
         states = _window_states(data, layout)
         labeled = _labeled(data, layout, labels)
     results: list[WindowResult] = []

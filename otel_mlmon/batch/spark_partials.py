@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from otel_mlmon.batch.order import event_microseconds, id_strings
+from otel_mlmon.batch.order import _ordered, event_microseconds, id_strings
 from otel_mlmon.batch.reader import DataError, _pyarrow, epoch_seconds, to_numpy
 from otel_mlmon.batch.runner import _Accumulator, _Plan
 from otel_mlmon.engine.drift import CATEGORICAL
@@ -129,7 +129,8 @@ class Layout:
     source: Source
     names: tuple[str, ...]  # data columns to read (sketched columns, timestamp, id)
     id_column: str | None  # the id column, when it orders ties of event time
-    bounds: RowBounds | None = None  # row windows: each window's first key
+    bounds: RowBounds | None = None  # row windows of data out of event-time order: each window's first key
+    ranks: SplitRanks | None = None  # row windows of data in event-time order: each split's first rank
 
     @property
     def timestamp(self) -> str | None:
@@ -159,9 +160,69 @@ class Layout:
                 raise DataError(f"{self.source.path}: timestamp column {self.timestamp!r} has empty values; "
                                 "time windows need a time on every row")
             return spec.time_windows(times)
+        if self.ranks is not None:
+            return self.ranks.windows(spec, *order).astype(np.float64)
         assert self.bounds is not None
         micros, ids = self.event_keys(batch, len(order[0]))
         return self.bounds.windows(micros, ids, *order).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class SplitRanks:
+    """Data already in event-time order (the local engine's fast path): a row's rank is its split's first rank
+    plus its position in the split."""
+
+    offsets: Mapping[tuple[int, int], int]  # (file number, split start) -> rank of the split's first row
+    total: int
+
+    def windows(self, spec: Any, files: np.ndarray, blocks: np.ndarray, places: np.ndarray) -> np.ndarray:
+        firsts = np.fromiter((self.offsets[(int(f), int(b))] for f, b in zip(files.tolist(), blocks.tolist())),
+                             dtype=np.int64, count=len(files))
+        return np.asarray(spec.rank_windows(firsts + places, self.total))
+
+
+def split_summaries(layout: Layout, batches: Iterable[Any]) -> Iterator[dict[str, list[Any]]]:
+    """Each split of a partition: its rows, whether they are in event-time order (``order._ordered``, the local
+    engine's check), and its first and last keys (event time in microseconds, id text)."""
+    counters: dict[tuple[str, int], int] = {}
+    files = {name: i for i, name in enumerate(layout.source.files)}
+    splits: dict[tuple[int, int], dict[str, Any]] = {}
+    for record_batch in batches:
+        if record_batch.num_rows == 0:
+            continue
+        batch = layout.source.numpy(record_batch, [n for n in (layout.timestamp, layout.id_column) if n])
+        numbers, blocks, _ = positions(record_batch, counters, files)
+        micros, ids = layout.event_keys(batch, record_batch.num_rows)
+        change = np.flatnonzero((numbers[1:] != numbers[:-1]) | (blocks[1:] != blocks[:-1])) + 1
+        for begin, end in zip([0, *change.tolist()], [*change.tolist(), len(numbers)]):
+            split = splits.setdefault((int(numbers[begin]), int(blocks[begin])), {
+                "rows": 0, "ordered": True, "first": (int(micros[begin]), str(ids[begin]) if ids is not None else "")})
+            part_ids = ids[begin:end] if ids is not None else None
+            if split["ordered"] and layout.timestamp is not None:
+                split["ordered"] = _ordered(micros[begin:end], part_ids, split.get("last"))
+            split["rows"] += end - begin
+            split["last"] = (int(micros[end - 1]), str(ids[end - 1]) if ids is not None else "")
+    for (number, block), split in splits.items():
+        yield {FILE: [number], BLOCK: [block], "rows": [split["rows"]], "ordered": [split["ordered"]],
+               "first_time": [split["first"][0]], "first_id": [split["first"][1]],
+               "last_time": [split["last"][0]], "last_id": [split["last"][1]]}
+
+
+def in_order(summaries: Sequence[Mapping[str, Any]], with_ids: bool) -> SplitRanks | None:
+    """The splits' ranks when the whole dataset is in event-time order (each split in order, and each split's
+    first key not before the last key of the split before it, in file order), else None."""
+    previous: tuple[int, str] | None = None
+    offsets: dict[tuple[int, int], int] = {}
+    total = 0
+    for split in sorted(summaries, key=lambda s: (s[FILE], s[BLOCK])):
+        first = np.array([split["first_time"]], dtype=np.int64)
+        ids = np.array([split["first_id"]], dtype=object) if with_ids else None
+        if not split["ordered"] or not _ordered(first, ids, previous):
+            return None
+        previous = (int(split["last_time"]), str(split["last_id"]))
+        offsets[(int(split[FILE]), int(split[BLOCK]))] = total
+        total += int(split["rows"])
+    return SplitRanks(offsets, total)
 
 
 @dataclass(frozen=True)
