@@ -51,7 +51,12 @@ def test_zero_code_under_opentelemetry_instrument() -> None:
         spans = receiver.spans()
         assert [s.name for s in spans].count("predict_proba cancer") == 1
         assert [s.name for s in spans].count("predict cancer") == 10
-        assert not any("StandardScaler" in s.name or "LogisticRegression" in s.name for s in spans)
+        assert not any("StandardScaler" in s.name for s in spans)  # a step of the pipeline
+        # Bare models whose predict comes from LinearClassifierMixin: once each, as the operation called (the
+        # pipeline's own LogisticRegression step is not recorded).
+        assert [s.name for s in spans if "cancer" not in s.name] == ["predict LogisticRegression",
+                                                                     "predict LinearDiscriminantAnalysis"]
+        assert [attributes(s)[semconv.ML_BATCH_SIZE] for s in spans if "cancer" not in s.name] == [5, 4]
         span_attributes = attributes(next(s for s in spans if s.name == "predict_proba cancer"))
         assert span_attributes[semconv.ML_BATCH_SIZE] == rows
         assert span_attributes[semconv.ML_MODEL_VERSION] == "7"
@@ -61,6 +66,8 @@ def test_zero_code_under_opentelemetry_instrument() -> None:
         for metric in receiver.metrics(semconv.ML_PREDICTIONS):
             assert metric.sum.is_monotonic
             for point in metric.sum.data_points:
+                if attributes(point)[semconv.ML_MODEL_NAME] != "cancer":
+                    continue
                 operation = attributes(point)[semconv.ML_OPERATION_NAME]
                 latest[operation] = max(latest.get(operation, (0, 0)), (point.time_unix_nano, point.as_int))
         assert {operation: value for operation, (_, value) in latest.items()} == {"predict_proba": rows,
@@ -68,14 +75,22 @@ def test_zero_code_under_opentelemetry_instrument() -> None:
         calls: dict[str, tuple[int, int]] = {}  # one duration per call, whichever periodic export carried it
         for metric in receiver.metrics(semconv.ML_OPERATION_DURATION):
             for point in metric.histogram.data_points:
+                if attributes(point)[semconv.ML_MODEL_NAME] != "cancer":
+                    continue
                 operation = attributes(point)[semconv.ML_OPERATION_NAME]
                 calls[operation] = max(calls.get(operation, (0, 0)), (point.time_unix_nano, point.count))
         assert {operation: count for operation, (_, count) in calls.items()} == {"predict_proba": 1, "predict": 10}
         features = {attributes(p)[semconv.ML_FEATURE_NAME]
-                    for m in receiver.metrics(semconv.ML_FEATURE_VALUE) for p in m.histogram.data_points}
+                    for m in receiver.metrics(semconv.ML_FEATURE_VALUE) for p in m.histogram.data_points
+                    if attributes(p)[semconv.ML_MODEL_NAME] == "cancer"}
         assert "mean radius" in features and len(features) == 30
 
-        events = receiver.logs(semconv.EVENT_PREDICTIONS)
+        everything = receiver.logs(semconv.EVENT_PREDICTIONS)
+        for name, printed_labels in (("LogisticRegression", printed["bare"]), ("LinearDiscriminantAnalysis",
+                                                                                 printed["lda"])):
+            assert [v for e in everything if attributes(e)[semconv.ML_MODEL_NAME] == name
+                    for v in attributes(e)[semconv.ML_PREDICTION_LABEL]] == printed_labels
+        events = [e for e in everything if attributes(e)[semconv.ML_MODEL_NAME] == "cancer"]
         scores = [v for e in events for v in attributes(e).get(semconv.ML_PREDICTION_SCORE, [])]
         np.testing.assert_allclose(scores[:rows], printed["scores"])
         ids = [v for e in events for v in attributes(e)[semconv.ML_PREDICTION_ID]]
