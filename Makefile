@@ -19,8 +19,10 @@ lint: install-dev
 	$(PYTHON) -m ruff check otel_mlmon tests benchmarks examples
 	$(PYTHON) -m mypy
 
+# tests/integrations (MLflow, MLServer) run in a venv of their own beside the main environment: see the script.
 test: lint system-deps
-	$(PYTHON) -m pytest -q --doctest-modules otel_mlmon tests
+	$(PYTHON) -m pytest -q --doctest-modules otel_mlmon tests --ignore=tests/integrations
+	MLMON_REQUIRE_INTEGRATIONS=1 "$$(PYTHON=$(PYTHON) scripts/integrations-venv.sh | tail -n 1)" -m pytest -q tests/integrations
 
 bench: install-dev
 	$(PYTHON) benchmarks/bench_instrumentation.py

@@ -302,6 +302,7 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
 
     Raises:
         DataError: a missing column, a row without an id or time, a prediction column with an empty value.
+        ValueError: options that do not go together (``labels_path`` without an id column).
         ConnectionError: the model service is down or refuses rows.
     """
     from otel_mlmon.batch.runner import _check_columns, _classes, _infer_task
@@ -309,7 +310,7 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
     data = DataFile(path)
     types = _check_columns(data, columns, need_target=False)
     if labels_path and not columns.id_column:
-        raise DataError("--labels needs --id-column: the labels file's ids join the predictions")
+        raise ValueError("--labels needs --id-column: the labels file's ids join the predictions")
     task = _infer_task(columns, types)
     classes = _classes(data, columns, task)
     features = columns.features if columns.features is not None else [

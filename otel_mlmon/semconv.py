@@ -13,6 +13,7 @@ INSTRUMENTATION_SCOPE: Final = "otel_mlmon"
 # --- Attributes on spans, metric points and events -----------------------------------------------------------
 ML_MODEL_NAME: Final = "ml.model.name"
 ML_MODEL_VERSION: Final = "ml.model.version"
+ML_MODEL_RUN_ID: Final = "ml.model.run_id"  # the MLflow run that logged the model (spans, events; never metrics)
 ML_MODEL_TASK: Final = "ml.model.task"
 ML_SYSTEM_NAME: Final = "ml.system.name"
 ML_OPERATION_NAME: Final = "ml.operation.name"

@@ -10,7 +10,8 @@ from otel_mlmon import environment_variables, semconv
 
 
 def test_every_public_name_imports() -> None:
-    assert sorted(otel_mlmon.__all__) == ["__version__", "instrument_model", "prediction_ids", "record_labels"]
+    assert sorted(otel_mlmon.__all__) == ["__version__", "instrument_model", "prediction_ids", "record_labels",
+                                           "uninstrument_model"]
     for name in otel_mlmon.__all__:
         assert getattr(otel_mlmon, name) is not None
     assert otel_mlmon.__version__.count(".") == 2

@@ -47,7 +47,7 @@ __all__ = ["MlflowInstrumentor", "MlflowModelInfo", "instrument_mlflow_model", "
 
 _logger = logging.getLogger(__name__)
 
-ML_MODEL_RUN_ID: str = getattr(semconv, "ML_MODEL_RUN_ID", "ml.model.run_id")
+ML_MODEL_RUN_ID: str = semconv.ML_MODEL_RUN_ID
 """The MLflow run that logged the model (span and ``ml.predictions`` event attribute, never on metrics)."""
 
 # Modules whose ``load_model`` is wrapped; each is patched when the application imports it.
