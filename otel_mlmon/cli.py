@@ -148,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--analysis", required=True, help="data file with the model's outputs")
     replay.add_argument("--labels", help="labels file: id and target columns (default: the target column)")
     replay.add_argument("--model", required=True, help="model name")
-    replay.add_argument("--version", dest="model_version", default="", help="model version")
+    replay.add_argument("--model-version", "--version", dest="model_version", default="",
+                        help="model version (--version is its former name)")
     replay.add_argument("--endpoint", required=True, help="OTLP/HTTP base URL, or host:port with --protocol grpc")
     replay.add_argument("--protocol", default="http/protobuf", choices=("http/protobuf", "grpc"))
     replay.add_argument("--label-delay", type=float, default=0.0, help="seconds between predictions and labels")
@@ -170,7 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--data", required=True, help="reference data file (.parquet, .csv, .csv.gz)")
     build.add_argument("--labels", help="labels file: id and target columns")
     build.add_argument("--model", required=True, help="model name")
-    build.add_argument("--version", dest="model_version", default="", help="model version")
+    build.add_argument("--model-version", "--version", dest="model_version", default="",
+                       help="model version (--version is its former name)")
     build.add_argument("--output", required=True, help="profile.json")
     _add_column_flags(build)
     _add_max_columns(build)
