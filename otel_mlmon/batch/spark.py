@@ -52,6 +52,7 @@ from otel_mlmon.batch.spark_partials import (
     window_states,
 )
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
+from otel_mlmon.engine.estimate import ScoredRows
 from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate_window
 from otel_mlmon.engine.profile import ReferenceProfile
 from otel_mlmon.engine.results import WindowResult, iso_utc
@@ -361,21 +362,33 @@ def read_labels(session: Any, source: PathLike | DataFile | Sequence[PathLike], 
     return Labels(data, columns.id_column, columns.target_column)
 
 
-def _labeled(data: SparkData, layout: Layout, labels: Labels | None) -> dict[float, LabeledRows]:
-    """Each window's labelled rows in file order (as the local engine joins them, with ``runner._joined``)."""
+def _scoring() -> Callable[..., Any] | None:
+    """The local engine's every-row reader for estimated performance (``runner._scored``), where it has one."""
+    from otel_mlmon.batch import runner
+
+    return getattr(runner, "_scored", None)
+
+
+def _output_rows(data: SparkData, layout: Layout, labels: Labels | None) -> dict[float, tuple[LabeledRows, Any]]:
+    """Each window's labelled rows (as ``runner._joined`` joins them) and, where the local engine reads them, its
+    scored rows (every row's prediction and scores, ``runner._scored``): the rows' outputs and labels come to the
+    driver and are put in file order, as the local engine meets them."""
     sql = _pyspark().sql
     functions, types = sql.functions, sql.types
     pa = _pyarrow()
     plan = layout.plan
     columns = plan.columns
     target = columns.target_column
-    if not columns.prediction_column or target is None or (labels is None and target not in data.columns()):
+    scoring = _scoring()
+    every_row = scoring is not None and plan.task == "classification"
+    has_labels = target is not None and (labels is not None or target in data.columns())
+    if not columns.prediction_column or not (has_labels or every_row):
         return {}
     outputs = [n for n in columns.outputs() if n in data.columns()]
     frame_types = {f.name: f.dataType for f in data.frame.schema.fields}
     keys = [n for n in (layout.timestamp, layout.id_column, columns.id_column if labels else None) if n]
     key_layout = replace(layout, names=tuple(dict.fromkeys(keys)))
-    own_label = None if labels is not None else target
+    own_label = target if labels is None and has_labels else None
     fields = [types.StructField(n, frame_types[n]) for n in outputs]
     if own_label is not None:
         fields.append(types.StructField(LABEL, frame_types[own_label]))
@@ -383,11 +396,10 @@ def _labeled(data: SparkData, layout: Layout, labels: Labels | None) -> dict[flo
                types.StructField(BLOCK, types.LongType()), types.StructField(POS, types.LongType())]
     if labels is not None:
         fields.append(types.StructField(ID, types.StringType()))
-
     join_id = columns.id_column if labels is not None else None  # (closures take plain values: they are shipped)
 
     def rows(batches: Iterator[Any]) -> Iterator[Any]:
-        for extra, passed in labeled_rows(key_layout, batches, outputs, own_label, join_id):
+        for extra, passed in labeled_rows(key_layout, batches, outputs, own_label, join_id, every_row):
             arrays = [passed.column(n) for n in outputs] + ([passed.column(own_label)] if own_label else [])
             names = [*outputs, *([LABEL] if own_label else [])]
             for name in (WINDOW, FILE, BLOCK, POS, ID):  # in the order of the declared schema
@@ -417,13 +429,14 @@ def _labeled(data: SparkData, layout: Layout, labels: Labels | None) -> dict[flo
         first = found.groupBy(ID).agg(functions.min_by(LABEL, functions.struct(FILE, BLOCK, POS)).alias(LABEL))
         if labels.data.size is not None and labels.data.size <= BROADCAST_LABELS_BYTES:
             first = functions.broadcast(first)  # a small labels file joins without moving the data rows
-        frame = frame.join(first, on=ID, how="inner")
+        frame = frame.join(first, on=ID, how="left" if every_row else "inner")
         label_source, label_name = labels.data.source, labels.target
-    table = frame.select(*[_column(n) for n in outputs], LABEL, WINDOW, FILE, BLOCK, POS).toArrow()
+    label_columns = [LABEL] if has_labels else []
+    table = frame.select(*[_column(n) for n in outputs], *label_columns, WINDOW, FILE, BLOCK, POS).toArrow()
     order = np.lexsort([table.column(n).to_numpy() for n in (POS, BLOCK, FILE, WINDOW)])  # windows, file order
     table = table.take(pa.array(order))
     join_plan = replace(plan, labels=None)
-    out: dict[float, LabeledRows] = {}
+    out: dict[float, tuple[LabeledRows, Any]] = {}
     windows = table.column(WINDOW).to_numpy()
     if not windows.size:
         return out
@@ -431,8 +444,10 @@ def _labeled(data: SparkData, layout: Layout, labels: Labels | None) -> dict[flo
     for begin, end in zip([0, *change.tolist()], [*change.tolist(), windows.size]):
         part = table.slice(begin, end - begin)
         batch = data.source.numpy(part, outputs)
-        batch[target] = label_source.numpy(part, [LABEL], rename={LABEL: label_name})[LABEL]
-        out[float(windows[begin])] = _joined(batch, join_plan, None)
+        if has_labels and target is not None and label_name is not None:
+            batch[target] = label_source.numpy(part, [LABEL], rename={LABEL: label_name})[LABEL]
+        out[float(windows[begin])] = (_joined(batch, join_plan, None) if has_labels else LabeledRows(),
+                                      scoring(batch, join_plan, None) if scoring is not None else None)
     return out
 
 
@@ -479,16 +494,19 @@ def evaluate_spark(profile: ReferenceProfile, path: PathLike | DataFile | Sequen
         if plan.spec.by_rows:
             layout = _row_windows(data, layout)
         states = _window_states(data, layout)
-        labeled = _labeled(data, layout, labels)
+        outputs = _output_rows(data, layout, labels)
     results: list[WindowResult] = []
+    scoring = _scoring()
     for index, key in enumerate(sorted(states)):
         state = states[key]
         if plan.spec.by_rows:
             number, start, end = int(key), iso_utc(state.first), iso_utc(state.last)
         else:
             number, start, end = index, iso_utc(key), iso_utc(key + (plan.spec.seconds or 0))
-        window = WindowData("analysis", number, state.rows, state.sketches, labeled.get(key, LabeledRows()),
-                            start, end)
+        labeled, scored = outputs.get(key, (LabeledRows(), None))
+        if scored is None and scoring is not None:
+            scored = ScoredRows()
+        window = WindowData("analysis", number, state.rows, state.sketches, labeled, start, end, scored=scored)
         results.extend(evaluate_window(profile, window, policy))
     if progress is not None:
         progress(sum(state.rows for state in states.values()))

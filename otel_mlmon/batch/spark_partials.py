@@ -391,10 +391,10 @@ def key_rows(layout: Layout, batches: Iterable[Any]) -> Iterator[dict[str, Any]]
 
 
 def labeled_rows(layout: Layout, batches: Iterable[Any], outputs: Sequence[str], label: str | None,
-                 join_id: str | None) -> Iterator[tuple[dict[str, Any], Any]]:
+                 join_id: str | None, every_row: bool = False) -> Iterator[tuple[dict[str, Any], Any]]:
     """The rows that may carry a label, with their window and file-order key: with a labels file every row and
     the text of its ``join_id`` column (joined in Spark); else the rows whose ``label`` column (the target) has
-    a value.
+    a value, or every row with ``every_row`` (estimated performance reads them all).
     Yields (new columns, the batch's output and label columns, filtered)."""
     counters: dict[tuple[str, int], int] = {}
     files = {name: i for i, name in enumerate(layout.source.files)}
@@ -408,7 +408,7 @@ def labeled_rows(layout: Layout, batches: Iterable[Any], outputs: Sequence[str],
         extra: dict[str, Any] = {}
         if join_id is not None:
             extra[ID] = id_strings(batch[join_id])
-        elif label is not None:
+        elif label is not None and not every_row:
             values = layout.source.numpy(record_batch, [label])[label]
             keep = ~np.isnan(values) if values.dtype.kind == "f" else np.array(
                 [v is not None for v in values.tolist()], dtype=bool)
