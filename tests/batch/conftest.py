@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,12 @@ def make_frame(n: int, seed: int, shift: float = 0.0, start: str = "2026-01-01")
 
 
 @pytest.fixture
-def files(tmp_path: Path) -> dict[str, Path]:
+def files(tmp_path: Path) -> dict[str, Any]:
+    return write_files(tmp_path)
+
+
+def write_files(tmp_path: Path) -> dict[str, Any]:
+    """The files of the ``files`` fixture (the MLflow tests in tests/integrations write them too)."""
     reference = make_frame(3000, 0)
     analysis = pd.concat([make_frame(1500, 1, start="2026-02-01"),
                           make_frame(1700, 2, shift=1.0, start="2026-02-02 01:00")], ignore_index=True)

@@ -10,17 +10,24 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from otel_mlmon import batch, cli
+from tests.batch.conftest import write_files
 from tests.conftest import free_port
 
 pytest.importorskip("mlflow")  # the [mlflow] extra
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.integration
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Any]:
+    return write_files(tmp_path)
+
 
 FLAGS = ["--id-column", "id", "--target-column", "target", "--prediction-column", "prediction",
          "--score-column", "score", "--timestamp-column", "ts", "--chunk-size", "1000"]
@@ -110,7 +117,7 @@ def test_an_existing_run_from_the_environment(files, tmp_path, tracking_uri, mon
     assert run.info.status == "RUNNING"  # the training job's run: left for its owner to end
     accuracy = sorted(client.get_metric_history(run_id, "performance/accuracy"), key=lambda m: m.step)
     frame = results.frame
-    expected = frame[(frame.period == "analysis") & (frame.metric == "accuracy")]
+    expected = frame[(frame.period == "analysis") & (frame.kind == "performance") & (frame.metric == "accuracy")]
     assert [m.value for m in accuracy] == expected["value"].tolist()
     artifacts = {a.path for a in client.list_artifacts(run_id, "mlmon")}
     assert artifacts == {"mlmon/results.csv", "mlmon/report.html"}  # written for the run
