@@ -27,6 +27,7 @@ from otel_mlmon.batch.reader import (
 )
 from otel_mlmon.engine.columns import profile_from_windows
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
+from otel_mlmon.engine.estimate import ScoredRows
 from otel_mlmon.engine.evaluate import (
     LabeledRows,
     Policy,
@@ -164,6 +165,7 @@ class _Accumulator:
             for name, kind in kinds.items()}
         self.rows = 0
         self.labeled = LabeledRows()
+        self.scored = ScoredRows()
         self.first = math.inf
         self.last = -math.inf
 
@@ -216,6 +218,25 @@ def _labels_of(batch: dict[str, np.ndarray], plan: _Plan) -> tuple[np.ndarray, n
             mask = np.array([v is not None for v in values.tolist()], dtype=bool)
         return mask, values
     return None
+
+
+def _scored(batch: dict[str, np.ndarray], plan: _Plan, mask: np.ndarray | None) -> ScoredRows:
+    """Every row's prediction and class scores, labelled or not (estimated performance reads them)."""
+    columns = plan.columns
+    if plan.task != "classification" or not columns.prediction_column:
+        return ScoredRows()
+    if columns.score_columns and all(c in columns.score_columns for c in plan.classes):
+        names = [columns.score_columns[c] for c in plan.classes]
+        scores = np.column_stack([np.asarray(batch[n], dtype=np.float64) for n in names])
+    elif columns.score_column and len(plan.classes) == 2:
+        positive = np.asarray(batch[columns.score_column], dtype=np.float64)
+        scores = np.column_stack([1.0 - positive, positive])
+    else:
+        return ScoredRows()
+    predicted = batch[columns.prediction_column]
+    if mask is not None:
+        predicted, scores = predicted[mask], scores[mask]
+    return ScoredRows([category_key(v) for v in predicted.tolist()], scores.tolist())
 
 
 def _joined(batch: dict[str, np.ndarray], plan: _Plan, mask: np.ndarray | None) -> LabeledRows:
@@ -279,7 +300,8 @@ def _windows(data: DataFile, plan: _Plan, period: str,
         closed.append(key)
         start = iso_utc(accumulator.first) if spec.by_rows else iso_utc(key)
         end = iso_utc(accumulator.last) if spec.by_rows else iso_utc(key + (spec.seconds or 0))
-        on_window(WindowData(period, index, accumulator.rows, accumulator.sketches, accumulator.labeled, start, end))
+        on_window(WindowData(period, index, accumulator.rows, accumulator.sketches, accumulator.labeled, start, end,
+                             scored=accumulator.scored))
 
     closed: list[float] = []
     for batch in data.batches():
@@ -305,6 +327,7 @@ def _windows(data: DataFile, plan: _Plan, period: str,
                 accumulator = open_windows[key] = _Accumulator(plan.kinds, plan.bucketing)
             accumulator.add(batch, mask, times)
             accumulator.labeled.extend(_joined(batch, plan, mask))
+            accumulator.scored.extend(_scored(batch, plan, mask))
         if ranks is not None:  # windows holding all their rows are complete; close them in window order
             complete.update(k for k in unique.tolist() if open_windows[k].rows == expected[k])
             while float(len(closed)) in complete:  # row windows are 0, 1, 2, … : the next one to close

@@ -6,6 +6,10 @@ the events (exact, like the batch path) or sketched. A feature is never reported
 captured: in a row window of a model whose events carry no features, the features are not judged (they are judged
 on the sketch time windows). Sketch points made with another bucketing (an app instrumented without
 ``reference=``) are re-bucketed onto the profile's (``NumericSketch.rebucketed``: bounded error, see there).
+
+A classifier whose profile carries a calibration also gets every row's predicted label and class scores, labelled or
+not (``WindowData.scored``; not on sketch-only windows): the engine estimates its performance from them (CBPE), so a
+window whose labels have not arrived yet has ``estimated_performance`` rows, as ``mlmon evaluate`` has.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 
 from otel_mlmon import semconv
 from otel_mlmon.engine.drift import NUMERIC
+from otel_mlmon.engine.estimate import ScoredRows
 from otel_mlmon.engine.evaluate import LabeledRows, WindowData
 from otel_mlmon.engine.profile import ColumnProfile, ReferenceProfile
 from otel_mlmon.engine.results import iso_utc_ns
@@ -32,15 +37,18 @@ def window_data(profile: ReferenceProfile, index: int, rows: list[Joined] | Stor
                 points: Iterable[StoredPoint], *, features: bool, start_ns: int | None = None,
                 end_ns: int | None = None, outputs: bool = True) -> WindowData:
     """The engine's window: ``features`` says whether the features are judged at all (captured or sketched);
-    ``outputs`` whether the model outputs and target are (not on sketch-only windows)."""
+    ``outputs`` whether the model outputs and target are (not on sketch-only windows); with the outputs, a
+    calibrated classifier's scored rows (every row with a predicted label and class scores)."""
     score_keys = {column: ("" if len(profile.score_columns) == 1 and len(profile.classes) == 2 else label)
                   for label, column in profile.score_columns.items()}
     columns: dict[str, list[Any]]
+    scored = ScoredRows() if outputs and profile.task == "classification" and profile.calibration is not None \
+        else None
     if isinstance(rows, StoredRows):
         if rows.plain and "" not in profile.classes:
-            columns, labeled = _plain_columns(profile, rows, score_keys, outputs)
+            columns, labeled = _plain_columns(profile, rows, score_keys, outputs, scored)
             return _window(profile, index, columns, labeled, rows.times, points, features=features,
-                           start_ns=start_ns, end_ns=end_ns, outputs=outputs)
+                           start_ns=start_ns, end_ns=end_ns, outputs=outputs, scored=scored)
         times = rows.times
         rows = rows.joined()
     else:
@@ -62,14 +70,20 @@ def window_data(profile: ReferenceProfile, index: int, rows: list[Joined] | Stor
                 columns.setdefault(column.name, []).append(value)
         if outputs and row.truth is not None:
             _label(profile, row, labeled)
+        if scored is not None and found.get("label") is not None:
+            class_scores = _class_scores(profile, found)
+            if class_scores is not None:
+                scored.y_pred.append(category_key(found["label"]))
+                scored.scores.append(class_scores)
     return _window(profile, index, columns, labeled, times, points, features=features, start_ns=start_ns,
-                   end_ns=end_ns, outputs=outputs)
+                   end_ns=end_ns, outputs=outputs, scored=scored)
 
 
 def _plain_columns(profile: ReferenceProfile, rows: StoredRows, score_keys: dict[str, str],
-                   outputs: bool) -> tuple[dict[str, list[Any]], LabeledRows]:
+                   outputs: bool, scored: ScoredRows | None = None) -> tuple[dict[str, list[Any]], LabeledRows]:
     """``window_data``'s columns and labels of rows without multiclass scores or captured features, a column at a
-    time: what the row-by-row path gives them (the same values in the same order)."""
+    time: what the row-by-row path gives them (the same values in the same order), and the scored rows into
+    ``scored``."""
     columns: dict[str, list[Any]] = {}
     labeled = LabeledRows()
     if not outputs or not rows.ids:
@@ -94,12 +108,17 @@ def _plain_columns(profile: ReferenceProfile, rows: StoredRows, score_keys: dict
             labeled.y_pred.append(label)
             if binary and score is not None:
                 labeled.scores.append([1.0 - score, score])
+    if scored is not None and binary:  # a stored label is its category key; the binary score is the positive's
+        pairs = [(label, score) for label, score in zip(rows.labels, rows.scores)
+                 if label is not None and score is not None]
+        scored.y_pred += [label for label, _ in pairs]
+        scored.scores += [[1.0 - score, score] for _, score in pairs]
     return columns, labeled
 
 
 def _window(profile: ReferenceProfile, index: int, columns: dict[str, list[Any]], labeled: LabeledRows,
             times: list[int], points: Iterable[StoredPoint], *, features: bool, start_ns: int | None,
-            end_ns: int | None, outputs: bool) -> WindowData:
+            end_ns: int | None, outputs: bool, scored: ScoredRows | None) -> WindowData:
     sketches: dict[str, NumericSketch | CategoricalSketch] = {}
     for name, values in columns.items():
         sketches[name] = _sketch_of(profile.columns[name], values)
@@ -111,7 +130,8 @@ def _window(profile: ReferenceProfile, index: int, columns: dict[str, list[Any]]
         start, end = (iso_utc_ns(min(times)), iso_utc_ns(max(times))) if times else (None, None)
     else:
         start, end = iso_utc_ns(start_ns), iso_utc_ns(end_ns if end_ns is not None else start_ns)
-    return WindowData("analysis", index, len(times), sketches, labeled, start, end, columns=frozenset(judged))
+    return WindowData("analysis", index, len(times), sketches, labeled, start, end, columns=frozenset(judged),
+                      scored=scored)
 
 
 def _sketch_of(column: ColumnProfile, values: list[Any]) -> NumericSketch | CategoricalSketch:
@@ -136,11 +156,20 @@ def _label(profile: ReferenceProfile, row: Joined, labeled: LabeledRows) -> None
         return
     labeled.y_true.append(category_key(row.truth))
     labeled.y_pred.append(category_key(outputs["label"]))
+    class_scores = _class_scores(profile, outputs)
+    if class_scores is not None:
+        labeled.scores.append(class_scores)
+
+
+def _class_scores(profile: ReferenceProfile, outputs: dict[str, Any]) -> list[float] | None:
+    """A row's score of each of the profile's classes, in their order: ``[1 - s, s]`` from a binary model's one
+    score, else the per-class scores when every class has one; None when the row has neither."""
     scores = outputs.get("scores", {})
     if len(profile.classes) == 2 and "" in scores:
-        labeled.scores.append([1.0 - scores[""], scores[""]])
-    elif scores and all(c in scores for c in profile.classes):
-        labeled.scores.append([scores[c] for c in profile.classes])
+        return [1.0 - scores[""], scores[""]]
+    if scores and all(c in scores for c in profile.classes):
+        return [scores[c] for c in profile.classes]
+    return None
 
 
 def _sketched(profile: ReferenceProfile, points: Iterable[StoredPoint],

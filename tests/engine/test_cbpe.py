@@ -398,8 +398,6 @@ def test_a_corrupt_calibration_is_refused_with_the_field_named(tmp_path: Path, c
 # --- batch and stream ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="mlmon evaluate passes no scored rows yet: otel_mlmon/batch/runner.py needs "
-                   "the _scored change of helper H4's report (then remove this marker)")
 def test_mlmon_evaluate_gives_the_estimates_of_the_engines_windowed_call(tmp_path: Path) -> None:
     """`mlmon evaluate` over files and the windowed call the processor makes (a loaded profile, a window with its
     scored rows and no labels) give the same estimated rows: values and thresholds to 1e-9, the same verdicts."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from otel_mlmon.engine.calibration import Calibration
 from otel_mlmon.engine.columns import profile_from_columns
 from otel_mlmon.engine.windows import WindowSpec
 from otel_mlmon.processor.assemble import window_data
@@ -26,6 +27,9 @@ def _profile(task: str):
         profile.columns["score"].role = "score"
         profile.columns["prediction"].role = "prediction"
         profile.classes, profile.score_columns, profile.prediction_column = ["0", "1"], {"1": "score"}, "prediction"
+        score = rng.random(500)  # a calibration: the window then carries its scored rows (CBPE)
+        profile.calibration = Calibration.fit(["0", "1"], (rng.random(500) < score).astype(int).astype(str),
+                                              np.column_stack([1 - score, score]))
     return profile
 
 
@@ -58,6 +62,16 @@ def test_columns_at_a_time_equal_rows_one_by_one(task: str, outputs: bool) -> No
         (slow.labeled.y_true, slow.labeled.y_pred, slow.labeled.scores)
     assert len(slow.labeled) == (int(sum(t is not None and o is not None for t, o in zip(
         rows.truths, rows.values if task == "regression" else rows.labels))) if outputs else 0)
+    if task == "regression" or not outputs:  # no estimate for a regressor, none on a sketch-only window
+        assert fast.scored is None and slow.scored is None
+        return
+    assert fast.scored is not None and slow.scored is not None
+    assert (fast.scored.y_pred, fast.scored.scores) == (slow.scored.y_pred, slow.scored.scores)
+    # every row with a predicted label and a score, labelled or not: [1 - s, s]
+    expected = [(label, [1 - score, score]) for label, score in zip(rows.labels, rows.scores)
+                if label is not None and score is not None]
+    assert list(zip(fast.scored.y_pred, fast.scored.scores)) == expected
+    assert len(expected) > len(fast.labeled)
 
 
 def test_rows_with_extras_take_the_row_path() -> None:
@@ -67,3 +81,20 @@ def test_rows_with_extras_take_the_row_path() -> None:
     assert not rows.plain
     data = window_data(profile, 0, rows, [], features=True)
     assert data.sketches["x"].count == 1  # the one captured value, read row by row
+
+
+def test_multiclass_scores_are_scored_in_the_profiles_class_order() -> None:
+    rng = np.random.default_rng(5)
+    classes = ["a", "b", "c"]
+    profile, _ = profile_from_columns({"x": rng.normal(size=300)}, WindowSpec(chunk_size=100), model="m")
+    profile.classes, profile.prediction_column = classes, "x"
+    raw = rng.dirichlet([1, 1, 1], 300)
+    profile.calibration = Calibration.fit(classes, [classes[int(k)] for k in raw.argmax(axis=1)], raw)
+    extras = ['{"scores": {"c": 0.5, "a": 0.2, "b": 0.3}}', '{"scores": {"a": 0.9}}', None]
+    rows = StoredRows(["p0", "p1", "p2"], [1, 2, 3], ["c", "a", "b"], [None] * 3, [None] * 3, extras,
+                      [None, "a", None], [None, 9, None])
+    data = window_data(profile, 0, rows, [], features=False)
+    assert data.scored is not None  # the row lacking a class score and the row without scores are left out
+    assert (data.scored.y_pred, data.scored.scores) == (["c"], [[0.2, 0.3, 0.5]])
+    profile.calibration = None  # an uncalibrated profile: nothing to estimate with
+    assert window_data(profile, 0, rows, [], features=False).scored is None

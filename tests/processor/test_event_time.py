@@ -82,10 +82,15 @@ def files(tmp_path_factory) -> dict[str, Path]:
         assert cli.main(["evaluate", "--reference", str(profile), "--analysis", str(folder / "analysis.parquet"),
                          "--labels", str(folder / "labels.csv"), *flags, "--output", str(expected)]) == 0
         out[f"{name}_profile"], out[f"{name}_expected"] = profile, expected
+        unlabeled = folder / f"{name}_unlabeled.csv"  # no labels have arrived: estimated performance only
+        assert cli.main(["evaluate", "--reference", str(profile), "--analysis", str(folder / "analysis.parquet"),
+                         *flags, "--output", str(unlabeled)]) == 0
+        out[f"{name}_unlabeled"] = unlabeled
     return out
 
 
-def _stream(tmp_path: Path, profile: Path, order_seed: int, parts: int, restarts: int, interleave: bool) -> list:
+def _stream(tmp_path: Path, profile: Path, order_seed: int, parts: int, restarts: int, interleave: bool,
+            labeled: bool = True) -> list:
     """Send the analysis rows and labels in a shuffled order and batching, with retried duplicates, ticking (and
     restarting) the processor on the way; its results once everything arrived and the model went quiet."""
     from otel_mlmon.engine.profile import ReferenceProfile
@@ -96,7 +101,7 @@ def _stream(tmp_path: Path, profile: Path, order_seed: int, parts: int, restarts
     for batch in _calls(frame):
         events += [Decoded(predictions=[b]) for b in _split(batch, parts)]
     labels = frame[["id", "target"]].sample(frac=1.0, random_state=order_seed)
-    for begin in range(0, len(labels), 97):
+    for begin in range(0, len(labels) if labeled else 0, 97):
         part = labels.iloc[begin: begin + 97]
         events.append(Decoded(labels=[LabelBatch("churn", "3", 0, part["id"].tolist(), part["target"].tolist())]))
     rng.shuffle(events)
@@ -141,3 +146,13 @@ def test_any_order_batching_retries_and_restarts_give_evaluates_results(files, t
                                                                        restarts, scheme) -> None:
     results = _stream(tmp_path, files[f"{scheme}_profile"], order, parts, restarts, interleave=True)
     assert_equals_evaluate(results, files[f"{scheme}_expected"])
+
+
+@pytest.mark.parametrize("scheme", ["rows", "time"])
+def test_windows_without_labels_get_the_estimated_performance_of_evaluate(files, tmp_path: Path, scheme: str) -> None:
+    results = _stream(tmp_path, files[f"{scheme}_profile"], 0, 1, 0, interleave=True, labeled=False)
+    estimated = [r for r in results if r["kind"] == "estimated_performance"]
+    assert estimated and {r["labeled_rows"] for r in estimated} == {0}
+    assert not [r for r in results if r["kind"] == "performance"]
+    merged = assert_equals_evaluate(results, files[f"{scheme}_unlabeled"])
+    assert set(merged[merged.kind == "estimated_performance"]["metric"]) >= {"accuracy", "roc_auc", "f1"}

@@ -271,8 +271,10 @@ def test_mlmon_replay_feeds_the_processor_like_evaluate(server, tmp_path: Path, 
     assert streamed.groupby("window")["labeled_rows"].first().sum() == 720  # 60 % of 1200 rows
     drifted = set(streamed[(streamed.kind == "drift") & (streamed.alert.astype(str) == "True")]["column"])
     assert "age" in drifted and "score" in drifted and "plan" not in drifted
-    accuracy = streamed[(streamed.metric == "accuracy")]
+    accuracy = streamed[(streamed.metric == "accuracy") & (streamed.kind == "performance")]
     assert len(accuracy) == 4 and accuracy["value"].between(0.5, 1.0).all()
+    estimated = streamed[(streamed.metric == "accuracy") & (streamed.kind == "estimated_performance")]
+    assert len(estimated) == 4 and estimated["value"].between(0.5, 1.0).all()  # CBPE on every row, labelled or not
 
 
 def test_replay_with_a_pickled_model(server, tmp_path: Path) -> None:
