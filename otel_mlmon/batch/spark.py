@@ -369,7 +369,8 @@ def _scoring() -> Callable[..., Any] | None:
     return getattr(runner, "_scored", None)
 
 
-def _output_rows(data: SparkData, layout: Layout, labels: Labels | None) -> dict[float, tuple[LabeledRows, Any]]:
+def _output_rows(data: SparkData, layout: Layout,
+                 labels: Labels | None) -> Callable[[float], tuple[LabeledRows, Any]]:
     """Each window's labelled rows (as ``runner._joined`` joins them) and, where the local engine reads them, its
     scored rows (every row's prediction and scores, ``runner._scored``): the rows' outputs and labels come to the
     driver and are put in file order, as the local engine meets them."""
@@ -383,7 +384,7 @@ def _output_rows(data: SparkData, layout: Layout, labels: Labels | None) -> dict
     every_row = scoring is not None and plan.task == "classification"
     has_labels = target is not None and (labels is not None or target in data.columns())
     if not columns.prediction_column or not (has_labels or every_row):
-        return {}
+        return lambda key: (LabeledRows(), ScoredRows() if scoring is not None else None)
     outputs = [n for n in columns.outputs() if n in data.columns()]
     frame_types = {f.name: f.dataType for f in data.frame.schema.fields}
     keys = [n for n in (layout.timestamp, layout.id_column, columns.id_column if labels else None) if n]
@@ -434,21 +435,26 @@ def _output_rows(data: SparkData, layout: Layout, labels: Labels | None) -> dict
     label_columns = [LABEL] if has_labels else []
     table = frame.select(*[_column(n) for n in outputs], *label_columns, WINDOW, FILE, BLOCK, POS).toArrow()
     order = np.lexsort([table.column(n).to_numpy() for n in (POS, BLOCK, FILE, WINDOW)])  # windows, file order
-    table = table.take(pa.array(order))
-    join_plan = replace(plan, labels=None)
-    out: dict[float, tuple[LabeledRows, Any]] = {}
+    table = table.select([*outputs, *label_columns, WINDOW]).take(pa.array(order))
     windows = table.column(WINDOW).to_numpy()
-    if not windows.size:
-        return out
     change = np.flatnonzero(windows[1:] != windows[:-1]) + 1
-    for begin, end in zip([0, *change.tolist()], [*change.tolist(), windows.size]):
+    runs = {float(windows[begin]): (begin, end) for begin, end in zip([0, *change.tolist()],
+                                                                       [*change.tolist(), windows.size])
+            } if windows.size else {}
+    join_plan = replace(plan, labels=None)
+
+    def rows_of(key: float) -> tuple[LabeledRows, Any]:
+        """One window's rows as the local engine's lists (made when the window is judged: memory holds the
+        lists of one window at a time, as the local engine's does)."""
+        begin, end = runs.get(key, (0, 0))
         part = table.slice(begin, end - begin)
         batch = data.source.numpy(part, outputs)
         if has_labels and target is not None and label_name is not None:
             batch[target] = label_source.numpy(part, [LABEL], rename={LABEL: label_name})[LABEL]
-        out[float(windows[begin])] = (_joined(batch, join_plan, None) if has_labels else LabeledRows(),
-                                      scoring(batch, join_plan, None) if scoring is not None else None)
-    return out
+        return (_joined(batch, join_plan, None) if has_labels else LabeledRows(),
+                scoring(batch, join_plan, None) if scoring is not None else None)
+
+    return rows_of
 
 
 def _plan(profile: ReferenceProfile, data: SparkData, columns: Columns, spec: WindowSpec | None) -> _Plan:
@@ -467,10 +473,12 @@ def _plan(profile: ReferenceProfile, data: SparkData, columns: Columns, spec: Wi
 def evaluate_spark(profile: ReferenceProfile, path: PathLike | DataFile | Sequence[PathLike], columns: Columns,
                    labels_path: PathLike | DataFile | Sequence[PathLike] | None = None,
                    policy: Policy | None = None, progress: Callable[[int], None] | None = None,
-                   spec: WindowSpec | None = None, max_columns: int = MAX_COLUMNS, *,
+                   spec: WindowSpec | None = None, max_columns: int = MAX_COLUMNS,
+                   observe: Callable[[WindowData, list[WindowResult]], None] | None = None, *,
                    spark_master: str | None = None, session: Any = None) -> Iterator[WindowResult]:
     """Window results of the analysis data computed on Spark: the rows ``runner.evaluate_file`` gives for the
-    same data (a file, a directory of files, or a list of them), window by window.
+    same data (a file, a directory of files, or a list of them), window by window; ``observe`` gets each window
+    with its results, as there.
 
     Args:
         spark_master: the master of a new SparkSession (``local[4]``, ``spark://host:7077``, …; default: the
@@ -496,18 +504,18 @@ def evaluate_spark(profile: ReferenceProfile, path: PathLike | DataFile | Sequen
         states = _window_states(data, layout)
         outputs = _output_rows(data, layout, labels)
     results: list[WindowResult] = []
-    scoring = _scoring()
     for index, key in enumerate(sorted(states)):
         state = states[key]
         if plan.spec.by_rows:
             number, start, end = int(key), iso_utc(state.first), iso_utc(state.last)
         else:
             number, start, end = index, iso_utc(key), iso_utc(key + (plan.spec.seconds or 0))
-        labeled, scored = outputs.get(key, (LabeledRows(), None))
-        if scored is None and scoring is not None:
-            scored = ScoredRows()
+        labeled, scored = outputs(key)
         window = WindowData("analysis", number, state.rows, state.sketches, labeled, start, end, scored=scored)
-        results.extend(evaluate_window(profile, window, policy))
+        found = evaluate_window(profile, window, policy)
+        if observe is not None:
+            observe(window, found)
+        results.extend(found)
     if progress is not None:
         progress(sum(state.rows for state in states.values()))
     yield from results
