@@ -32,6 +32,7 @@ from otel_mlmon.engine.sequential import TASKS, SequentialMonitor
 from otel_mlmon.processor.config import SEQUENTIAL_DETECTORS as CHOICES
 from otel_mlmon.processor.store import MAX_NS, PERFORMANCE_CHANGE, LabelJoin, Store
 from otel_mlmon.processor.windows import ROWS, TIME, Monitored
+from otel_mlmon.sketch import category_key
 
 _logger = logging.getLogger("otel_mlmon.processor")
 
@@ -72,8 +73,11 @@ class Sequential:
             monitor = self._monitor(key, profile, state)
             regression = profile.task == "regression"
             fed = [j for j in joins if (j.value if regression else j.label) is not None]  # rows with an output
-            changes = monitor.update_labels([j.truth for j in fed],
-                                            [j.value if regression else j.label for j in fed])
+            if regression:
+                changes = monitor.update_labels([j.truth for j in fed], [j.value for j in fed])
+            else:  # update_labels' rule, with the stored label already its category key (as most labels are)
+                keys = (j.truth if type(j.truth) is str else category_key(j.truth) for j in fed)
+                changes = monitor.update(math.nan if key is None else key == j.label for key, j in zip(keys, fed))
             found = [{**change.as_dict(), "id": fed[change.offset].id, "time_ns": fed[change.offset].time_ns}
                      for change in changes]
             return json.dumps(monitor.to_dict()), found
