@@ -54,7 +54,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from otel_mlmon import semconv  # noqa: E402
-from otel_mlmon._stack import free_port  # noqa: E402
+from otel_mlmon.demo.ports import free_port  # noqa: E402
 
 ROWS = 4096
 WINDOW = 40_960  # (a): ten requests a window, a multiple of ROWS

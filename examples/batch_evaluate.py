@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from otel_mlmon._demo import FEATURES, churn, churn_model
+from otel_mlmon.demo.data import FEATURES, churn, churn_model
 
 folder = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="mlmon-batch-"))
 folder.mkdir(parents=True, exist_ok=True)

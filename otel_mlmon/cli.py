@@ -450,15 +450,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
+        from otel_mlmon.demo import data  # these two import the standard library only, until they run
+        from otel_mlmon.demo import run as demo
+
+        if args.stack and not args.prepare and not demo.in_checkout():
+            return 2
         if lacks_extras("demo", "sklearn", "processor", "batch"):
             return 2
-        from otel_mlmon import _demo
-
         if args.prepare:
-            for what, path in _demo.prepare(args.prepare).items():
+            for what, path in data.prepare(args.prepare).items():
                 print(f"{what}: {path}")
             return 0
-        return _demo.stack(hold_s=args.hold) if args.stack else _demo.run(report_path=args.report)
+        return demo.run_stack(hold_s=args.hold) if args.stack else demo.run(report_path=args.report)
     if args.command == "evaluate":
         return _run(_evaluate, args, "evaluate", "batch")
     if args.command == "reference" and args.reference_command == "build":

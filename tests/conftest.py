@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_mlmon._stack import free_port as free_port  # one allocator for every test: ports never repeat
+from otel_mlmon.demo.ports import free_port as free_port  # one allocator for every test: ports never repeat
 
 T = TypeVar("T")
 

@@ -9,39 +9,123 @@ from pathlib import Path
 import pytest
 
 from otel_mlmon import cli
-from otel_mlmon._demo import run
+from otel_mlmon.demo.run import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _table(text: str) -> dict[int, list[str]]:
+    """The demo's window lines, by window (a line per print)."""
+    lines: dict[int, list[str]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[0].isdigit() and parts[1] == "500":
+            lines.setdefault(int(parts[0]), []).append(line)
+    return lines
 
 
 def test_demo_runs_the_whole_product_and_writes_a_report(tmp_path) -> None:
+    import re
+
+    from sklearn.metrics import accuracy_score
+
+    from otel_mlmon.demo.data import DRIFT_FROM, SHIFTS, WINDOW_ROWS, demo_inputs
+
     out = io.StringIO()
     report = tmp_path / "demo.html"
     assert run(out, str(report)) == 0
     text = out.getvalue()
-    final = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[0].isdigit() and parts[1] == "500":
-            final[int(parts[0])] = line
-    assert sorted(final) == [0, 1, 2, 3, 4, 5]
-    for window in (0, 1, 2):  # before the drift: labeled, scored, silent
-        assert final[window].split()[2] == "500" and final[window].rstrip().endswith("-")
-    for window in (3, 4, 5):  # after it: the shifted inputs and the outputs they move
-        assert "tenure" in final[window] and "plan" in final[window] and "score" in final[window]
-    assert "joined 3000 labels" in text and "alerts firing: 0" not in text
+    # A legend, and the shifted features named with how they shift.
+    for column in ("rows, labels", "predicted", "churned", "accuracy", "drifted"):
+        assert re.search(rf"^  {column} +\S", text, re.M), column
+    assert f"Drift injected from row {DRIFT_FROM} (window 3 on) into 2 of the 4 features (tenure and support_calls" \
+        in text
+    for feature, how in SHIFTS.items():
+        assert f"  {feature}  " in text and how in text
+    # One line per window, predictions and labels together: the shares and the processor's accuracy.
+    table = _table(text)
+    assert sorted(table) == [0, 1, 2, 3, 4, 5] and all(len(lines) == 1 for lines in table.values())
+    model, _, serving = demo_inputs()
+    predicted = model.predict(serving[["tenure", "monthly_charges", "support_calls", "plan"]])
+    accuracy = {}
+    for window, (line,) in table.items():
+        part = slice(window * WINDOW_ROWS, (window + 1) * WINDOW_ROWS)
+        fields = line.split()
+        assert fields[2] == "500"  # every label joined
+        assert fields[3] == f"{predicted[part].mean():.0%}" and fields[4] == f"{serving['churned'][part].mean():.0%}"
+        accuracy[window] = float(fields[5])
+        assert accuracy[window] == pytest.approx(accuracy_score(serving["churned"][part], predicted[part]), abs=5e-4)
+        drifted = line.split(maxsplit=7 if fields[6] == "!" else 6)[-1]
+        if window < 3:  # before the drift: silent
+            assert drifted == "-" and fields[6] != "!"
+        else:  # after it: the shifted features (not the others) and the outputs they move; accuracy falls
+            assert drifted == "monthly_charges, plan, prediction, score" and fields[6] == "!"
+    assert max(accuracy[w] for w in (3, 4, 5)) < min(accuracy[w] for w in (0, 1, 2)) - 0.1
+    separator = text.index("drift starts (row 1500): monthly_charges and plan shifted")
+    assert text.index(table[2][0]) < separator < text.index(table[3][0])
+    assert "^ accuracy fell from" in text and "the model relies on monthly_charges" in text
+    # One alert count: the report's (count_alerts), beside the alerts firing now, each listed.
+    counts = re.search(r"^(\d+) alerts in the analysis windows, (\d+) firing now$", text, re.M)
+    assert counts is not None, text
+    shown = re.search(r"id='alert-count'><b>(\d+)</b>", report.read_text())
+    assert shown is not None and shown.group(1) == counts.group(1) and f"({counts.group(1)} alerts" in text
+    listed = re.findall(r"^  (performance|performance_change|drift|data_quality|estimated_performance) ", text, re.M)
+    assert len(listed) == int(counts.group(2)) > 0 and "performance" in listed and "drift" in listed
+    assert "joined 3000 labels" in text
     assert report.exists() and report.read_text().count('<svg class="plot"') > 10
 
 
+def test_demo_drift_costs_accuracy_through_the_feature_the_model_relies_on() -> None:
+    """The demo's claim, checked on its data with scikit-learn: accuracy falls after DRIFT_FROM, and undoing the
+    monthly_charges shift alone gives it back (the plan's shift is a real change the model takes in its stride)."""
+    from sklearn.metrics import accuracy_score
+
+    from otel_mlmon.demo.data import CHARGES_SHIFT, DRIFT_FROM, FEATURES, demo_inputs
+
+    model, _, serving = demo_inputs()
+    before, after = serving.iloc[:DRIFT_FROM], serving.iloc[DRIFT_FROM:]
+    undone = after.assign(monthly_charges=after["monthly_charges"] - CHARGES_SHIFT)
+    base = accuracy_score(before["churned"], model.predict(before[FEATURES]))
+    assert accuracy_score(after["churned"], model.predict(after[FEATURES])) < base - 0.1
+    assert accuracy_score(undone["churned"], model.predict(undone[FEATURES])) > base - 0.03
+
+
 def test_demo_stack_says_what_is_missing_and_how_to_get_it(tmp_path, monkeypatch) -> None:
-    from otel_mlmon._demo import stack
+    from otel_mlmon.demo.run import run_stack
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no prometheus, alertmanager or otelcol-mlmon here
     monkeypatch.setenv("MLMON_CACHE_DIR", str(tmp_path / "cache"))  # and no cached Collector build
     monkeypatch.delenv("MLMON_OTELCOL", raising=False)
     out = io.StringIO()
-    assert stack(out, hold_s=0) == 1
+    assert run_stack(out, hold_s=0) == 1
     text = out.getvalue()
     assert "Missing here" in text and "collector/build.sh" in text
     assert "apt-get install prometheus prometheus-alertmanager" in text
+
+
+@pytest.mark.integration
+def test_demo_stack_from_an_installed_wheel_says_it_needs_a_source_checkout(tmp_path) -> None:
+    """The wheel has the package, not collector/ or examples/: one line, exit 2 (a usage error), before anything."""
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path / "wheel"),
+                            str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "wheel").glob("otel_mlmon-*.whl")
+    target = tmp_path / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target",
+                                str(target), str(wheel)], capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    assert (target / "otel_mlmon" / "demo" / "stack.py").is_file() and not (target / "collector").exists()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    done = subprocess.run([sys.executable, "-m", "otel_mlmon.cli", "demo", "--stack"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path, env=env)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "mlmon: error: mlmon demo --stack needs a source checkout of otel-mlmon (the Collector's build, its configs "
+        "and the model service are not in the installed package): run it from a clone of the repository; "
+        "`mlmon demo` runs from this install"]
+    where = subprocess.run([sys.executable, "-c", "import otel_mlmon.demo.stack as s; print(s.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert where.stdout.strip().startswith(str(target))  # the wheel's copy ran, not this checkout's
 
 
 def test_demo_prepare_writes_the_compose_stacks_inputs(tmp_path) -> None:

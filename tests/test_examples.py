@@ -36,7 +36,7 @@ def test_batch_evaluate(tmp_path: Path) -> None:
     windows = [line for line in out.splitlines() if line.startswith("window ")]
     assert len(windows) == 6
     assert all(line.endswith("drift in nothing") for line in windows[:3])  # drift starts at row 3000
-    assert all("tenure" in line and "y_score" in line for line in windows[3:])
+    assert all("monthly_charges" in line and "y_score" in line for line in windows[3:])
     assert (tmp_path / "report.html").stat().st_size > 0
 
 

@@ -367,7 +367,7 @@ def _validate(chart: Rendered, binary: str, tmp_path: Path) -> subprocess.Comple
     (tmp_path / "secrets").mkdir(exist_ok=True)
     (tmp_path / "secrets" / "token").write_text("a-token")
     if "MLMON_PROCESSOR_CA_FILE" in environment:
-        from otel_mlmon._stack import write_secrets
+        from otel_mlmon.demo.credentials import write_secrets
 
         _, certs = write_secrets(tmp_path / "certs", ("localhost",))
         Path(environment["MLMON_PROCESSOR_CA_FILE"]).parent.mkdir(parents=True, exist_ok=True)

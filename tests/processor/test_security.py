@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 
 from otel_mlmon import semconv
-from otel_mlmon._stack import Certificates, make_certificates
+from otel_mlmon.demo.credentials import Certificates, make_certificates
 from otel_mlmon.processor import grpc_receiver
 from otel_mlmon.processor.config import ENV_PREFIX, ProcessorConfig, load
 from otel_mlmon.processor.security import Security, Tls, read_token

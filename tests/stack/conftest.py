@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_mlmon._stack import NativeStack, find_binaries
+from otel_mlmon.demo.stack import NativeStack, find_binaries
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -235,11 +235,11 @@ def test_compose_addresses_match_the_collector_and_prometheus_configs() -> None:
 
 
 def test_compose_processor_takes_tls_and_a_token_made_by_the_secrets_service(tmp_path: Path) -> None:
-    from otel_mlmon._stack import write_secrets
+    from otel_mlmon.demo.credentials import write_secrets
 
     services = COMPOSE["services"]
     secrets = services["secrets"]
-    assert secrets["entrypoint"][:3] == ["python", "-m", "otel_mlmon._stack"]
+    assert secrets["entrypoint"][:3] == ["python", "-m", "otel_mlmon.demo.credentials"]
     folder, hosts = secrets["entrypoint"][3], tuple(secrets["entrypoint"][4:])
     processor = cli._parser().parse_args(services["processor"]["command"])
     assert (processor.auth_token_file, processor.tls_cert, processor.tls_key) == (

@@ -21,7 +21,7 @@ from .conftest import REPO
 
 
 def test_each_model_reaches_its_own_processor(otelcol: str, tmp_path: Path) -> None:
-    from otel_mlmon._stack import write_secrets
+    from otel_mlmon.demo.credentials import write_secrets
     from otel_mlmon.processor.security import Security, Tls
 
     # The Collector sends to the processors over TLS with the bearer token, as the shipped config says.

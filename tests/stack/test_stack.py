@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from otel_mlmon import semconv
-from otel_mlmon._demo import DRIFT_FROM, FEATURES, WINDOW_ROWS
-from otel_mlmon._stack import NativeStack, _get
+from otel_mlmon.demo.data import DRIFT_FROM, FEATURES, SHIFTS, WINDOW_ROWS
+from otel_mlmon.demo.stack import NativeStack, _get
 
 from ..conftest import eventually
 from .conftest import REPO
@@ -83,28 +83,35 @@ def test_drift_is_found_from_the_injected_window_on_and_not_before(stack: Native
     first = DRIFT_FROM // WINDOW_ROWS
     assert {w for w, _ in drifted} == set(range(first, ROWS // WINDOW_ROWS))
     for window in range(first, ROWS // WINDOW_ROWS):
-        assert {c for w, c in drifted if w == window} >= set(FEATURES)  # every feature was shifted
-    accuracy = {r["window"]: r["value"] for r in results if r["metric"] == "accuracy"}
+        found = {c for w, c in drifted if w == window}
+        assert found >= set(SHIFTS) and not found & (set(FEATURES) - set(SHIFTS))  # the shifted features only
+    accuracy = {r["window"]: r["value"] for r in results if r["kind"] == "performance" and r["metric"] == "accuracy"}
     assert len(accuracy) == ROWS // WINDOW_ROWS and all(0.5 < a < 1 for a in accuracy.values())
+    # The monthly_charges shift costs accuracy (the demo's point): every drifted window is below every other.
+    assert max(accuracy[w] for w in range(first, ROWS // WINDOW_ROWS)) < min(accuracy[w] for w in range(first)) - 0.1
 
 
 def test_alerts_reach_alertmanager_from_prometheus_rules_and_from_the_processor(stack: NativeStack) -> None:
     def both() -> list[dict[str, Any]] | None:
         alerts = stack.alerts()
         names = {a["labels"]["alertname"] for a in alerts}
-        return alerts if {"MLFeatureDrift", "ml_drift"} <= names else None
+        return alerts if {"MLFeatureDrift", "ml_drift", "MLPerformanceDegraded", "ml_performance"} <= names else None
 
-    alerts = eventually(both, what="MLFeatureDrift (Prometheus rule) and ml_drift (processor) in Alertmanager")
+    alerts = eventually(both, what="MLFeatureDrift and MLPerformanceDegraded (Prometheus rules), ml_drift and "
+                        "ml_performance (processor) in Alertmanager")
     ruled = [a for a in alerts if a["labels"]["alertname"] == "MLFeatureDrift"]
     assert {a["labels"]["ml_model_name"] for a in ruled} == {"churn"}
-    assert {a["labels"]["ml_feature_name"] for a in ruled} >= set(FEATURES)
+    assert {a["labels"]["ml_feature_name"] for a in ruled} >= set(SHIFTS)
     assert all(a["labels"]["severity"] == "warning" and a["annotations"]["summary"].startswith("churn 1: ")
                for a in ruled)
     direct = [a for a in alerts if a["labels"]["alertname"] == "ml_drift"]
-    assert {a["labels"]["column"] for a in direct} >= set(FEATURES)
-    # Nothing fires that should not: no performance alert (accuracy stays in its band here), no errors alert
-    # (one failing call of 3000 rows is under the 1 % rate and under the rule's `for`).
-    assert not {a["labels"]["alertname"] for a in alerts} & {"MLPerformanceDegraded", "MLPredictErrors"}
+    assert {a["labels"]["column"] for a in direct} >= set(SHIFTS)
+    degraded = {a["labels"]["ml_evaluation_name"] for a in alerts
+                if a["labels"]["alertname"] == "MLPerformanceDegraded"}
+    assert "accuracy" in degraded  # the monthly_charges shift costs accuracy
+    # Nothing fires that should not: no errors alert (one failing call of 3000 rows is under the 1 % rate and
+    # under the rule's `for`).
+    assert "MLPredictErrors" not in {a["labels"]["alertname"] for a in alerts}
 
 
 def test_ml_series_reach_prometheus_equal_to_the_processors_results(stack: NativeStack) -> None:
@@ -121,7 +128,8 @@ def test_ml_series_reach_prometheus_equal_to_the_processors_results(stack: Nativ
         """The series reaches what the processor decided (export and scrape intervals lag a second or two)."""
         eventually(lambda: check(value(promql)), what=promql)
 
-    mine = {(r["column"], r["metric"]): r["value"] for r in results if r["window"] == newest}
+    mine = {(r["column"], r["metric"]): r["value"] for r in results
+            if r["window"] == newest and r["kind"] in ("drift", "performance")}
     tenure = mine[("tenure", "kolmogorov_smirnov")]
     settles('ml_drift_score_ratio{ml_model_name="churn",ml_feature_name="tenure",ml_drift_method="kolmogorov_smirnov"}',
             lambda v: v == pytest.approx(tenure, rel=1e-12))
@@ -135,7 +143,7 @@ def test_ml_series_reach_prometheus_equal_to_the_processors_results(stack: Nativ
             lambda v: v == 1)
     settles('sum(ml_processor_records_total{ml_processor_outcome="label_joined"})', lambda v: v == ROWS)
     settles('count(ml_alert_firing{ml_model_name="churn",ml_alert_kind="drift"} == 1)',
-            lambda v: v >= 2 * len(FEATURES))
+            lambda v: v >= 2 * (len(SHIFTS) + 2))  # two methods each: the shifted features, prediction, score
 
 
 def test_feature_sketches_stay_out_of_prometheus(stack: NativeStack) -> None:

@@ -8,22 +8,20 @@ loopback ports instead of container names.
         --traces--> Jaeger (collector/jaeger/config.yaml)
     load driver: mlmon replay --service (rows to the model service; labels, late, over OTLP to the Collector)
 
-Used by ``mlmon demo --stack`` and by the end-to-end test (tests/stack). Needs a source checkout (the Collector,
-Prometheus and Alertmanager configs live in ``collector/``) and the binaries: the Collector from
+Used by ``mlmon demo --stack`` and by the end-to-end tests (tests/stack). Needs a source checkout (the Collector,
+Prometheus and Alertmanager configs live in ``collector/``, the model service in ``examples/``; see
+:func:`source_checkout`) and the binaries: the Collector from
 ``collector/build.sh``, Prometheus and Alertmanager from Debian's packages; Jaeger from ``collector/build.sh
 --jaeger`` when built (traces also go to a file, which is all there is without Jaeger).
 """
 
 from __future__ import annotations
 
-import functools
 import glob
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,8 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from otel_mlmon.demo.credentials import Certificates, write_secrets
+from otel_mlmon.demo.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout this package lives in, when it is one
 MODEL = "churn"
+
+
+def source_checkout(repo: Path = REPO) -> Path | None:
+    """``repo`` when it is a source checkout of otel-mlmon (it has ``collector/build.sh``), else None: an installed
+    wheel has the package only, not the configs, the Collector's build or the model service."""
+    return repo if (repo / "collector" / "build.sh").is_file() else None
 
 
 @dataclass
@@ -75,113 +82,6 @@ def find_binaries(repo: Path = REPO) -> tuple[Binaries | None, list[str]]:
     assert collector is not None and prometheus is not None and alertmanager is not None
     jaeger = os.environ.get("MLMON_JAEGER") or shutil.which("jaeger") or _cached("jaeger")
     return Binaries(collector, prometheus, alertmanager, jaeger), []
-
-
-@dataclass(frozen=True)
-class Certificates:
-    """PEM files of a throwaway CA, a server certificate it signed and a client certificate it signed."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def make_certificates(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
-                      days: int = 30) -> Certificates:
-    """A CA and server/client certificates for ``hosts`` (IP or DNS names), made with the ``openssl`` command
-    (P-256 keys); for the native stack, the compose stack's one-shot ``secrets`` service and the tests."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise RuntimeError("the openssl command is needed to make the stack's TLS certificates "
-                           "(apt-get install openssl)")
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def run(*argv: str) -> None:
-        done = subprocess.run([openssl, *argv], cwd=folder, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"openssl {' '.join(argv[:2])} failed: {done.stderr.strip()[-500:]}")
-
-    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run("req", "-x509", *key, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", str(days),
-        "-subj", "/CN=otel-mlmon CA", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    names = ",".join(("IP:" if _is_ip(h) else "DNS:") + h for h in hosts)
-    for role, usage in (("server", "serverAuth"), ("client", "clientAuth")):
-        (folder / f"{role}.ext").write_text(f"basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n" +
-                                            (f"subjectAltName={names}\n" if role == "server" else ""))
-        run("req", *key, "-keyout", f"{role}-key.pem", "-out", f"{role}.csr", "-subj", f"/CN=otel-mlmon {role}")
-        run("x509", "-req", "-in", f"{role}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-set_serial",
-            str(random.getrandbits(63)), "-days", str(days), "-extfile", f"{role}.ext", "-out", f"{role}.pem")
-    return Certificates(folder / "ca.pem", folder / "server.pem", folder / "server-key.pem",
-                        folder / "client.pem", folder / "client-key.pem")
-
-
-def write_secrets(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> tuple[Path, Certificates]:
-    """The processor's bearer token (``folder/token``, 64 hex digits) and certificates for ``hosts`` (see
-    :func:`make_certificates`), made once: files already there are kept (delete them to rotate)."""
-    import secrets
-
-    folder.mkdir(parents=True, exist_ok=True)
-    token = folder / "token"
-    if not token.exists():
-        token.write_text(secrets.token_hex(32) + "\n")
-        token.chmod(0o644)  # the Collector's container user reads it too (compose); only its mounts see it
-    if (folder / "server.pem").exists():
-        certs = Certificates(folder / "ca.pem", folder / "server.pem", folder / "server-key.pem",
-                             folder / "client.pem", folder / "client-key.pem")
-    else:
-        certs = make_certificates(folder, hosts)
-    return token, certs
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-_handed_out: set[int] = set()
-
-
-@functools.cache
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # Linux's default; other systems: the bind(0) fallback below still dedupes
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on, never the same twice in this process.
-
-    ``bind(("127.0.0.1", 0))`` alone is not enough: two calls can return the same port (the kernel picks at random
-    in its ephemeral range), and any outgoing connection may take a port handed out but not yet bound. So ports
-    are drawn below the ephemeral range, checked bindable, and remembered."""
-    low = _ephemeral_low()
-    candidates = range(10000, low) if low - 10000 >= 1000 else None
-    for _ in range(1000):
-        if candidates is not None:
-            port = random.choice(candidates)
-        else:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = int(s.getsockname()[1])
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError("no free loopback TCP port found in 1000 tries")
 
 
 def _environment(settings: dict[str, str]) -> dict[str, str]:
@@ -257,8 +157,8 @@ class NativeStack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def prepare(self, serve_rows: int = 3000) -> dict[str, str]:
-        """The model, its reference profile and the drifting serving data (otel_mlmon._demo.prepare)."""
-        from otel_mlmon._demo import prepare
+        """The model, its reference profile and the drifting serving data (otel_mlmon.demo.data.prepare)."""
+        from otel_mlmon.demo.data import prepare
 
         self.inputs = prepare(str(self.folder / "inputs"), serve_rows=serve_rows)
         return self.inputs
@@ -460,7 +360,3 @@ class NativeStack:
         answer = self.processor_api("/v1/results?" + urllib.parse.urlencode({"model": MODEL}))
         return list(answer["results"])
 
-
-if __name__ == "__main__":  # the compose stack's one-shot `secrets` service: python -m otel_mlmon._stack DIR HOST…
-    made, _ = write_secrets(Path(sys.argv[1]), tuple(sys.argv[2:]) or ("127.0.0.1", "localhost"))
-    print(f"the processor's token and TLS files are in {made.parent}")
