@@ -246,3 +246,34 @@ def test_partials_merge_to_the_local_window(data: dict[str, Any]) -> None:
     for name, sketch in expected.sketches.items():
         assert merged.sketches[name] == sketch, name
     assert merged.sketches["merchant"].counts == expected.sketches["merchant"].counts
+
+
+def test_text_columns_parse_as_pyarrows_csv_reader(tmp_path: Path) -> None:
+    """Without Spark: CSV columns that Spark hands over as text (an empty field as null) become what the local
+    reader gets from pyarrow's CSV reader: its types, its null spellings, its booleans, empty strings kept."""
+    import pyarrow.csv as pa_csv
+
+    from otel_mlmon.batch.reader import DataFile, to_numpy
+    from otel_mlmon.batch.spark_partials import parse_text
+
+    path = tmp_path / "mixed.csv"
+    path.write_text("n,x,flag,when,name,empty\n"
+                    "1,0.5,true,2026-02-01 00:00:00+00:00,a,\n"
+                    "NA,1e-3,False,2026-02-01 00:00:01.250+00:00,,\n"
+                    ",nan,1,,NA,\n"
+                    "-7,-2.25,0,2026-02-01 00:00:02+00:00,\"q,\"\"x\"\"\",\n")
+    schema = DataFile(str(path)).schema()
+    expected = pa_csv.read_csv(path)
+    as_text = pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(
+        column_types={n: pa.string() for n in schema.names}, strings_can_be_null=True, null_values=[""]))
+    assert str(schema.field("when").type).startswith("timestamp") and schema.field("flag").type == pa.bool_()
+    for name in schema.names:
+        parsed = parse_text(as_text.column(name).combine_chunks(), schema.field(name).type, "mixed.csv", name)
+        want = to_numpy(expected.column(name).combine_chunks(), "mixed.csv", name)
+        got = to_numpy(parsed, "mixed.csv", name)
+        if want.dtype.kind == "f":
+            np.testing.assert_array_equal(got, want)
+        else:
+            assert got.tolist() == want.tolist(), name
+    with pytest.raises(DataError, match="column 'n'"):
+        parse_text(pa.array(["1", "x"]), pa.int64(), "mixed.csv", "n")
