@@ -5,7 +5,9 @@ PIP := $(PYTHON) -m pip install --quiet --disable-pip-version-check
 .PHONY: demo test lint install-dev system-deps bench
 
 demo:
-	$(PIP) -e ".[sklearn,processor,batch]"
+	@echo "make demo: pip installs otel-mlmon[sklearn,processor,batch] (a minute or two the first time, seconds after)"
+	$(PYTHON) -m pip install --disable-pip-version-check --progress-bar on -e ".[sklearn,processor,batch]"
+	@echo "make demo: installed; starting the demo (about 30 s)"
 	$(PYTHON) -m otel_mlmon.cli demo
 
 install-dev:
