@@ -87,7 +87,7 @@ def spark_session(master: str | None = None, conf: dict[str, str] | None = None)
             raise ValueError(f"a SparkSession on {running!r} is already running in this process; stop it first or "
                              f"leave out --spark-master to use it (asked for {master!r})")
         return active
-    master = master or "local[*]"
+    asked, master = master, master or "local[*]"
     builder = (sql.SparkSession.builder.master(master).appName("otel-mlmon evaluate")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(BATCH_ROWS))
@@ -96,7 +96,11 @@ def spark_session(master: str | None = None, conf: dict[str, str] | None = None)
         builder = builder.config("spark.pyspark.python", sys.executable)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    if asked is not None and session.sparkContext.master != asked:  # another thread's session, returned as it is
+        raise ValueError(f"a SparkSession on {session.sparkContext.master!r} is already running in this process; "
+                         f"stop it first or leave out --spark-master to use it (asked for {asked!r})")
+    return session
 
 
 @dataclass
