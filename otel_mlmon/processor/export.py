@@ -403,7 +403,9 @@ class WebhookSink:
         document = {"alerts": [{"state": t.state, "since": iso_utc_ns(t.since_ns), **t.labels,
                                 "value": t.result["value"], "window": t.result["window"],
                                 "upper_threshold": t.result.get("upper_threshold"),
-                                "lower_threshold": t.result.get("lower_threshold")} for t in transitions],
+                                "lower_threshold": t.result.get("lower_threshold"),
+                                **{key: t.result[key] for _, key, _ in _CHANGE_ATTRIBUTES if key in t.result}}
+                               for t in transitions],
                     "sent": iso_utc_ns(now_ns)}
         return self.delivery.submit(document)
 

@@ -21,7 +21,7 @@ from otel_mlmon.engine.sequential import DETECTORS, SequentialMonitor
 from otel_mlmon.engine.windows import WindowSpec
 from otel_mlmon.processor import config
 from otel_mlmon.processor.decode import Decoded, LabelBatch, PredictionBatch
-from otel_mlmon.processor.export import OtlpExport
+from otel_mlmon.processor.export import OtlpExport, WebhookSink
 from otel_mlmon.processor.service import Processor
 from otel_mlmon.processor.store import Store
 
@@ -114,15 +114,16 @@ def _join_order(events: list[Decoded]) -> list[str]:
 class Run:
     """A processor fed event by event, ticking after each label event; can be restarted on the same store."""
 
-    def __init__(self, path: Path, profile: ReferenceProfile, detector: str = "adwin", otlp: OtlpExport | None = None):
-        self.path, self.detector, self.otlp = str(path), detector, otlp
+    def __init__(self, path: Path, profile: ReferenceProfile, detector: str = "adwin", otlp: OtlpExport | None = None,
+                 webhook: WebhookSink | None = None):
+        self.path, self.detector, self.otlp, self.webhook = str(path), detector, otlp, webhook
         self.now = START
         self.processor = self._start()
         self.processor.register(profile)
 
     def _start(self) -> Processor:
         return Processor(Store(self.path), clock=lambda: self.now, otlp=self.otlp, sequential_detector=self.detector,
-                         allowed_lateness_s=1, idle_timeout_s=3600, sweep_s=3600)
+                         allowed_lateness_s=1, idle_timeout_s=3600, sweep_s=3600, webhook=self.webhook)
 
     def restart(self) -> None:
         self.processor.store.close()
@@ -349,3 +350,35 @@ def test_a_change_found_before_a_restart_is_reported_after_it(tmp_path: Path) ->
     assert run.processor.report_changes(run.now) == len(waiting)
     assert {c["change_label"] for c in run.changes()} <= {c["index"] for *_, c in waiting}
     assert "performance_change" in [t.result["kind"] for t in run.processor.alerts.firing()]
+
+
+def test_the_webhook_gets_the_change(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    predicted, truth = _classification_stream(3 * WINDOW_ROWS, 2 * WINDOW_ROWS, seed=3)
+    try:
+        run = Run(tmp_path / "s.db", _profile(), webhook=WebhookSink(f"http://127.0.0.1:{server.server_address[1]}/"))
+        for event in _events(predicted, truth):
+            run.send(event)
+        assert run.processor.webhook is not None and run.processor.webhook.flush(30)
+    finally:
+        server.shutdown()
+    changes = [a for message in received for a in message["alerts"] if a["kind"] == "performance_change"]
+    first = run.changes()[0]
+    assert changes[0]["state"] == "firing" and changes[0]["metric"] == "adwin" and changes[0]["window"] == 2
+    assert (changes[0]["before"], changes[0]["after"], changes[0]["change_label"]) == \
+        (first["before"], first["after"], first["change_label"])
