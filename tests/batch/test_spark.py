@@ -277,3 +277,12 @@ def test_text_columns_parse_as_pyarrows_csv_reader(tmp_path: Path) -> None:
             assert got.tolist() == want.tolist(), name
     with pytest.raises(DataError, match="column 'n'"):
         parse_text(pa.array(["1", "x"]), pa.int64(), "mixed.csv", "n")
+
+
+@pytest.mark.integration
+def test_another_master_than_the_running_sessions_is_refused(spark: Any) -> None:
+    from otel_mlmon.batch.spark import spark_session
+
+    assert spark_session() is spark and spark_session("local[2]") is spark
+    with pytest.raises(ValueError, match=r"already running.*local\[1\]"):
+        spark_session("local[1]")
