@@ -10,6 +10,8 @@ from otel_mlmon.demo.data import CAUSE, DRIFT_FROM, FEATURES, SHIFTS, WINDOW_ROW
 
 HEADER = f"{'window':>6} {'rows':>5} {'labels':>6} {'predicted':>9} {'churned':>7} {'accuracy':>8}  drifted columns"
 DRIFT_WINDOW = DRIFT_FROM // WINDOW_ROWS
+COUNTS_DIFFER = ("(the report counts each window's alerts; what fires now counts once per column and metric, as "
+                 "Alertmanager shows)")
 
 
 def legend() -> list[str]:
@@ -141,8 +143,7 @@ def alert_lines(results: Sequence[Mapping[str, Any]], firing: Sequence[Mapping[s
     """The two counts, why they differ, and each firing alert with the windows it alerted in."""
     total = analysis_alerts(results)
     lines = [f"{total} alerts in the analysis windows, {len(firing)} firing now",
-             "  (the report counts each window's alerts; what fires now counts once per column and metric, as "
-             "Alertmanager shows)"]
+             f"  {COUNTS_DIFFER}"]
     alerted: dict[tuple[str, str, str], list[int]] = {}
     for r in results:
         if r["period"] == "analysis" and r["alert"] is True:

@@ -16,6 +16,7 @@ import time
 from typing import Any, TextIO
 
 from otel_mlmon.demo.console import (
+    COUNTS_DIFFER,
     HEADER,
     WindowTable,
     alert_lines,
@@ -173,12 +174,12 @@ def in_checkout() -> bool:
 
 
 def _stack_alert_lines(results: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> list[str]:
-    """The processor's count (the report's), and what Alertmanager holds, by source."""
+    """The report's count (the processor's results), the processor's alerts firing in Alertmanager, and the rest."""
     from_processor = sum(1 for a in alerts if not a["labels"]["alertname"].startswith("ML"))
     return [f"{analysis_alerts(results)} alerts in the analysis windows, {from_processor} firing now (the "
-            f"processor's, in Alertmanager); Alertmanager holds {len(alerts)} alerts",
-            "  (the first counts every window's alerts, as the report does; the processor sends each column and "
-            f"metric once; the other {len(alerts) - from_processor} are Prometheus rules over the same results)"]
+            f"processor's); Alertmanager holds {len(alerts)}: those {from_processor} and "
+            f"{len(alerts) - from_processor} from Prometheus rules",
+            f"  {COUNTS_DIFFER}"]
 
 
 def run_stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
@@ -248,7 +249,8 @@ def run_stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
                 alerts = native.alerts()
                 for alert in alerts:
                     labels = alert["labels"]
-                    key = (labels["alertname"], labels.get("ml_feature_name") or labels.get("column", ""))
+                    key = (labels["alertname"], labels.get("ml_feature_name") or labels.get("ml_evaluation_name")
+                           or labels.get("column", ""))
                     if key not in alerts_seen:
                         alerts_seen.add(key)
                         source = "Prometheus rule" if labels["alertname"].startswith("ML") else "processor"
