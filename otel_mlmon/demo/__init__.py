@@ -6,6 +6,6 @@
 - :mod:`.stack`: the docker-compose topology run natively (needs a source checkout).
 - :mod:`.credentials`: the processor's token and TLS files; :mod:`.ports`: loopback ports.
 
-Imports go one way: ``run`` → ``stack`` → ``data``, ``credentials``, ``ports``. Importing this package imports
-nothing else.
+Imports go one way: ``run`` → ``console`` → ``data``, and ``run`` → ``stack`` → ``data``, ``credentials``, ``ports``
+(nothing imports ``run``). Importing this package, ``run`` or ``stack`` imports the standard library only.
 """
