@@ -172,6 +172,11 @@ OTEL_PYTHON_MLMON_PROCESSOR_ALLOW_UNAUTHENTICATED: Final = "OTEL_PYTHON_MLMON_PR
 """bool, default ``false``. Allow a non-loopback endpoint without a token or client CA (something in front of the
 processor authenticates)."""
 
+OTEL_PYTHON_MLMON_PROCESSOR_SEQUENTIAL_DETECTOR: Final = "OTEL_PYTHON_MLMON_PROCESSOR_SEQUENTIAL_DETECTOR"
+"""str, one of ``adwin`` (default), ``page_hinkley``, ``off``. Change detection on each monitored model's label
+stream (the engine's ADWIN with river's defaults, or Page–Hinkley): a ``performance_change`` result and alert as
+soon as the joined labels show a change in accuracy (MAE for regression), without waiting for a window to close."""
+
 OTEL_PYTHON_MLMON_PROCESSOR_TICK_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_TICK_S"
 """float seconds > 0, default 1. How often windows are evaluated and TTLs applied."""
 
@@ -233,4 +238,5 @@ ALL: Final = (
     OTEL_PYTHON_MLMON_PROCESSOR_TLS_KEY,
     OTEL_PYTHON_MLMON_PROCESSOR_TLS_CLIENT_CA,
     OTEL_PYTHON_MLMON_PROCESSOR_ALLOW_UNAUTHENTICATED,
+    OTEL_PYTHON_MLMON_PROCESSOR_SEQUENTIAL_DETECTOR,
 )

@@ -189,7 +189,8 @@ def test_the_report_gets_the_windows_distributions_and_confusion_counts(data, tm
     assert "age years: reference vs window" in text  # the drifted feature's histogram, alerting windows
     assert "Confusion matrix per window" in text and "need the windows' joined labels" not in text
     frame = results.frame
-    accuracy = frame[(frame.period == "analysis") & (frame.metric == "accuracy")].set_index("window")["value"]
+    accuracy = frame[(frame.period == "analysis") & (frame.kind == "performance") &
+                     (frame.metric == "accuracy")].set_index("window")["value"]
     for window, value in accuracy.items():
         assert f"<b>window {window}</b>" in text and f"accuracy {value:.3f}" in text
 
