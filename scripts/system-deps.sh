@@ -5,13 +5,16 @@
 #    processor's TLS tests and of the native stack);
 #  - the otel-mlmon Collector, both builds, and Jaeger v2, with Go from the module proxy (collector/build.sh;
 #    cached, so a rerun on the same machine takes a second);
-#  - helm v3, built from its Go module the same way (scripts/build-helm.sh; the chart's tests in tests/deploy).
+#  - helm v3, built from its Go module the same way (scripts/build-helm.sh; the chart's tests in tests/deploy);
+#  - Java 17 and Maven (Debian) and Apache Kafka's jars from Maven Central (scripts/kafka.sh: tests/stack/test_kafka.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)  # Kafka (tests/stack/test_kafka.py), Spark
+command -v mvn >/dev/null 2>&1 || need+=(maven)  # fetches Kafka's jars from Maven Central (scripts/kafka.sh)
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 if [ ${#need[@]} -gt 0 ]; then
@@ -28,3 +31,4 @@ collector/build.sh >/dev/null
 collector/build.sh --cloud >/dev/null
 collector/build.sh --jaeger >/dev/null
 scripts/build-helm.sh >/dev/null  # helm from its Go module (tests/deploy), cached the same way
+scripts/kafka.sh classpath >/dev/null  # Apache Kafka's jars from Maven Central, cached

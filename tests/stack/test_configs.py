@@ -24,6 +24,7 @@ COLLECTOR = REPO / "collector"
 OVERLAYS = sorted(p for p in (COLLECTOR / "examples").glob("*.yaml") if "service:" in p.read_text()
                   and "receivers:" not in p.read_text())
 STANDALONE = sorted(p for p in (COLLECTOR / "examples").glob("*.yaml") if p not in OVERLAYS)
+CLOUD_ONLY = {"kafka-processor.yaml"}  # standalone configs with components only the cloud build has
 
 
 def _validate(binary: str, *configs: Path | str, token: str | None = "a-token") -> subprocess.CompletedProcess[str]:
@@ -37,8 +38,9 @@ def _validate(binary: str, *configs: Path | str, token: str | None = "a-token") 
 
 def test_the_examples_are_sorted_into_overlays_and_standalone_configs() -> None:
     assert {p.name for p in OVERLAYS} == {"aws-cloudwatch.yaml", "google-cloud.yaml", "azure-monitor.yaml",
-                                          "elasticsearch.yaml", "kafka.yaml"}
-    assert {p.name for p in STANDALONE} == {"sharded-processors.yaml", "gateway-load-balancing.yaml"}
+                                          "elasticsearch.yaml", "kafka.yaml", "kafka-pipeline.yaml"}
+    assert {p.name for p in STANDALONE} == {"sharded-processors.yaml", "gateway-load-balancing.yaml",
+                                            "kafka-processor.yaml"}
 
 
 def test_builds_have_exactly_the_manifest_components(otelcol: str, otelcol_cloud: str) -> None:
@@ -57,6 +59,8 @@ def test_builds_have_exactly_the_manifest_components(otelcol: str, otelcol_cloud
     cloud = components(otelcol_cloud)
     assert cloud["exporters"] - core["exporters"] == {"awsemf", "googlecloud", "azuremonitor", "elasticsearch",
                                                       "kafka"}
+    assert cloud["receivers"] - core["receivers"] == {"kafka"}
+    assert cloud["processors"] - core["processors"] == {"groupbyattrs", "transform"}
 
 
 def test_the_pipeline_config_validates(otelcol: str) -> None:
@@ -102,8 +106,9 @@ def test_every_backend_overlay_validates_on_the_cloud_build(otelcol_cloud: str, 
 
 
 @pytest.mark.parametrize("config", STANDALONE, ids=lambda p: p.name)
-def test_every_standalone_example_validates_on_the_core_build(otelcol: str, config: Path) -> None:
-    done = _validate(otelcol, config)
+def test_every_standalone_example_validates_on_the_core_build(otelcol: str, otelcol_cloud: str,
+                                                              config: Path) -> None:
+    done = _validate(otelcol_cloud if config.name in CLOUD_ONLY else otelcol, config)
     assert done.returncode == 0, done.stderr
 
 
@@ -278,3 +283,28 @@ def test_dockerfiles_build_what_compose_runs() -> None:
     root = (REPO / "Dockerfile").read_text()
     install = re.search(r'pip install --no-cache-dir "\.\[([a-z,]+)\]"', root)
     assert install and {"sklearn", "processor", "batch"} <= set(install.group(1).split(","))
+
+
+def test_the_kafka_compose_override_fits_the_main_file() -> None:
+    """docker-compose.kafka.yml (Kafka between the Collectors) names services, files, volumes and build flags that
+    exist: the Collectors run the cloud build, which has the kafka exporter and receiver."""
+    override = yaml.safe_load((REPO / "docker-compose.kafka.yml").read_text())
+    services = override["services"]
+    assert {"kafka", "kafka-topics", "collector", "collector-kafka"} <= set(services)
+    assert "collector" in COMPOSE["services"] and "processor" in COMPOSE["services"]
+    volumes = set(COMPOSE.get("volumes") or {}) | set(override.get("volumes") or {})
+    for name, service in services.items():
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("."):
+                assert (REPO / source).exists(), f"{name} mounts {source}, which is not in the repository"
+            else:
+                assert source in volumes, f"{name} mounts the volume {source}, declared nowhere"
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services or dependency in COMPOSE["services"], (name, dependency)
+    for name in ("collector", "collector-kafka"):
+        assert services[name]["build"]["args"]["BUILD_FLAGS"] == "--cloud"
+    assert "ARG BUILD_FLAGS" in (COLLECTOR / "Dockerfile").read_text()
+    topics = services["kafka-topics"]["entrypoint"][-1]
+    pipeline = (COLLECTOR / "examples" / "kafka-pipeline.yaml").read_text()
+    assert all(topic in topics and topic in pipeline for topic in ("otel-mlmon-events", "otel-mlmon-sketches"))
