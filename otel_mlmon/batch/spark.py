@@ -479,7 +479,8 @@ def evaluate_spark(profile: ReferenceProfile, path: PathLike | DataFile | Sequen
                    policy: Policy | None = None, progress: Callable[[int], None] | None = None,
                    spec: WindowSpec | None = None, max_columns: int = MAX_COLUMNS,
                    observe: Callable[[WindowData, list[WindowResult]], None] | None = None, *,
-                   spark_master: str | None = None, session: Any = None) -> Iterator[WindowResult]:
+                   spark_master: str | None = None, session: Any = None, segmented: Any = None,
+                   positive_class: str | None = None) -> Iterator[WindowResult]:
     """Window results of the analysis data computed on Spark: the rows ``runner.evaluate_file`` gives for the
     same data (a file, a directory of files, or a list of them), window by window; ``observe`` gets each window
     with its results, as there.
@@ -488,12 +489,20 @@ def evaluate_spark(profile: ReferenceProfile, path: PathLike | DataFile | Sequen
         spark_master: the master of a new SparkSession (``local[4]``, ``spark://host:7077``, …; default: the
             running session, else ``local[*]``).
         session: a SparkSession to use (instead of ``spark_master``).
+        segmented, positive_class: as ``evaluate_file``'s; segments and fairness are not computed on Spark yet
+            (a usage error, so that the local engine is chosen for them).
 
     Raises:
         MissingExtraError: pyspark is not installed.
         ValueError: bad usage.
         DataError: a problem with the data.
     """
+    wanted = [flag for flag, given in (("--segment-by", segmented is not None or getattr(columns, "segment_by", None)),
+                                       ("--sensitive-column", getattr(columns, "sensitive_column", None)))
+              if given]
+    if wanted:
+        raise ValueError(f"--engine spark does not compute {' or '.join(wanted)} yet; use the local engine for it")
+    del positive_class  # fairness's favourable class: no fairness on Spark yet
     session = session if session is not None else spark_session(spark_master)
     with _spark_errors(session):
         data = read_data(session, path, max_columns)

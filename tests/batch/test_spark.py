@@ -286,3 +286,11 @@ def test_another_master_than_the_running_sessions_is_refused(spark: Any) -> None
     assert spark_session() is spark and spark_session("local[2]") is spark
     with pytest.raises(ValueError, match=r"already running.*local\[1\]"):
         spark_session("local[1]")
+
+
+def test_segments_and_fairness_are_left_to_the_local_engine(data: dict[str, Any]) -> None:
+    from otel_mlmon.batch.spark import evaluate_spark
+
+    profile, columns = profile_of(data, WindowSpec(chunk_size=5_000))
+    with pytest.raises(ValueError, match=r"--segment-by.*local engine"):
+        list(evaluate_spark(profile, str(data["paths"]["analysis.parquet"]), columns, segmented=object()))
