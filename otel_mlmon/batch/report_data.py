@@ -66,8 +66,9 @@ def as_results(rows: Iterable[Any]) -> list[WindowResult]:
             values["alert"] = values["alert"] in (True, 1, "true", "True", "1")
         value = values["value"]
         values["value"] = math.nan if _missing(value) else float(value)
-        for name in ("window", "rows", "labeled_rows"):
-            values[name] = int(values[name])
+        values["window"] = int(values["window"])
+        for name in ("rows", "labeled_rows"):  # None on the processor's performance_change rows
+            values[name] = None if _missing(values[name]) else int(values[name])
         values["column"] = segment_column(str(values["column"]), row.get("segment"))
         out.append(WindowResult(**values))
     return out
