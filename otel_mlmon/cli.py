@@ -62,6 +62,37 @@ def _add_column_flags(parser: argparse.ArgumentParser) -> None:
     windows.add_argument("--chunks", type=int, help="N windows per period")
 
 
+def _segment_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 2:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 2, got {text!r}")
+    return count
+
+
+def _add_group_flags(parser: argparse.ArgumentParser) -> None:
+    """Segments and fairness (``evaluate`` and ``reference build``)."""
+    groups = parser.add_argument_group("segments and fairness")
+    groups.add_argument("--segment-by", metavar="COLUMN", help="also drift, data quality and performance per value "
+                        "of COLUMN; the rest as __other__")
+    groups.add_argument("--max-segments", type=_segment_count, metavar="N",
+                        help="with --segment-by: the N most frequent values in the reference (counting __other__) "
+                             "(default 10)")
+    groups.add_argument("--sensitive-column", metavar="COLUMN", help="fairness across COLUMN per window: "
+                        "demographic parity and equal opportunity differences (> 0.1 alerts), disparate-impact "
+                        "ratio (< 0.8 alerts)")
+    groups.add_argument("--positive-class", metavar="LABEL", help="favourable prediction for fairness (default: "
+                        "a binary model's positive class)")
+
+
+def _group_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The segment and fairness flags as ``otel_mlmon.batch`` keywords."""
+    return {"segment_by": args.segment_by, "max_segments": args.max_segments,
+            "sensitive_column": args.sensitive_column, "positive_class": args.positive_class}
+
+
 def _column_count(text: str) -> int:
     try:
         count = int(text)
@@ -115,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mlflow-tracking-uri", metavar="URI",
                           help="the MLflow tracking server (default: MLFLOW_TRACKING_URI, else MLflow's default)")
     _add_column_flags(evaluate)
+    _add_group_flags(evaluate)
     _add_max_columns(evaluate)
 
     processor = commands.add_parser("processor", help="the streaming processor service")
@@ -175,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="model version (--version is its former name)")
     build.add_argument("--output", required=True, help="profile.json")
     _add_column_flags(build)
+    _add_group_flags(build)
     _add_max_columns(build)
     return parser
 
@@ -229,7 +262,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                        thresholds=args.thresholds, max_columns=args.max_columns, output=args.output,
                        report=args.report, tensorboard=args.tensorboard, mlflow_experiment=args.mlflow_experiment,
                        mlflow_run=args.mlflow_run, mlflow_tracking_uri=args.mlflow_tracking_uri, progress=progress,
-                       **_column_options(args))
+                       **_column_options(args), **_group_options(args))
     progress.done()
     alerts = results.alert_rows()
     print(f"{len(results)} result rows -> {args.output}; {len(alerts)} alert(s) in the analysis period",
@@ -255,12 +288,14 @@ def _reference_build(args: argparse.Namespace) -> int:
     progress = Progress("reading")
     results = build_reference(args.data, model=args.model, version=args.model_version, labels=args.labels,
                               max_columns=args.max_columns, output=args.output, progress=progress,
-                              **_column_options(args))
+                              **_column_options(args), **_group_options(args))
     progress.done()
     profile = results.profile
     assert profile is not None
+    segments = f", {len(results.segmented.segments)} segments of {results.segmented.column!r}" \
+        if results.segmented is not None else ""
     print(f"profile of {profile.rows} rows, {len(profile.reference_windows)} windows, {len(profile.columns)} "
-          f"columns -> {args.output}", file=sys.stderr)
+          f"columns{segments} -> {args.output}", file=sys.stderr)
     return 0
 
 

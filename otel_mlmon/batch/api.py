@@ -6,6 +6,11 @@ DESIGN.md §4 (``.frame`` as a DataFrame, ``.alerts()``), writes them (``.write`
 ``.to_mlflow``), shows a compact summary in Jupyter, and reads a processor's ``GET /v1/results``
 (``Results.from_processor``).
 
+Segments (``segment_by``): the results also hold each segment's rows (``SegmentWindowResult``), and the outputs a
+trailing ``segment`` column; a reference built with segments is saved as a segmented profile document
+(``engine.segments.SegmentedProfile``), which ``evaluate(reference="profile.json")`` reads back. Fairness
+(``sensitive_column``): ``kind=fairness`` rows per window.
+
 Example (a notebook)::
 
     from otel_mlmon import batch
@@ -34,10 +39,19 @@ from typing import Any
 from otel_mlmon.batch.output import output_format, results_frame, write_results
 from otel_mlmon.batch.reader import BATCH_ROWS, MAX_COLUMNS, DataError, DataFile, _pyarrow
 from otel_mlmon.batch.report_data import ReportData
-from otel_mlmon.batch.runner import Columns, build_profile, columns_from_profile, evaluate_file
+from otel_mlmon.batch.runner import (
+    Columns,
+    ReferenceBuild,
+    build_reference_profile,
+    columns_from_profile,
+    evaluate_file,
+)
 from otel_mlmon.engine.evaluate import Policy, evaluate_window, reference_results
+from otel_mlmon.engine.fairness import fairness_results
 from otel_mlmon.engine.profile import ReferenceProfile
-from otel_mlmon.engine.results import COLUMNS, WindowResult
+from otel_mlmon.engine.results import COLUMNS, SEGMENT, WindowResult, segment_of, with_segment
+from otel_mlmon.engine.segments import FORMAT as SEGMENTED_FORMAT
+from otel_mlmon.engine.segments import MAX_SEGMENTS, SegmentedProfile, SegmentResult
 from otel_mlmon.engine.windows import WindowSpec
 
 __all__ = ["FrameData", "Results", "build_reference", "evaluate"]
@@ -146,7 +160,8 @@ def _spec(chunk_size: int | None, window: str | None, chunks: int | None,
 def columns_from_options(id_column: str | None, timestamp_column: str | None, target_column: str | None,
                          prediction_column: str | None, score_column: str | None,
                          score_columns: str | Mapping[str, str] | None, task: str | None,
-                         features: str | Sequence[str] | None, categorical: str | Sequence[str] | None) -> Columns:
+                         features: str | Sequence[str] | None, categorical: str | Sequence[str] | None,
+                         segment_by: str | None = None, sensitive_column: str | None = None) -> Columns:
     """The column options (as ``evaluate`` takes them) as ``Columns``."""
     if task is not None and task not in ("classification", "regression"):
         raise ValueError(f"task must be classification or regression, got {task!r}")
@@ -156,7 +171,7 @@ def columns_from_options(id_column: str | None, timestamp_column: str | None, ta
     return Columns(id_column=id_column, timestamp_column=timestamp_column, target_column=target_column,
                    prediction_column=prediction_column, score_column=score_column, score_columns=pairs,
                    features=_names(features, "features"), categorical=_names(categorical, "categorical") or [],
-                   task=task)
+                   task=task, segment_by=segment_by, sensitive_column=sensitive_column)
 
 
 def _check_extras(tensorboard: PathLike | None, mlflow: bool) -> None:
@@ -182,7 +197,9 @@ def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: Pat
              thresholds: str | Mapping[str, float] | None = None, max_columns: int = MAX_COLUMNS,
              output: PathLike | None = None, report: PathLike | None = None, tensorboard: PathLike | None = None,
              mlflow_experiment: str | None = None, mlflow_run: str | None = None,
-             mlflow_tracking_uri: str | None = None,
+             mlflow_tracking_uri: str | None = None, segment_by: str | None = None,
+             max_segments: int | None = None, sensitive_column: str | None = None,
+             positive_class: str | None = None,
              progress: Callable[[int], None] | None = None) -> Results:
     """Drift, data quality and realized performance of the analysis data, window by window: ``mlmon evaluate``.
 
@@ -202,6 +219,13 @@ def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: Pat
         tensorboard: also write the scalars into this TensorBoard log directory.
         mlflow_experiment, mlflow_run: also log to MLflow, into a new run of this experiment or into this run;
             ``mlflow_tracking_uri`` defaults to ``MLFLOW_TRACKING_URI``.
+        segment_by: also drift, data quality and performance per value of this column (the ``max_segments``
+            most frequent in the reference, default 10, the rest as ``__other__``); the results gain a ``segment``
+            column. A reference profile must have been built with the same ``segment_by`` (a segmented profile
+            brings its own: ``segment_by`` may then be left out).
+        sensitive_column: fairness across this column's values per window (``kind=fairness`` rows: demographic
+            parity and equal opportunity differences, disparate-impact ratio); not a default feature.
+        positive_class: the favourable prediction for fairness (default: a binary model's positive class).
         progress: called with the number of rows of each batch read.
 
     Raises:
@@ -219,31 +243,35 @@ def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: Pat
     policy = Policy(methods=tuple(_names(methods, "methods") or ()) or None, preset=preset,
                     thresholds=_thresholds(thresholds))
     columns = columns_from_options(id_column, timestamp_column, target_column, prediction_column, score_column,
-                                   score_columns, task, features, categorical)
-    profile = _profile_of(reference)
+                                   score_columns, task, features, categorical, segment_by, sensitive_column)
+    _check_options(columns, max_segments, positive_class)
+    profile, segmented = _profile_of(reference)
     if profile is None and isinstance(reference, (str, os.PathLike)) and os.fspath(reference).lower().endswith(
             ".json"):
-        try:
-            profile = ReferenceProfile.load(os.fspath(reference))
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
+        profile, segmented = _load_profile(os.fspath(reference))
     if profile is not None:
+        columns = _segments_of_profile(columns, segmented, max_segments)
+        _check_fairness(profile, columns, positive_class)
         report_data = ReportData(profile)
         spec = _spec(chunk_size, window, chunks, profile.window)
         columns = columns_from_profile(profile, columns)
         reference_rows = reference_results(profile, policy)
+        if segmented is not None:
+            reference_rows += [with_segment(r, name) for name, part in segmented.segments.items()
+                               for r in reference_results(part, policy)]
     else:
         spec = _spec(chunk_size, window, chunks)
         if spec.window is not None and not columns.timestamp_column:
             raise ValueError("--window needs --timestamp-column")
-        profile, windows = build_profile(_data(reference, "reference", max_columns), columns, spec, model or "model",
-                                         model_version or "", None, policy, progress, max_columns)
-        reference_rows = []
+        if max_segments is not None and not columns.segment_by:
+            raise ValueError("--max-segments needs --segment-by")
+        built = build_reference_profile(_data(reference, "reference", max_columns), columns, spec,
+                                        model or "model", model_version or "", None, policy, progress, max_columns,
+                                        max_segments or MAX_SEGMENTS, positive_class)
+        profile, segmented = built.profile, built.segmented
+        _check_fairness(profile, columns, positive_class)
         report_data = ReportData(profile)
-        for reference_window in windows:
-            found = evaluate_window(profile, reference_window, policy)
-            report_data.add(reference_window, found)  # the reference windows' confusion counts
-            reference_rows += found
+        reference_rows = _reference_window_rows(built, policy, report_data)
     if spec.window is not None and not columns.timestamp_column:
         raise ValueError("--window needs --timestamp-column (the reference profile names none)")
     if model is not None or model_version is not None:
@@ -251,25 +279,135 @@ def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: Pat
                                       version=profile.version if model_version is None else model_version)
     analysis_rows = list(evaluate_file(profile, _data(analysis, "analysis", max_columns), columns,
                                        None if labels is None else _data(labels, "labels", max_columns), policy,
-                                       progress, spec, max_columns, observe=report_data.add))
+                                       progress, spec, max_columns, observe=report_data.add,
+                                       segmented=segmented if columns.segment_by else None,
+                                       positive_class=positive_class))
     rows = reference_rows + analysis_rows
     if model is not None or model_version is not None:
         rows = [dataclasses.replace(r, model=profile.model, model_version=profile.version) for r in rows]
-    results = Results(rows, profile, report_data)
+    results = Results(rows, profile, report_data, segmented if columns.segment_by else None)
     results.save(output=output, report=report, tensorboard=tensorboard, mlflow_experiment=mlflow_experiment,
                  mlflow_run=mlflow_run, mlflow_tracking_uri=mlflow_tracking_uri)
     return results
 
 
-def _profile_of(reference: Any) -> ReferenceProfile | None:
+def _profile_of(reference: Any) -> tuple[ReferenceProfile | None, SegmentedProfile | None]:
+    """The profile (and segmented profile) a reference given as an object carries; (None, None) for data."""
     if isinstance(reference, ReferenceProfile):
-        return reference
+        return reference, None
+    if isinstance(reference, SegmentedProfile):
+        return reference.whole, reference
     if isinstance(reference, Results):
         if reference.profile is None:
             raise ValueError("these results carry no reference profile (results read from a processor); give the "
                              "reference data or profile file")
-        return reference.profile
-    return None
+        return reference.profile, reference.segmented
+    return None, None
+
+
+def _load_profile(path: str) -> tuple[ReferenceProfile, SegmentedProfile | None]:
+    """A saved profile: a reference profile, or a segmented one (``mlmon reference build --segment-by``)."""
+    source = f"reference profile {path!r}"
+    try:
+        with open(path, "rb") as handle:
+            document = handle.read()
+        try:
+            data = json.loads(document)
+        except (ValueError, RecursionError):
+            data = None  # the profile reader says what is wrong with it
+        if isinstance(data, dict) and data.get("format") == SEGMENTED_FORMAT:
+            segmented = SegmentedProfile.from_dict(data, source)
+            return segmented.whole, segmented
+        return ReferenceProfile.loads(document, source), None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{source} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"{source} is not readable: {exc}") from None
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _check_options(columns: Columns, max_segments: int | None, positive_class: str | None) -> None:
+    """Segment and fairness options that make no sense together, before any data is read."""
+    if max_segments is not None and (isinstance(max_segments, bool) or not isinstance(max_segments, int)
+                                     or max_segments < 2):
+        raise ValueError(f"--max-segments must be a whole number of at least 2, got {max_segments!r}")
+    if positive_class is not None and not columns.sensitive_column:
+        raise ValueError("--positive-class is the favourable prediction for fairness: give --sensitive-column too")
+    if columns.sensitive_column and columns.task == "regression":
+        raise ValueError("--sensitive-column is for classifiers (fairness compares predicted classes across "
+                         "groups); this model is a regression")
+    for flag, name in (("--segment-by", columns.segment_by), ("--sensitive-column", columns.sensitive_column)):
+        roles = {"--id-column": columns.id_column, "--timestamp-column": columns.timestamp_column}
+        clash = [role for role, column in roles.items() if name and column == name]
+        if clash:
+            raise ValueError(f"{flag} {name!r} is also the {clash[0]}: name a column of groups (a segment or a "
+                             "sensitive attribute)")
+
+
+def _segments_of_profile(columns: Columns, segmented: SegmentedProfile | None,
+                         max_segments: int | None) -> Columns:
+    """The segment column of a run with a reference profile: the segmented profile's (``--segment-by`` may
+    repeat it); segments asked of a profile without them are a usage error."""
+    if segmented is None:
+        if columns.segment_by:
+            raise ValueError(f"--segment-by {columns.segment_by!r}: the reference profile has no segments; build "
+                             f"it with `mlmon reference build --segment-by {columns.segment_by}` (or give the "
+                             "reference data instead of a profile)")
+        if max_segments is not None:
+            raise ValueError("--max-segments needs --segment-by")
+        return columns
+    if columns.segment_by and columns.segment_by != segmented.column:
+        raise ValueError(f"--segment-by {columns.segment_by!r}: the reference profile's segments are of "
+                         f"{segmented.column!r}; rebuild it with --segment-by {columns.segment_by}")
+    if max_segments is not None and max_segments != segmented.max_segments:
+        raise ValueError(f"--max-segments {max_segments}: the reference profile's segments were chosen with "
+                         f"--max-segments {segmented.max_segments}; rebuild it to change them")
+    return dataclasses.replace(columns, segment_by=segmented.column)
+
+
+def _check_fairness(profile: ReferenceProfile, columns: Columns, positive_class: str | None) -> None:
+    """A sensitive column needs a classifier's predicted labels and a favourable class."""
+    if not columns.sensitive_column:
+        return
+    if profile.task != "classification":
+        raise ValueError("--sensitive-column is for classifiers (fairness compares predicted classes across "
+                         f"groups); model {profile.model!r} is a {profile.task} (numeric predictions without "
+                         "scores are taken as one: give --task classification if it is a classifier)")
+    if not (columns.prediction_column or profile.prediction_column):
+        raise ValueError("--sensitive-column needs --prediction-column: fairness compares the predicted labels")
+    classes = ", ".join(profile.classes[:20])
+    if positive_class is None and len(profile.classes) != 2:
+        raise ValueError(f"--sensitive-column on a model with {len(profile.classes)} classes needs "
+                         f"--positive-class, the favourable prediction (classes: {classes})")
+    if positive_class is not None and profile.classes and str(positive_class) not in profile.classes:
+        raise ValueError(f"--positive-class {positive_class!r} is not a class of the model (classes: {classes})")
+
+
+def _reference_window_rows(built: ReferenceBuild, policy: Policy | None, report_data: ReportData | None,
+                           fairness_only: bool = False) -> list[WindowResult]:
+    """Each reference window judged against the profile (the report gets the whole windows), followed by its
+    segments' judged against theirs; ``fairness_only``: just the fairness rows."""
+    def judge(profile: ReferenceProfile, window: Any) -> list[WindowResult]:
+        return fairness_results(profile, window) if fairness_only else evaluate_window(profile, window, policy)
+
+    by_window: dict[int, list[tuple[str, Any]]] = defaultdict(list)
+    for segment, windows in built.segment_windows.items():
+        for window in windows:
+            by_window[window.index].append((segment, window))
+    order = list(built.segmented.segments) if built.segmented is not None else []
+    rows: list[WindowResult] = []
+    for window in built.windows:
+        found = judge(built.profile, window)
+        if report_data is not None:
+            report_data.add(window, found)  # the reference windows' confusion counts
+        rows += found
+        parts = sorted(by_window[window.index], key=lambda item: (
+            order.index(item[0]) if item[0] in order else len(order), item[0]))
+        for segment, part in parts:
+            profile = built.segmented.profile_for(segment) if built.segmented is not None else built.profile
+            rows += [with_segment(r, segment) for r in judge(profile, part)]
+    return rows
 
 
 def build_reference(data: PathLike | Any, *, model: str, version: str = "", labels: PathLike | Any | None = None,
@@ -279,55 +417,92 @@ def build_reference(data: PathLike | Any, *, model: str, version: str = "", labe
                     task: str | None = None, features: str | Sequence[str] | None = None,
                     categorical: str | Sequence[str] | None = None, chunk_size: int | None = None,
                     window: str | None = None, chunks: int | None = None, max_columns: int = MAX_COLUMNS,
-                    output: PathLike | None = None,
+                    output: PathLike | None = None, segment_by: str | None = None,
+                    max_segments: int | None = None, sensitive_column: str | None = None,
+                    positive_class: str | None = None,
                     progress: Callable[[int], None] | None = None) -> Results:
     """A reference profile from data: ``mlmon reference build``.
 
     Returns ``Results`` of the reference period (each reference window judged against the profile, the rows
     ``evaluate`` reports as ``period="reference"``), with the profile as ``.profile``; pass them (or the saved
-    profile) as ``evaluate(reference=…)``. Warns (``LooksLikeIdWarning``) about a default feature that looks like
-    an id. Raises as ``evaluate`` does.
+    profile) as ``evaluate(reference=…)``. With ``segment_by`` the profile has one profile per segment
+    (``.segmented``; ``output`` is then a segmented profile document, which ``evaluate`` reads back) and the rows
+    each segment's; with ``sensitive_column`` they include each reference window's fairness, and that column is
+    not a default feature. Warns (``LooksLikeIdWarning``) about a default feature that looks like an id. Raises
+    as ``evaluate`` does.
     """
     columns = columns_from_options(id_column, timestamp_column, target_column, prediction_column, score_column,
-                                   score_columns, task, features, categorical)
+                                   score_columns, task, features, categorical, segment_by, sensitive_column)
+    _check_options(columns, max_segments, positive_class)
+    if max_segments is not None and not segment_by:
+        raise ValueError("--max-segments needs --segment-by")
     spec = _spec(chunk_size, window, chunks)
     if spec.window is not None and not columns.timestamp_column:
         raise ValueError("--window needs --timestamp-column")
-    profile, _ = build_profile(_data(data, "reference", max_columns), columns, spec, model, version,
-                               None if labels is None else _data(labels, "labels", max_columns),
-                               progress=progress, max_columns=max_columns)
+    built = build_reference_profile(_data(data, "reference", max_columns), columns, spec, model, version,
+                                    None if labels is None else _data(labels, "labels", max_columns),
+                                    progress=progress, max_columns=max_columns,
+                                    max_segments=max_segments or MAX_SEGMENTS, positive_class=positive_class)
+    profile, segmented = built.profile, built.segmented
+    _check_fairness(profile, columns, positive_class)
     if output is not None:
         try:
-            profile.save(output)
+            if segmented is not None:
+                with open(output, "w", encoding="utf-8") as handle:
+                    json.dump(segmented.to_dict(), handle, indent=1)
+            else:
+                profile.save(output)
         except OSError as exc:
             raise DataError(f"--output {os.fspath(output)}: cannot write: {exc}") from None
-    return Results(reference_results(profile), profile)
+    rows = reference_results(profile)
+    if segmented is not None:
+        rows += [with_segment(r, name) for name, part in segmented.segments.items() for r in reference_results(part)]
+    if columns.sensitive_column:
+        rows += _reference_window_rows(built, None, None, fairness_only=True)
+    return Results(rows, profile, segmented=segmented)
 
 
 class Results:
     """Window results (the rows of DESIGN.md §4), and the reference profile they were judged against when known.
 
     Attributes:
-        rows: the ``WindowResult`` rows, reference period first, in window order.
+        rows: the ``WindowResult`` rows, reference period first, in window order (with segments, each window's
+            rows are followed by its segments', ``SegmentWindowResult`` rows).
         profile: the ``ReferenceProfile`` (None for results read from a processor).
         report_data: the windows' sketches and confusion counts the report draws (``evaluate`` keeps them: two
             sketches a column, a confusion table a window); None for results read from a processor.
+        segmented: the ``SegmentedProfile`` of a run with segments (its ``whole`` is ``profile``), else None.
     """
 
     def __init__(self, rows: Iterable[WindowResult], profile: ReferenceProfile | None = None,
-                 report_data: ReportData | None = None) -> None:
+                 report_data: ReportData | None = None, segmented: SegmentedProfile | None = None) -> None:
         self.rows: tuple[WindowResult, ...] = tuple(rows)
         self.profile = profile
         self.report_data = report_data  # what the report draws beyond the rows (distributions, confusion counts)
+        self.segmented = segmented
         self.mlflow_run_id: str | None = None  # the run ``to_mlflow`` (or ``evaluate``'s MLflow options) logged to
         self._frame: Any = None
 
     @property
+    def segment_by(self) -> str | None:
+        """The segment column of a run with segments (its outputs have a ``segment`` column), else None."""
+        return self.segmented.column if self.segmented is not None else None
+
+    @property
+    def _segmented_output(self) -> bool:
+        return self.segmented is not None or any(segment_of(r) is not None for r in self.rows)
+
+    def whole_rows(self) -> list[WindowResult]:
+        """The whole windows' rows (those of a run without segments)."""
+        return [r for r in self.rows if segment_of(r) is None]
+
+    @property
     def frame(self) -> Any:
         """The rows as a pandas DataFrame, columns and types as ``pandas.read_parquet`` reads ``--output
-        results.parquet`` (``alert``: True, False or None for no verdict)."""
+        results.parquet`` (``alert``: True, False or None for no verdict; ``segment``, with segments: None for
+        the whole window)."""
         if self._frame is None:
-            self._frame = results_frame(self.rows)
+            self._frame = results_frame(self.rows, self._segmented_output)
         return self._frame.copy()
 
     def alert_rows(self, period: str = "analysis") -> list[WindowResult]:
@@ -355,31 +530,33 @@ class Results:
     def _windows(self, period: str) -> dict[int, WindowResult]:
         out: dict[int, WindowResult] = {}
         for r in self.rows:
-            if r.period == period:
+            if r.period == period and segment_of(r) is None:
                 out.setdefault(r.window, r)
         return out
 
     # --- outputs ----------------------------------------------------------------------------------------------
     def write(self, path: PathLike) -> int:
         """The rows as ``.csv``, ``.json`` or ``.parquet`` (as ``mlmon evaluate --output``); returns how many."""
-        return write_results(self.rows, os.fspath(path))
+        return write_results(self.rows, os.fspath(path), self._segmented_output)
 
     def to_html(self, path: PathLike) -> str:
         """The self-contained HTML report (as ``mlmon evaluate --report``); returns its path."""
         from otel_mlmon.batch.report import write_report
 
+        rows = [r if segment_of(r) is None else SegmentResult(segment_of(r), with_segment(r, None)) for r in self.rows]
         try:
-            write_report(self.rows, os.fspath(path), self.profile, self.report_data)
+            write_report(rows, os.fspath(path), self.profile, self.report_data)
         except OSError as exc:
             raise DataError(f"--report {os.fspath(path)}: cannot write: {exc}") from None
         return os.fspath(path)
 
     def to_tensorboard(self, logdir: PathLike) -> int:
         """Scalars per window into a TensorBoard log directory (runs ``reference`` and ``analysis``); returns how
-        many were written. Needs ``otel-mlmon[tensorboard]``."""
+        many were written (the whole windows'; segments' rows are in the results files and the report). Needs
+        ``otel-mlmon[tensorboard]``."""
         from otel_mlmon.batch.tensorboard import write_scalars
 
-        return write_scalars(self.rows, os.fspath(logdir))
+        return write_scalars(self.whole_rows(), os.fspath(logdir))
 
     def to_mlflow(self, experiment: str | None = None, run_id: str | None = None, tracking_uri: str | None = None,
                   artifacts: Sequence[PathLike] = ()) -> str:
@@ -396,7 +573,9 @@ class Results:
                 files = [os.path.join(tmp, "results.csv"), os.path.join(tmp, "report.html")]
                 self.write(files[0])
                 self.to_html(files[1])
-            self.mlflow_run_id = log_results(self, experiment=experiment, run_id=run_id,
+            whole = self if not self._segmented_output else Results(self.whole_rows(), self.profile,
+                                                                    self.report_data)  # metrics: whole windows
+            self.mlflow_run_id = log_results(whole, experiment=experiment, run_id=run_id,
                                              tracking_uri=tracking_uri, artifacts=files)
         return self.mlflow_run_id
 
@@ -439,7 +618,8 @@ class Results:
                f"reference windows; <b>{len(alerted)} alert(s)</b> in {windows_alerting} analysis window(s).</p>"]
         groups: dict[tuple[str, str, str], list[WindowResult]] = defaultdict(list)
         for r in alerted:
-            groups[(r.kind, r.column, r.metric)].append(r)
+            segment = segment_of(r)
+            groups[(r.kind, r.column if segment is None else f"{r.column} [segment {segment}]", r.metric)].append(r)
         if groups:
             ranked = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
             out.append("<table><thead><tr><th>kind</th><th>column</th><th>metric</th><th>alert windows</th>"
@@ -511,7 +691,8 @@ def _row(item: Mapping[str, Any]) -> WindowResult:
         values["value"] = math.nan
     for name in ("window", "rows", "labeled_rows"):
         values[name] = int(values[name] or 0)
-    return WindowResult(**values)
+    segment = item.get(SEGMENT)
+    return with_segment(WindowResult(**values), str(segment) if segment not in (None, "") else None)
 
 
 def _short(value: float | None) -> str:

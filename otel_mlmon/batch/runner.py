@@ -3,6 +3,13 @@
 Files are read in row batches; rows accumulate into per-window sketches (the same sketches the instrumentation
 sends) and per-window joined labels, and the engine turns each window into results. Row windows are evaluated as
 soon as they are complete, so memory is bounded by the open windows, not by the file.
+
+Segments (``Columns.segment_by``): the segments are chosen on the reference (``engine.segments.choose_segments``)
+and each window keeps one accumulator per segment beside the whole window's, fed with that segment's rows; each
+segment gets its own reference profile (with the whole reference's classes) and its windows are judged against it
+(rows of a segment the reference did not have, against the whole reference). Fairness
+(``Columns.sensitive_column``): each window also keeps every row's sensitive value, predicted label and joined
+label (None where it has none) as ``engine.fairness.SensitiveRows``.
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ from otel_mlmon.engine.evaluate import (
     WindowData,
     evaluate_window,
 )
+from otel_mlmon.engine.fairness import SensitiveRows
 from otel_mlmon.engine.profile import ReferenceProfile, choose_bucketing
-from otel_mlmon.engine.results import WindowResult, iso_utc
+from otel_mlmon.engine.results import WindowResult, iso_utc, with_segment
+from otel_mlmon.engine.segments import MAX_SEGMENTS, SegmentedProfile, assign_segments, choose_segments
 from otel_mlmon.engine.windows import WindowSpec
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key, update_columns
 
@@ -53,6 +62,8 @@ class Columns:
     features: list[str] | None = None
     categorical: list[str] = field(default_factory=list)
     task: str | None = None
+    segment_by: str | None = None  # results also per value of this column (a feature or not)
+    sensitive_column: str | None = None  # fairness across this column's values (not a default feature)
 
     def outputs(self) -> list[str]:
         cols = [self.prediction_column] if self.prediction_column else []
@@ -60,7 +71,9 @@ class Columns:
         return cols + list(self.score_columns.values())
 
     def not_features(self) -> set[str]:
-        return {c for c in (self.id_column, self.timestamp_column, self.target_column) if c} | set(self.outputs())
+        """Columns that are not features unless named in ``features``."""
+        return {c for c in (self.id_column, self.timestamp_column, self.target_column, self.sensitive_column)
+                if c} | set(self.outputs())
 
 
 def open_data(source: str | DataFile, max_columns: int = MAX_COLUMNS) -> DataFile:
@@ -122,6 +135,7 @@ def _check_columns(data: DataFile, columns: Columns, need_target: bool) -> dict[
     names = list(schema.names)
     wanted = [c for c in (columns.id_column, columns.timestamp_column, columns.prediction_column) if c]
     wanted += columns.outputs() + (columns.features or []) + columns.categorical
+    wanted += [c for c in (columns.segment_by, columns.sensitive_column) if c]
     if need_target and columns.target_column:
         wanted.append(columns.target_column)
     missing = [c for c in dict.fromkeys(wanted) if c not in names]
@@ -157,9 +171,11 @@ def _output_kinds(columns: Columns, task: str) -> dict[str, tuple[str, str]]:
 
 
 class _Accumulator:
-    """Sketches and labels of one window."""
+    """Sketches and labels of one window (or of one segment of a window: ``segments`` holds those of a whole
+    window); ``sensitive`` collects the rows fairness reads when a sensitive column is given."""
 
-    def __init__(self, kinds: dict[str, str], bucketing: dict[str, tuple[float, float]]) -> None:
+    def __init__(self, kinds: dict[str, str], bucketing: dict[str, tuple[float, float]],
+                 sensitive: SensitiveRows | None = None) -> None:
         self.sketches: dict[str, NumericSketch | CategoricalSketch] = {
             name: NumericSketch(*bucketing.get(name, (0.0, 1.0))) if kind == NUMERIC else CategoricalSketch()
             for name, kind in kinds.items()}
@@ -168,6 +184,8 @@ class _Accumulator:
         self.scored = ScoredRows()
         self.first = math.inf
         self.last = -math.inf
+        self.sensitive = sensitive
+        self.segments: dict[str, _Accumulator] = {}
 
     def add(self, batch: dict[str, np.ndarray], mask: np.ndarray | None, times: np.ndarray | None) -> None:
         count = int(mask.sum()) if mask is not None else len(next(iter(batch.values())))
@@ -200,6 +218,26 @@ class _Plan:
     task: str
     classes: list[str]
     labels: dict[str, Any] | None = None  # id -> label, from --labels
+    segments: list[str] | None = None  # the reference's segments of columns.segment_by, in order
+    segment_bucketing: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)  # of each segment
+    positive: str | None = None  # fairness's favourable class (None: a binary model's positive class)
+
+    @property
+    def fairness(self) -> bool:
+        """Whether windows collect the sensitive column's rows (a classifier's predicted labels are needed)."""
+        return bool(self.columns.sensitive_column and self.columns.prediction_column
+                    and self.task == "classification")
+
+    def accumulator(self, segment: str | None = None) -> _Accumulator:
+        """A new window's (or segment's) accumulator."""
+        sensitive = None
+        if self.fairness:
+            assert self.columns.sensitive_column is not None
+            has_labels = self.labels is not None or bool(self.columns.target_column)
+            sensitive = SensitiveRows(self.columns.sensitive_column, y_true=[] if has_labels else None,
+                                      positive=self.positive)
+        bucketing = self.segment_bucketing.get(segment, self.bucketing) if segment is not None else self.bucketing
+        return _Accumulator(self.kinds, bucketing, sensitive)
 
 
 def _labels_of(batch: dict[str, np.ndarray], plan: _Plan) -> tuple[np.ndarray, np.ndarray] | None:
@@ -265,9 +303,29 @@ def _joined(batch: dict[str, np.ndarray], plan: _Plan, mask: np.ndarray | None) 
     return rows
 
 
-def _windows(data: DataFile, plan: _Plan, period: str,
-             on_window: Callable[[WindowData], None], progress: Callable[[int], None] | None = None) -> None:
-    """Stream a file into windows; ``on_window`` gets each complete window, in window order (row windows as soon
+def _sensitive_rows(batch: dict[str, np.ndarray], plan: _Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Each row's sensitive value, predicted label and true label (None where it has none; no array without a
+    label source), as the sketches key them."""
+    assert plan.columns.sensitive_column is not None and plan.columns.prediction_column is not None
+
+    def keys(values: Any) -> np.ndarray:
+        return np.asarray([category_key(v) for v in values], dtype=object)
+
+    groups = keys(batch[plan.columns.sensitive_column].tolist())
+    predicted = keys(batch[plan.columns.prediction_column].tolist())
+    found = _labels_of(batch, plan)
+    if found is None:
+        return groups, predicted, None
+    labeled, labels = found
+    truth = np.full(len(groups), None, dtype=object)
+    truth[labeled] = keys(np.asarray(labels, dtype=object)[labeled].tolist())
+    return groups, predicted, truth
+
+
+def _windows(data: DataFile, plan: _Plan, period: str, on_window: Callable[[WindowData, str | None], None],
+             progress: Callable[[int], None] | None = None) -> None:
+    """Stream a file into windows; ``on_window`` gets each complete window with its segment (None: the whole
+    window, given first, then its segments' in the reference's order), in window order (row windows as soon
     as they and the windows before them are complete).
 
     Row windows follow event-time order (``order.event_ranks``): a file already in order is streamed with one
@@ -293,15 +351,31 @@ def _windows(data: DataFile, plan: _Plan, period: str,
 
     def close(key: float) -> None:
         accumulator = open_windows.pop(key)
-        for sketch in accumulator.sketches.values():
-            if isinstance(sketch, NumericSketch):
-                sketch.compact()  # a small window of a wide file: a few values per column
         index = int(key) if spec.by_rows else len(closed)
         closed.append(key)
         start = iso_utc(accumulator.first) if spec.by_rows else iso_utc(key)
         end = iso_utc(accumulator.last) if spec.by_rows else iso_utc(key + (spec.seconds or 0))
-        on_window(WindowData(period, index, accumulator.rows, accumulator.sketches, accumulator.labeled, start, end,
-                             scored=accumulator.scored))
+        known = plan.segments or []
+        order = [s for s in known if s in accumulator.segments] + sorted(set(accumulator.segments) - set(known))
+        for segment, part in [(None, accumulator), *((s, accumulator.segments[s]) for s in order)]:
+            for sketch in part.sketches.values():
+                if isinstance(sketch, NumericSketch):
+                    sketch.compact()  # a small window of a wide file: a few values per column
+            on_window(WindowData(period, index, part.rows, part.sketches, part.labeled, start, end,
+                                 scored=part.scored, sensitive=part.sensitive), segment)
+
+    def feed(accumulator: _Accumulator, batch: dict[str, np.ndarray], mask: np.ndarray | None,
+             times: np.ndarray | None, sensitive: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None) -> None:
+        accumulator.add(batch, mask, times)
+        accumulator.labeled.extend(_joined(batch, plan, mask))
+        accumulator.scored.extend(_scored(batch, plan, mask))
+        rows = accumulator.sensitive
+        if rows is not None and sensitive is not None:
+            groups, predicted, truth = sensitive
+            rows.groups += (groups if mask is None else groups[mask]).tolist()
+            rows.y_pred += (predicted if mask is None else predicted[mask]).tolist()
+            if rows.y_true is not None and truth is not None:
+                rows.y_true += (truth if mask is None else truth[mask]).tolist()
 
     closed: list[float] = []
     for batch in data.batches():
@@ -320,14 +394,23 @@ def _windows(data: DataFile, plan: _Plan, period: str,
             keys = spec.time_windows(times)
         first_row += n
         unique = np.unique(keys)
+        sensitive = _sensitive_rows(batch, plan) if plan.fairness else None
+        names = (assign_segments(batch[columns.segment_by], plan.segments)
+                 if columns.segment_by and plan.segments is not None else None)
         for key in unique.tolist():
             mask = None if unique.size == 1 else keys == key
             accumulator = open_windows.get(key)
             if accumulator is None:
-                accumulator = open_windows[key] = _Accumulator(plan.kinds, plan.bucketing)
-            accumulator.add(batch, mask, times)
-            accumulator.labeled.extend(_joined(batch, plan, mask))
-            accumulator.scored.extend(_scored(batch, plan, mask))
+                accumulator = open_windows[key] = plan.accumulator()
+            feed(accumulator, batch, mask, times, sensitive)
+            if names is None:
+                continue
+            for segment in sorted(set((names if mask is None else names[mask]).tolist())):
+                within = names == segment if mask is None else (names == segment) & mask
+                part = accumulator.segments.get(segment)
+                if part is None:
+                    part = accumulator.segments[segment] = plan.accumulator(segment)
+                feed(part, batch, within, times, sensitive)
         if ranks is not None:  # windows holding all their rows are complete; close them in window order
             complete.update(k for k in unique.tolist() if open_windows[k].rows == expected[k])
             while float(len(closed)) in complete:  # row windows are 0, 1, 2, … : the next one to close
@@ -387,11 +470,33 @@ def _classes(data: DataFile, columns: Columns, task: str) -> list[str]:
     return sorted(seen)
 
 
-def build_profile(path: str | DataFile, columns: Columns, spec: WindowSpec, model: str, version: str = "",
-                  labels_path: str | DataFile | None = None, policy: Policy | None = None,
-                  progress: Callable[[int], None] | None = None,
-                  max_columns: int = MAX_COLUMNS) -> tuple[ReferenceProfile, list[WindowData]]:
-    """A reference profile from a data file (or data already opened), and the reference windows it was built from.
+@dataclass
+class ReferenceBuild:
+    """What ``build_reference_profile`` read from the reference: the profile, its windows and, with segments, the
+    segmented profile (its ``whole`` is ``profile``) and each segment's windows."""
+
+    profile: ReferenceProfile
+    windows: list[WindowData]
+    segmented: SegmentedProfile | None = None
+    segment_windows: dict[str, list[WindowData]] = field(default_factory=dict)
+
+
+def _segments_of(data: DataFile, column: str, max_segments: int) -> list[str]:
+    """The reference's segments of ``column`` (``engine.segments.choose_segments`` over the whole column)."""
+    parts = [batch[column] for batch in data.batches([column])]
+    values = np.concatenate(parts) if parts else np.zeros(0)
+    return choose_segments(values, max_segments, column)
+
+
+def build_reference_profile(path: str | DataFile, columns: Columns, spec: WindowSpec, model: str,
+                            version: str = "", labels_path: str | DataFile | None = None,
+                            policy: Policy | None = None, progress: Callable[[int], None] | None = None,
+                            max_columns: int = MAX_COLUMNS, max_segments: int = MAX_SEGMENTS,
+                            positive_class: str | None = None) -> ReferenceBuild:
+    """A reference profile from a data file (or data already opened), the reference windows it was built from,
+    and, when ``columns.segment_by`` is set, a profile per segment (``SegmentedProfile``). With
+    ``columns.sensitive_column``, the windows carry their rows for fairness (``positive_class``: the favourable
+    class).
 
     Warns (``LooksLikeIdWarning``) about default features that look like ids (a different value on every row).
     """
@@ -415,18 +520,48 @@ def build_profile(path: str | DataFile, columns: Columns, spec: WindowSpec, mode
     if task == "classification" and columns.score_column and len(classes) != 2:
         raise DataError(f"{path}: --score-column is for binary models, but the labels have {len(classes)} "
                         f"classes ({', '.join(classes[:10])}); use --score-columns label=column,…")
+    segments = _segments_of(data, columns.segment_by, max_segments) if columns.segment_by else None
     plan = _Plan(columns, spec, all_kinds, bucketing, task, classes,
-                 load_labels(labels_path, columns) if labels_path is not None else None)
+                 load_labels(labels_path, columns) if labels_path is not None else None, segments,
+                 positive=positive_class)
     windows: list[WindowData] = []
-    _windows(data, plan, "reference", windows.append, progress)
+    segment_windows: dict[str, list[WindowData]] = {}
+
+    def keep(window: WindowData, segment: str | None) -> None:
+        (windows if segment is None else segment_windows.setdefault(segment, [])).append(window)
+
+    _windows(data, plan, "reference", keep, progress)
     score_columns = dict(columns.score_columns) if columns.score_columns else (
         {classes[1]: columns.score_column} if columns.score_column and len(classes) == 2 else {})
-    profile = profile_from_windows(
-        windows, all_kinds, spec, model=model, version=version, task=task,
-        prediction_column=columns.prediction_column, score_columns=score_columns,
-        target_column=columns.target_column, classes=classes, id_column=columns.id_column,
-        timestamp_column=columns.timestamp_column, policy=policy)
-    return profile, windows
+
+    def profile_of(parts: list[WindowData]) -> ReferenceProfile:
+        return profile_from_windows(
+            parts, all_kinds, spec, model=model, version=version, task=task,
+            prediction_column=columns.prediction_column, score_columns=score_columns,
+            target_column=columns.target_column, classes=classes, id_column=columns.id_column,
+            timestamp_column=columns.timestamp_column, policy=policy)
+
+    profile = profile_of(windows)
+    segmented = None
+    if columns.segment_by and segments is not None:
+        segmented = SegmentedProfile(columns.segment_by, profile, {
+            segment: profile_of(segment_windows[segment]) for segment in segments if segment in segment_windows},
+            max_segments)
+    return ReferenceBuild(profile, windows, segmented, segment_windows)
+
+
+def build_profile(path: str | DataFile, columns: Columns, spec: WindowSpec, model: str, version: str = "",
+                  labels_path: str | DataFile | None = None, policy: Policy | None = None,
+                  progress: Callable[[int], None] | None = None,
+                  max_columns: int = MAX_COLUMNS) -> tuple[ReferenceProfile, list[WindowData]]:
+    """A reference profile from a data file (or data already opened), and the reference windows it was built from
+    (``build_reference_profile`` without segments).
+
+    Warns (``LooksLikeIdWarning``) about default features that look like ids (a different value on every row).
+    """
+    built = build_reference_profile(path, replace(columns, segment_by=None), spec, model, version, labels_path,
+                                    policy, progress, max_columns)
+    return built.profile, built.windows
 
 
 def columns_from_profile(profile: ReferenceProfile, given: Columns) -> Columns:
@@ -441,16 +576,24 @@ def columns_from_profile(profile: ReferenceProfile, given: Columns) -> Columns:
         target_column=given.target_column or profile.target_column,
         prediction_column=given.prediction_column or profile.prediction_column,
         score_column=score_column, score_columns=score_columns,
-        features=[c.name for c in profile.features()], task=profile.task)
+        features=[c.name for c in profile.features()], task=profile.task, segment_by=given.segment_by,
+        sensitive_column=given.sensitive_column)
 
 
 def evaluate_file(profile: ReferenceProfile, path: str | DataFile, columns: Columns,
                   labels_path: str | DataFile | None = None, policy: Policy | None = None,
                   progress: Callable[[int], None] | None = None, spec: WindowSpec | None = None,
                   max_columns: int = MAX_COLUMNS,
-                  observe: Callable[[WindowData, list[WindowResult]], None] | None = None) -> Iterator[WindowResult]:
+                  observe: Callable[[WindowData, list[WindowResult]], None] | None = None,
+                  segmented: SegmentedProfile | None = None,
+                  positive_class: str | None = None) -> Iterator[WindowResult]:
     """Window results of the analysis file (or data already opened), window by window; ``observe`` gets each
-    window with its results (the report's ``ReportData.add``)."""
+    whole window with its results (the report's ``ReportData.add``).
+
+    With ``segmented`` (whose column is ``columns.segment_by``), each window's results are followed by its
+    segments' (``SegmentWindowResult``), each judged against its segment's profile. With
+    ``columns.sensitive_column``, each window's results include fairness (``positive_class``: the favourable class).
+    """
     data = open_data(path, max_columns)
     types = _check_columns(data, columns, need_target=False)
     kinds = {c.name: c.kind for c in profile.columns.values() if c.name in types}
@@ -460,11 +603,24 @@ def evaluate_file(profile: ReferenceProfile, path: str | DataFile, columns: Colu
              and columns.features is None]
     for name in extra:  # columns the reference did not have: sketched so they are reported as added
         kinds[name] = NUMERIC if is_numeric_type(types[name]) else CATEGORICAL
+    if columns.segment_by and (segmented is None or segmented.column != columns.segment_by):
+        raise ValueError(f"segments of {columns.segment_by!r} need a reference profile with that column's "
+                         "segments (engine.segments.SegmentedProfile)")
     plan = _Plan(columns, spec or profile.window, kinds, bucketing, profile.task, profile.classes,
-                 load_labels(labels_path, columns) if labels_path is not None else None)
+                 load_labels(labels_path, columns) if labels_path is not None else None,
+                 list(segmented.segments) if segmented is not None and columns.segment_by else None,
+                 positive=positive_class)
+    if plan.segments is not None and segmented is not None:
+        plan.segment_bucketing = {
+            name: {c.name: (c.sketch.center, c.sketch.scale) for c in part.columns.values()
+                   if isinstance(c.sketch, NumericSketch)} for name, part in segmented.segments.items()}
     results: list[WindowResult] = []
 
-    def judge(window: WindowData) -> None:
+    def judge(window: WindowData, segment: str | None) -> None:
+        if segment is not None and segmented is not None:
+            results.extend(with_segment(r, segment)
+                           for r in evaluate_window(segmented.profile_for(segment), window, policy))
+            return
         found = evaluate_window(profile, window, policy)
         if observe is not None:
             observe(window, found)

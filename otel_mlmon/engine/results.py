@@ -1,4 +1,9 @@
-"""Window results: the rows of ``mlmon evaluate`` output and of the processor's ``GET /v1/results``."""
+"""Window results: the rows of ``mlmon evaluate`` output and of the processor's ``GET /v1/results``.
+
+A run with segments (``mlmon evaluate --segment-by COLUMN``) also gives each segment's rows, as
+``SegmentWindowResult`` (a ``WindowResult`` with its ``segment``); its outputs then carry a trailing ``segment``
+column (``SEGMENTED_COLUMNS``), empty for the whole window. Without segments the schema is ``COLUMNS`` alone.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ def iso_utc_ns(ns: int) -> str | None:
 
 COLUMNS = ("model", "model_version", "period", "window", "window_start", "window_end", "rows", "labeled_rows",
            "column", "kind", "metric", "value", "lower_threshold", "upper_threshold", "alert", "p_value")
+SEGMENT = "segment"
+SEGMENTED_COLUMNS = (*COLUMNS, SEGMENT)
 KINDS = ("drift", "performance", "data_quality", "estimated_performance")
 PERIODS = ("reference", "analysis")
 
@@ -54,3 +61,22 @@ class WindowResult:
     def as_json(self) -> dict[str, Any]:
         """JSON-safe: NaN and infinities become None."""
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class SegmentWindowResult(WindowResult):
+    """A window result of one segment of the window: the rows whose segment column holds ``segment`` (a value
+    chosen on the reference, ``__other__`` or ``__missing__``), judged against that segment's reference."""
+
+    segment: str
+
+
+def segment_of(row: WindowResult) -> str | None:
+    """The segment of a result row (None: the whole window)."""
+    return row.segment if isinstance(row, SegmentWindowResult) else None
+
+
+def with_segment(row: WindowResult, segment: str | None) -> WindowResult:
+    """The row as a result of ``segment`` (None: of the whole window, a plain ``WindowResult``)."""
+    values = {name: getattr(row, name) for name in COLUMNS}
+    return WindowResult(**values) if segment is None else SegmentWindowResult(**values, segment=segment)
