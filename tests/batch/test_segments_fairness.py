@@ -185,6 +185,9 @@ def test_the_python_api_equals_the_command_line(files) -> None:
     assert frame.segment.isna().sum() == len(results.whole_rows())
     assert set(frame[frame.kind == "fairness"].column) >= {"device", "device=tablet"}
     assert results.segment_by == "device"
+    # the report shows a segment's rows as their own column, and the fairness rows as another kind
+    page = Path(results.to_html(files["tmp"] / "report.html")).read_text()
+    assert "x [segment tablet]" in page and "demographic_parity_difference" in page and "device=tablet" in page
 
 
 @pytest.mark.parametrize("flags, message", [
