@@ -123,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="drift, data quality and realized performance over files")
     evaluate.add_argument("--reference", required=True, help="reference data file, or a profile (.json)")
-    evaluate.add_argument("--analysis", required=True, help="analysis data file (.parquet, .csv, .csv.gz)")
+    evaluate.add_argument("--analysis", required=True, help="analysis data file (.parquet, .csv, .csv.gz; with "
+                          "--engine spark also a directory of them)")
     evaluate.add_argument("--labels", help="late labels file: id and target columns")
     evaluate.add_argument("--model", default=None, help="model name in the results (default: the profile's)")
     evaluate.add_argument("--model-version", default=None, help="model version in the results")
@@ -134,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--thresholds", help="constant drift thresholds: method=value,… (e.g. psi=0.2)")
     evaluate.add_argument("--output", required=True, help="results.csv | results.json | results.parquet")
     evaluate.add_argument("--report", help="also write a self-contained HTML report")
+    evaluate.add_argument("--engine", choices=("local", "spark"), default="local",
+                          help="local: this process; spark: Apache Spark reads the data (files or directories of "
+                               "Parquet/CSV) and builds the windows in parallel, with the same results "
+                               "(pip install 'otel-mlmon[spark]', Java 17+)")
+    evaluate.add_argument("--spark-master", metavar="URL",
+                          help="with --engine spark: the master (local[4], spark://host:7077, yarn; default: local[*])")
     evaluate.add_argument("--fail-on-alert", action="store_true",
                           help="exit with status 3 when a window of the analysis period alerts (CI gating)")
     evaluate.add_argument("--tensorboard", metavar="DIR", help="also write drift, data-quality and performance "
@@ -162,6 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--sequential-detector", choices=("adwin", "page_hinkley", "off"),
                        help="change detection on each model's label stream, alerting as labels arrive (default "
                             "adwin)")
+    serve.add_argument("--log-level", type=str.lower, choices=("debug", "info", "warning", "error", "critical"),
+                       help="the processor's own log lines at and above this level (default info); its OTLP export "
+                            "follows the SDK's OTEL_* variables")
     auth = serve.add_argument_group("authentication and TLS (both listeners; without a token: loopback only)")
     token = auth.add_mutually_exclusive_group()
     token.add_argument("--auth-token-file", metavar="FILE", help="file holding the bearer token that OTLP and the "
@@ -262,6 +272,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                        thresholds=args.thresholds, max_columns=args.max_columns, output=args.output,
                        report=args.report, tensorboard=args.tensorboard, mlflow_experiment=args.mlflow_experiment,
                        mlflow_run=args.mlflow_run, mlflow_tracking_uri=args.mlflow_tracking_uri, progress=progress,
+                       engine=args.engine, spark_master=args.spark_master,
                        **_column_options(args), **_group_options(args))
     progress.done()
     alerts = results.alert_rows()
@@ -299,56 +310,6 @@ def _reference_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _otlp_export() -> Any:
-    """Results and alerts over OTLP when an OTLP endpoint is configured (the standard OTEL_EXPORTER_OTLP_*)."""
-    import os
-
-    if not any(os.environ.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-                                                 "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")):
-        return None
-    from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    from opentelemetry.sdk.resources import Resource
-
-    from otel_mlmon.processor.export import OtlpExport
-
-    grpc = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc"
-    if grpc:
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
-            OTLPMetricExporter,
-        )
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "mlmon-processor")})
-    logger_provider = LoggerProvider(resource=resource)
-    logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
-    meter_provider = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter())], resource=resource)
-    return OtlpExport(meter_provider, logger_provider)
-
-
-def _json_logs() -> None:
-    """The service logs one JSON object a line on stderr (time, level, logger, message)."""
-    import json
-    import logging
-
-    class JsonFormatter(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                     "message": record.getMessage()}
-            if record.exc_info:
-                entry["exception"] = self.formatException(record.exc_info)
-            return json.dumps(entry)
-
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -357,19 +318,21 @@ def _serve(args: argparse.Namespace) -> int:
     from otel_mlmon.engine.profile import ReferenceProfile
     from otel_mlmon.processor import grpc_receiver
     from otel_mlmon.processor.config import load
-    from otel_mlmon.processor.export import AlertmanagerSink, WebhookSink
+    from otel_mlmon.processor.export import AlertmanagerSink, WebhookSink, configure_logging, otlp_from_environment
     from otel_mlmon.processor.security import Security
     from otel_mlmon.processor.server import serve
     from otel_mlmon.processor.service import Processor
     from otel_mlmon.processor.store import Store
 
-    _json_logs()
     config = load({"grpc_endpoint": args.grpc_endpoint, "http_endpoint": args.http_endpoint, "store": args.store,
                    "references": tuple(args.reference), "alertmanager": args.alertmanager, "webhook": args.webhook,
                    "auth_token": args.auth_token, "auth_token_file": args.auth_token_file, "tls_cert": args.tls_cert,
                    "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
                    "allow_unauthenticated": args.allow_unauthenticated,
-                   "sequential_detector": args.sequential_detector}, yaml_path=args.config)
+                   "sequential_detector": args.sequential_detector, "log_level": args.log_level},
+                  yaml_path=args.config)
+    otlp = otlp_from_environment()  # OTEL_EXPORTER_OTLP_*, OTEL_SDK_DISABLED, OTEL_{METRICS,LOGS}_EXPORTER
+    configure_logging(config.log_level, otlp)
     security = Security.from_config(config)  # a missing or empty token file, bad TLS files: refused here
     host, _, port = config.http_endpoint.rpartition(":")
     profiles = [ReferenceProfile.load(path) for path in config.references]  # bad profiles stop startup
@@ -377,7 +340,7 @@ def _serve(args: argparse.Namespace) -> int:
                   max_pending=config.max_pending, max_orphans=config.max_orphans,
                   max_lateness_s=config.max_lateness_s, max_models=config.max_models,
                   max_features=config.max_features, retention_s=config.retention_s)
-    processor = Processor(store, otlp=_otlp_export(),
+    processor = Processor(store, otlp=otlp,
                           alertmanager=AlertmanagerSink(config.alertmanager) if config.alertmanager else None,
                           bootstrap_windows=config.bootstrap_windows,
                           bootstrap_window_rows=config.bootstrap_window_rows,

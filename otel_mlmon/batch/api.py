@@ -199,7 +199,7 @@ def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: Pat
              mlflow_experiment: str | None = None, mlflow_run: str | None = None,
              mlflow_tracking_uri: str | None = None, segment_by: str | None = None,
              max_segments: int | None = None, sensitive_column: str | None = None,
-             positive_class: str | None = None,
+             positive_class: str | None = None, engine: str = "local", spark_master: str | None = None,
              progress: Callable[[int], None] | None = None) -> Results:
     """Drift, data quality and realized performance of the analysis data, window by window: ``mlmon evaluate``.
 
@@ -226,6 +226,9 @@ def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: Pat
         sensitive_column: fairness across this column's values per window (``kind=fairness`` rows: demographic
             parity and equal opportunity differences, disparate-impact ratio); not a default feature.
         positive_class: the favourable prediction for fairness (default: a binary model's positive class).
+        engine: ``local`` (this process) or ``spark`` (Apache Spark reads the analysis and labels files or
+            directories and builds the windows in parallel, with the same results: ``otel_mlmon.batch.spark``);
+            ``spark_master`` is its master URL (default ``local[*]``).
         progress: called with the number of rows of each batch read.
 
     Raises:
@@ -237,6 +240,12 @@ def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: Pat
     """
     if output is not None:
         output_format(os.fspath(output))
+    if engine not in ("local", "spark"):
+        raise ValueError(f"engine must be 'local' or 'spark', got {engine!r}")
+    if spark_master is not None and engine != "spark":
+        raise ValueError("--spark-master is for --engine spark")
+    if engine == "spark" and (segment_by is not None or sensitive_column is not None):
+        raise ValueError("--segment-by and --sensitive-column are not computed on Spark yet: use --engine local")
     if mlflow_experiment is not None and mlflow_run is not None:
         raise ValueError("give --mlflow-experiment (a new run) or --mlflow-run (an existing run), not both")
     _check_extras(tensorboard, mlflow_experiment is not None or mlflow_run is not None)
@@ -277,11 +286,17 @@ def evaluate(reference: PathLike | Any, analysis: PathLike | Any, *, labels: Pat
     if model is not None or model_version is not None:
         profile = dataclasses.replace(profile, model=profile.model if model is None else model,
                                       version=profile.version if model_version is None else model_version)
-    analysis_rows = list(evaluate_file(profile, _data(analysis, "analysis", max_columns), columns,
-                                       None if labels is None else _data(labels, "labels", max_columns), policy,
-                                       progress, spec, max_columns, observe=report_data.add,
-                                       segmented=segmented if columns.segment_by else None,
-                                       positive_class=positive_class))
+    run: Callable[..., Any] = evaluate_file
+    extra: dict[str, Any] = {}
+    if engine == "spark":
+        from otel_mlmon.batch.spark import evaluate_spark
+
+        run, extra = evaluate_spark, {"spark_master": spark_master}
+    analysis_rows = list(run(profile, _data(analysis, "analysis", max_columns), columns,
+                             None if labels is None else _data(labels, "labels", max_columns), policy,
+                             progress, spec, max_columns, observe=report_data.add,
+                             segmented=segmented if columns.segment_by else None,
+                             positive_class=positive_class, **extra))
     rows = reference_rows + analysis_rows
     if model is not None or model_version is not None:
         rows = [dataclasses.replace(r, model=profile.model, model_version=profile.version) for r in rows]

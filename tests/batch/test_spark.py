@@ -294,3 +294,30 @@ def test_segments_and_fairness_are_left_to_the_local_engine(data: dict[str, Any]
     profile, columns = profile_of(data, WindowSpec(chunk_size=5_000))
     with pytest.raises(ValueError, match=r"--segment-by.*local engine"):
         list(evaluate_spark(profile, str(data["paths"]["analysis.parquet"]), columns, segmented=object()))
+
+
+@pytest.mark.integration
+def test_mlmon_evaluate_engine_spark_writes_the_local_engines_file(spark: Any, data: dict[str, Any],
+                                                                   tmp_path: Path) -> None:
+    """The command line and the Python API take --engine spark / engine="spark": the same result file, byte for byte
+    but the values' last bits (compared to 1e-9), and the usage errors of what Spark does not compute."""
+    from otel_mlmon import batch, cli
+
+    paths = data["paths"]
+    flags = ["--reference", str(paths["reference.parquet"]), "--analysis", str(paths["analysis.parquet"]),
+             "--labels", str(paths["labels.csv"]), "--id-column", "id", "--timestamp-column", "ts",
+             "--target-column", "target", "--prediction-column", "prediction", "--score-column", "score",
+             "--chunk-size", "10000"]
+    assert cli.main(["evaluate", *flags, "--output", str(tmp_path / "local.csv")]) == 0
+    assert cli.main(["evaluate", *flags, "--output", str(tmp_path / "spark.csv"), "--engine", "spark",
+                     "--spark-master", "local[2]"]) == 0
+    local, on_spark = pd.read_csv(tmp_path / "local.csv"), pd.read_csv(tmp_path / "spark.csv")
+    assert len(local) == len(on_spark) > 0
+    text = ["period", "window", "column", "kind", "metric", "rows", "labeled_rows", "alert", "window_start"]
+    assert local[text].astype(str).equals(on_spark[text].astype(str))
+    for name in ("value", "lower_threshold", "upper_threshold", "p_value"):
+        np.testing.assert_allclose(on_spark[name], local[name], rtol=1e-9, atol=1e-9, equal_nan=True)
+    assert cli.main(["evaluate", *flags, "--output", str(tmp_path / "x.csv"), "--spark-master", "local[2]"]) == 2
+    with pytest.raises(ValueError, match="not computed on Spark"):
+        batch.evaluate(str(paths["reference.parquet"]), str(paths["analysis.parquet"]), id_column="id",
+                       prediction_column="prediction", engine="spark", segment_by="plan")
