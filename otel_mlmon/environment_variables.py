@@ -193,6 +193,11 @@ OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOWS: Final = "OTEL_PYTHON_MLMON_PROCES
 OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOW_ROWS: Final = "OTEL_PYTHON_MLMON_PROCESSOR_BOOTSTRAP_WINDOW_ROWS"
 """int > 0, default 1000. Rows per window of a model whose reference was built from its first windows."""
 
+OTEL_PYTHON_MLMON_PROCESSOR_LOG_LEVEL: Final = "OTEL_PYTHON_MLMON_PROCESSOR_LOG_LEVEL"
+"""str, one of ``debug``, ``info`` (default), ``warning``, ``error``, ``critical``. The processor's own log lines
+at and above this level: JSON lines on stderr (with ``trace_id`` and ``span_id`` inside a span), and OTLP log
+records when logs export (``OTEL_EXPORTER_OTLP_ENDPOINT`` set, ``OTEL_LOGS_EXPORTER`` not ``none``)."""
+
 ALL: Final = (
     OTEL_PYTHON_MLMON_CAPTURE_FEATURES,
     OTEL_PYTHON_MLMON_FEATURE_SKETCHES,
@@ -238,5 +243,6 @@ ALL: Final = (
     OTEL_PYTHON_MLMON_PROCESSOR_TLS_KEY,
     OTEL_PYTHON_MLMON_PROCESSOR_TLS_CLIENT_CA,
     OTEL_PYTHON_MLMON_PROCESSOR_ALLOW_UNAUTHENTICATED,
+    OTEL_PYTHON_MLMON_PROCESSOR_LOG_LEVEL,
     OTEL_PYTHON_MLMON_PROCESSOR_SEQUENTIAL_DETECTOR,
 )

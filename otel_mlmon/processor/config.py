@@ -21,6 +21,8 @@ from typing import Any
 ENV_PREFIX = "OTEL_PYTHON_MLMON_PROCESSOR_"
 # Sequential change detection on the label stream: the engine's detectors (engine.sequential.DETECTORS), or off.
 SEQUENTIAL_DETECTORS = ("adwin", "page_hinkley", "off")
+# The processor's own log lines at and above this level (the standard logging levels, case-insensitive).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class ProcessorConfig:
     tls_client_ca: str | None = None
     allow_unauthenticated: bool = False
     sequential_detector: str = "adwin"
+    log_level: str = "info"
 
     @property
     def authenticated(self) -> bool:
@@ -91,6 +94,8 @@ class ProcessorConfig:
         if self.sequential_detector not in SEQUENTIAL_DETECTORS:
             raise ValueError(f"setting sequential_detector: {self.sequential_detector!r} is not one of "
                              f"{', '.join(SEQUENTIAL_DETECTORS)}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ValueError(f"setting log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         for name in ("alertmanager", "webhook"):
             url = getattr(self, name)
             if url is not None and not url.startswith(("http://", "https://")):

@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry._logs import SeverityNumber, get_logger
@@ -60,6 +60,8 @@ class OtlpExport:
 
     def __init__(self, meter_provider: Any = None, logger_provider: Any = None) -> None:
         self._providers = (meter_provider, logger_provider)
+        self.logger_provider = logger_provider
+        self.log_handler: logging.Handler | None = None  # set by configure_logging; detached by close()
         meter = self._meter = get_meter(semconv.INSTRUMENTATION_SCOPE, __version__, meter_provider)
         self.logger = get_logger(semconv.INSTRUMENTATION_SCOPE, __version__, logger_provider=logger_provider)
         self._lock = threading.Lock()
@@ -116,6 +118,8 @@ class OtlpExport:
 
     def close(self) -> None:
         """Flushes and shuts down the providers given (the last results go out while the store is still open)."""
+        if self.log_handler is not None:  # later records go to the console only, not to a provider shut down
+            logging.getLogger().removeHandler(self.log_handler)
         for provider in self._providers:
             if provider is not None and hasattr(provider, "shutdown"):
                 provider.shutdown()
@@ -414,3 +418,145 @@ class WebhookSink:
 
     def close(self, timeout_s: float = 2.0) -> None:
         self.delivery.close(timeout_s)
+
+
+# --- the processor's own telemetry, from the SDK's standard environment ---------------------------------------
+_SIGNALS = {"metrics": "OTEL_METRICS_EXPORTER", "logs": "OTEL_LOGS_EXPORTER"}
+DEFAULT_SERVICE_NAME = "mlmon-processor"
+
+
+def _signal_on(signal: str, environ: Mapping[str, str]) -> bool:
+    """Whether ``signal`` goes out: ``OTEL_<SIGNAL>_EXPORTER`` is ``otlp`` (the default) rather than ``none``, and
+    an OTLP endpoint is set for it (without one the processor sends nothing, as before: the SDK's default endpoint,
+    localhost:4318, is the processor's own listener)."""
+    variable = _SIGNALS[signal]
+    chosen = {v.strip().lower() for v in environ.get(variable, "otlp").split(",") if v.strip()} or {"otlp"}
+    unknown = chosen - {"otlp", "none"}
+    if unknown:
+        raise ValueError(f"{variable}={environ[variable]!r}: the processor exports over OTLP only; set otlp or none")
+    if "none" in chosen:
+        return False
+    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+                or environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip())
+
+
+def _grpc(signal: str, environ: Mapping[str, str]) -> bool:
+    """``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL``, else ``http/protobuf``."""
+    for variable in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = environ.get(variable, "").strip()
+        if protocol:
+            if protocol not in ("grpc", "http/protobuf"):
+                raise ValueError(f"{variable}={protocol!r}: the processor's OTLP exporters speak grpc or "
+                                 "http/protobuf")
+            return protocol == "grpc"
+    return False
+
+
+def resource_from_environment() -> Any:
+    """The SDK's resource (``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SERVICE_NAME``); service.name defaults to
+    ``mlmon-processor``."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    if SERVICE_VERSION not in resource.attributes:
+        resource = resource.merge(Resource({SERVICE_VERSION: __version__}))
+    return resource
+
+
+def otlp_from_environment() -> OtlpExport | None:
+    """Results, alerts and the processor's own metrics and logs over OTLP, configured as the OTel SDK is.
+
+    The exporters are built without arguments, so the SDK reads ``OTEL_EXPORTER_OTLP_*`` itself (endpoint,
+    headers, certificate and client certificate, compression, timeout; per signal or for all); the gRPC or HTTP
+    class follows the protocol variables. ``OTEL_SDK_DISABLED=true`` turns all of it off;
+    ``OTEL_METRICS_EXPORTER=none`` / ``OTEL_LOGS_EXPORTER=none`` one signal. ``OTEL_METRIC_EXPORT_INTERVAL`` and
+    ``OTEL_BLRP_*`` tune the reader and the batch processor. None when nothing would be sent.
+    """
+    environ = os.environ  # the SDK's exporters read it too: one source
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    metrics, logs = _signal_on("metrics", environ), _signal_on("logs", environ)
+    if not (metrics or logs):
+        return None
+    from opentelemetry._logs import NoOpLoggerProvider
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    resource = resource_from_environment()
+    meter_provider: Any = NoOpMeterProvider()
+    logger_provider: Any = None
+    if metrics:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        if _grpc("metrics", environ):
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+                OTLPMetricExporter,
+            )
+        meter_provider = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter())], resource=resource)
+    if logs:
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+        if _grpc("logs", environ):
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
+        logger_provider = LoggerProvider(resource=resource)
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+    return OtlpExport(meter_provider, logger_provider if logs else NoOpLoggerProvider())
+
+
+# --- the processor's logs ---------------------------------------------------------------------------------------
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, and ``trace_id`` / ``span_id`` (hex, as in OTLP) when
+    the record was emitted inside a span; an exception's traceback stays inside the line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
+
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        context = get_current_span().get_span_context()  # the emitting thread's: handlers run in it
+        if context.is_valid:
+            entry["trace_id"], entry["span_id"] = format_trace_id(context.trace_id), format_span_id(context.span_id)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+class _NotOpenTelemetry(logging.Filter):
+    """The SDK's own records (an export that failed) stay off the OTLP handler: exporting them could loop."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("opentelemetry")
+
+
+def configure_logging(level: str = "info", otlp: OtlpExport | None = None) -> None:
+    """The root logger at ``level``: JSON lines on stderr, and through the OTel SDK's ``LoggingHandler`` when
+    ``otlp`` exports logs (records become OTLP log records, with the trace and span ids of the span they were
+    emitted in)."""
+    logger_provider = otlp.logger_provider if otlp is not None else None
+    console = logging.StreamHandler()
+    console.setFormatter(JsonLineFormatter())
+    handlers: list[logging.Handler] = [console]
+    if logger_provider is not None and hasattr(logger_provider, "add_log_record_processor"):
+        import warnings
+
+        from opentelemetry.sdk._logs import LoggingHandler
+
+        with warnings.catch_warnings():  # 1.39+: "use opentelemetry-instrumentation-logging's"; same records
+            warnings.simplefilter("ignore", DeprecationWarning)
+            exported = LoggingHandler(logger_provider=logger_provider)
+        exported.setFormatter(logging.Formatter("%(message)s"))  # the body is the message (basicConfig would
+        exported.addFilter(_NotOpenTelemetry())                  # otherwise prefix it with level and logger)
+        handlers.append(exported)
+        assert otlp is not None
+        otlp.log_handler = exported
+    numeric = getattr(logging, level.upper())
+    logging.basicConfig(level=numeric, handlers=handlers, force=True)
+    logging.getLogger("aiohttp.access").setLevel(max(numeric, logging.WARNING))
