@@ -41,6 +41,11 @@ JSON = "application/json"
 INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE = 3, 8, 14
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 RETRY_AFTER_S = 5
+# Requests decoded and recorded at once (the rest wait in no queue: 503 + Retry-After at once). An overloaded
+# processor that let requests queue answered them after 30 s and more (clients gave up and retried, so the queue only
+# grew) and took 50 s to stop on SIGTERM; with a cap it sheds load at once and clients back off as OTLP says.
+MAX_IN_FLIGHT = 8
+BUSY_RETRY_AFTER_S = 1
 
 _logger = logging.getLogger("otel_mlmon.processor")
 _lock = threading.Lock()  # counters are shared by the HTTP worker threads and the gRPC threads
@@ -156,10 +161,17 @@ class Receiver:
         clock: the receive time given to the sink.
         counters: the dict to count into; by default the sink's ``receiver_counters`` (see ``sink_counters``).
         executor: the threads that decode and record requests; by default the event loop's default executor.
+        max_in_flight: requests read, decoded and recorded at once; one more is answered 503 + Retry-After
+            (``rejected_requests_busy``) without reading its body.
     """
 
     def __init__(self, sink: Sink, max_body: int = DEFAULT_MAX_BODY, clock: Callable[[], int] = time.time_ns,
-                 counters: dict[str, int] | None = None, executor: Executor | None = None) -> None:
+                 counters: dict[str, int] | None = None, executor: Executor | None = None,
+                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0  # changed on the event loop only
         self.sink = sink
         self.max_body = max_body
         self.clock = clock
@@ -202,6 +214,20 @@ class Receiver:
 
     async def _export(self, request: web.Request, decode: Callable[[bytes, str], Decoded],
                       accept: Callable[[Decoded, int], None], response: Any, rejected_field: str) -> web.Response:
+        if self._in_flight >= self.max_in_flight:
+            return self._refuse("rejected_requests_busy", 503, UNAVAILABLE,
+                                f"the processor is busy ({self._in_flight} requests in progress): retry after "
+                                f"{BUSY_RETRY_AFTER_S} s", request.content_type,
+                                headers={"Retry-After": str(BUSY_RETRY_AFTER_S)})
+        self._in_flight += 1
+        try:
+            return await self._export_now(request, decode, accept, response, rejected_field)
+        finally:
+            self._in_flight -= 1
+
+    async def _export_now(self, request: web.Request, decode: Callable[[bytes, str], Decoded],
+                          accept: Callable[[Decoded, int], None], response: Any, rejected_field: str
+                          ) -> web.Response:
         got = await self._body(request)
         if isinstance(got, web.Response):
             return got

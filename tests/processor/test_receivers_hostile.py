@@ -492,3 +492,48 @@ def test_healthz_answers_while_a_large_request_is_decoded_and_stored(processor: 
     asyncio.run(main())
     assert order == ["healthz", "big"]
     assert _stored(processor)["predictions"] == rows
+
+
+def test_a_busy_processor_sheds_requests_at_once_and_takes_them_again() -> None:
+    """With ``max_in_flight`` requests in progress, one more is answered 503 + Retry-After with a google.rpc.Status
+    at once (not queued for as long as the others take), counted; once one finishes, requests are taken again."""
+    import concurrent.futures
+    import threading
+
+    from otel_mlmon.processor.receiver import Receiver
+
+    release, started = threading.Event(), threading.Event()
+
+    class SlowSink:
+        receiver_counters: dict[str, int] = {}
+
+        def accept_logs(self, decoded: Any, received_ns: int) -> None:
+            started.set()
+            assert release.wait(30)
+
+        def accept_metrics(self, decoded: Any, received_ns: int) -> None:
+            raise AssertionError("no metrics are sent")
+
+    receiver = Receiver(SlowSink(), executor=concurrent.futures.ThreadPoolExecutor(4), max_in_flight=1)
+    application = web.Application()
+    application.add_routes(receiver.routes())
+    body = ExportLogsServiceRequest().SerializeToString()
+    headers = {"Content-Type": "application/x-protobuf"}
+
+    async def main() -> tuple[int, int, bytes, str | None, int, int]:
+        async with serving(application) as client:
+            first = asyncio.ensure_future(client.post("/v1/logs", data=body, headers=headers))
+            while not started.is_set():
+                await asyncio.sleep(0.01)
+            busy = await client.post("/v1/logs", data=body, headers=headers)
+            busy_body = await busy.read()
+            release.set()
+            done = await first
+            again = await client.post("/v1/logs", data=body, headers=headers)
+            return (busy.status, done.status, busy_body, busy.headers.get("Retry-After"), again.status,
+                    receiver.counters.get("rejected_requests_busy", 0))
+
+    busy, done, payload, retry_after, again, counted = asyncio.run(main())
+    assert (busy, done, again, retry_after, counted) == (503, 200, 200, "1", 1)
+    assert status_pb2.Status.FromString(payload).code == 14  # UNAVAILABLE: retryable per OTLP
+    # (the 503 came while the first request still held its slot: it is released only after the answer)
