@@ -165,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reference", action="append", default=[], help="a reference profile (repeatable)")
     serve.add_argument("--alertmanager", help="Alertmanager base URL (alerts go to its /api/v2/alerts)")
     serve.add_argument("--webhook", help="URL that receives every alert transition as JSON")
+    serve.add_argument("--tensorboard", dest="tensorboard_dir", metavar="DIR",
+                       help="also write each window's scalars into this TensorBoard log directory, as mlmon evaluate "
+                            "--tensorboard does (needs otel-mlmon[tensorboard])")
     serve.add_argument("--config", help="YAML file of settings (flags > OTEL_PYTHON_MLMON_PROCESSOR_* > file)")
     serve.add_argument("--sequential-detector", choices=("adwin", "page_hinkley", "off"),
                        help="change detection on each model's label stream, alerting as labels arrive (default "
@@ -318,7 +321,13 @@ def _serve(args: argparse.Namespace) -> int:
     from otel_mlmon.engine.profile import ReferenceProfile
     from otel_mlmon.processor import grpc_receiver
     from otel_mlmon.processor.config import load
-    from otel_mlmon.processor.export import AlertmanagerSink, WebhookSink, configure_logging, otlp_from_environment
+    from otel_mlmon.processor.export import (
+        AlertmanagerSink,
+        TensorBoardSink,
+        WebhookSink,
+        configure_logging,
+        otlp_from_environment,
+    )
     from otel_mlmon.processor.security import Security
     from otel_mlmon.processor.server import serve
     from otel_mlmon.processor.service import Processor
@@ -326,6 +335,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = load({"grpc_endpoint": args.grpc_endpoint, "http_endpoint": args.http_endpoint, "store": args.store,
                    "references": tuple(args.reference), "alertmanager": args.alertmanager, "webhook": args.webhook,
+                   "tensorboard_dir": args.tensorboard_dir,
                    "auth_token": args.auth_token, "auth_token_file": args.auth_token_file, "tls_cert": args.tls_cert,
                    "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca,
                    "allow_unauthenticated": args.allow_unauthenticated,
@@ -348,7 +358,8 @@ def _serve(args: argparse.Namespace) -> int:
                           webhook=WebhookSink(config.webhook) if config.webhook else None,
                           allowed_lateness_s=config.allowed_lateness_s, idle_timeout_s=config.idle_timeout_s,
                           sketch_window_s=config.sketch_window_s, max_future_s=config.max_future_s,
-                          sequential_detector=config.sequential_detector)
+                          sequential_detector=config.sequential_detector,
+                          tensorboard=TensorBoardSink(config.tensorboard_dir) if config.tensorboard_dir else None)
     for profile in profiles:
         processor.register(profile)
     grpc_server, _ = grpc_receiver.start(processor, config.grpc_endpoint, config.max_grpc_message_bytes,
@@ -375,6 +386,8 @@ def _serve(args: argparse.Namespace) -> int:
     for sink in (processor.alertmanager, processor.webhook):
         if sink is not None:
             sink.close(timeout_s=2.0)  # what waits goes out (one try each), bounded: SIGTERM stops within 10 s
+    if processor.tensorboard is not None:
+        processor.tensorboard.close()
     if processor.otlp is not None:
         processor.otlp.close()  # before the store closes: the SDK's last collection reads the store's counters
     processor.store.close()

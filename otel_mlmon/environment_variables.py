@@ -183,6 +183,11 @@ OTEL_PYTHON_MLMON_PROCESSOR_TICK_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_TICK_S"
 OTEL_PYTHON_MLMON_PROCESSOR_WEBHOOK: Final = "OTEL_PYTHON_MLMON_PROCESSOR_WEBHOOK"
 """str URL, default none. Receives every alert transition as a JSON POST (e.g. to start retraining)."""
 
+OTEL_PYTHON_MLMON_PROCESSOR_TENSORBOARD_DIR: Final = "OTEL_PYTHON_MLMON_PROCESSOR_TENSORBOARD_DIR"
+"""str path, default none. Also write each evaluated window's drift, data-quality and performance scalars into this
+TensorBoard log directory (``<dir>/<model>/<version>/analysis``, as ``mlmon evaluate --tensorboard``; needs
+``otel-mlmon[tensorboard]``)."""
+
 OTEL_PYTHON_MLMON_PROCESSOR_REQUIRE_REFERENCE: Final = "OTEL_PYTHON_MLMON_PROCESSOR_REQUIRE_REFERENCE"
 """bool, default ``false``. Refuse (as partial success) predictions of models without a reference profile."""
 
@@ -245,4 +250,5 @@ ALL: Final = (
     OTEL_PYTHON_MLMON_PROCESSOR_ALLOW_UNAUTHENTICATED,
     OTEL_PYTHON_MLMON_PROCESSOR_LOG_LEVEL,
     OTEL_PYTHON_MLMON_PROCESSOR_SEQUENTIAL_DETECTOR,
+    OTEL_PYTHON_MLMON_PROCESSOR_TENSORBOARD_DIR,
 )

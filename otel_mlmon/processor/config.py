@@ -33,6 +33,7 @@ class ProcessorConfig:
     references: tuple[str, ...] = field(default_factory=tuple)
     alertmanager: str | None = None
     webhook: str | None = None
+    tensorboard_dir: str | None = None
     require_reference: bool = False
     max_body_bytes: int = 16 * 1024 * 1024
     max_grpc_message_bytes: int = 4 * 1024 * 1024

@@ -389,6 +389,53 @@ class AlertmanagerSink:
         self.delivery.close(timeout_s)
 
 
+class TensorBoardSink:
+    """Each evaluated window's results as TensorBoard scalars (``--tensorboard DIR``): the tags, steps (window
+    index) and wall times (window end) of ``mlmon evaluate --tensorboard``, in ``DIR/<model>/<version>/<period>``,
+    one writer per run kept open. A revised window writes its step again (TensorBoard keeps the latest). Never
+    raises into the evaluation: a failure is logged once and counted (``failures``)."""
+
+    def __init__(self, logdir: str) -> None:
+        from otel_mlmon.batch.tensorboard import writer_class
+
+        self.logdir = logdir
+        self._writer_type = writer_class()  # a missing tensorboardX stops startup with the extra to install
+        self._writers: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+        self.failures = 0
+        self.written = 0
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        from otel_mlmon.batch.report_data import as_results
+        from otel_mlmon.batch.tensorboard import _safe, scalars
+
+        try:
+            results = [r for r in as_results(rows) if r.kind != PERFORMANCE_CHANGE]
+            with self._lock:
+                for run, points in scalars(results).items():
+                    model, version, period = (results[0].model, results[0].model_version, run[-1])
+                    where = (model, version or "_", period)
+                    writer = self._writers.get(where)
+                    if writer is None:
+                        writer = self._writer_type(logdir=os.path.join(self.logdir, *map(_safe, where)),
+                                                   flush_secs=3600)
+                        self._writers[where] = writer
+                    for name, value, step, when in points:
+                        writer.add_scalar(name, value, global_step=step, walltime=when)
+                        self.written += 1
+                    writer.flush()
+        except Exception:
+            self.failures += 1
+            if self.failures == 1:
+                _logger.exception("writing TensorBoard scalars into %s failed (logged once, counted)", self.logdir)
+
+    def close(self) -> None:
+        with self._lock:
+            for writer in self._writers.values():
+                writer.close()
+            self._writers.clear()
+
+
 class WebhookSink:
     """POSTs each alert transition as JSON to a URL (for example to start a retraining job), off the caller's
     path: a :class:`Delivery` thread, no redirects followed."""

@@ -30,7 +30,7 @@ from otel_mlmon.processor.alerts import AlertBook, Transition
 from otel_mlmon.processor.assemble import MISSING, window_data
 from otel_mlmon.processor.bootstrap import bootstrap_profile
 from otel_mlmon.processor.decode import Decoded, PredictionBatch
-from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, WebhookSink
+from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, TensorBoardSink, WebhookSink
 from otel_mlmon.processor.sequential import Sequential, change_result
 from otel_mlmon.processor.store import LABEL, MAX_NS, ROW, SKETCH, Store, StoredRows, StoreUnavailable, Stream
 from otel_mlmon.processor.windows import (
@@ -75,7 +75,7 @@ class Processor:
                  allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, sketch_window_s: float = DEFAULT_SKETCH_WINDOW_S,
                  max_future_s: float = DEFAULT_MAX_FUTURE_S, sweep_s: float = 60.0,
-                 sequential_detector: str = "adwin") -> None:
+                 sequential_detector: str = "adwin", tensorboard: TensorBoardSink | None = None) -> None:
         self.store = store
         self.bootstrap_windows = bootstrap_windows
         self.bootstrap_window_rows = bootstrap_window_rows
@@ -92,6 +92,7 @@ class Processor:
         self.otlp = otlp
         self.alertmanager = alertmanager
         self.webhook = webhook
+        self.tensorboard = tensorboard
         self.receiver_counters: dict[str, int] = {}  # the HTTP receiver's, once the app is built
         self.failures: dict[tuple[str, str], int] = {}  # evaluation failures per model
         self.stopping = threading.Event()  # set: the tick stops between windows (what is left resumes later)
@@ -373,6 +374,8 @@ class Processor:
                          if labeled is not None]
             self.otlp.results(results, sum(latencies) / len(latencies) if latencies else None)
         self._send(transitions, now)
+        if self.tensorboard is not None:
+            self.tensorboard.write(results)
 
     def _send(self, transitions: list[Transition], now: int) -> None:
         """Alert transitions to the sinks: OTLP ``ml.alert`` events, Alertmanager, the webhook."""
