@@ -150,7 +150,11 @@ class Telemetry:
 
     def export_sketches(self, timeout_millis: int = EXPORT_TIMEOUT_MILLIS, closed_only: bool = False) -> bool:
         """Export the sketches of the intervals that have ended (``closed_only``: the periodic export), or of all
-        intervals (a flush); on failure keep each for the next export of its interval."""
+        intervals (a flush); on failure keep each for the next export of its interval.
+
+        One request per interval, oldest first: after an outage the intervals kept back leave one by one, so a long
+        backlog never makes one request over a receiver's body cap (which would refuse, and lose, all of it). The
+        first interval that fails is kept with every later one, for the next export."""
         with self._export_lock:
             exporter, resource = resolve_exporter(self.sketch_exporter, self.meter_provider)
             if exporter is None or not self.settings.feature_sketches:
@@ -164,21 +168,27 @@ class Telemetry:
                     collected.append((recorder, k, state, end_ns))
             if not collected:
                 return True
-            ok = False
-            try:
-                data = build_metrics([(recorder, state, end_ns) for recorder, _, state, end_ns in collected],
-                                     resource, self.settings.category_top_k)
-                ok = data is None or exporter.export(data, timeout_millis=timeout_millis) is \
-                    MetricExportResult.SUCCESS
+            intervals = sorted({k for _, k, _, _ in collected})
+            for position, interval in enumerate(intervals):
+                part = [item for item in collected if item[1] == interval]
+                ok = False
+                try:
+                    data = build_metrics([(recorder, state, end_ns) for recorder, _, state, end_ns in part],
+                                         resource, self.settings.category_top_k)
+                    ok = data is None or exporter.export(data, timeout_millis=timeout_millis) is \
+                        MetricExportResult.SUCCESS
+                    if not ok:
+                        _guard.failure("sketch_export", message="the sketch exporter reported a failure; the "
+                                       "sketches are kept and sent with the next export of their interval")
+                except Exception as exc:
+                    _guard.failure("sketch_export", exc)
                 if not ok:
-                    _guard.failure("sketch_export", message="the sketch exporter reported a failure; the "
-                                   "sketches are kept and sent with the next export of their interval")
-            except Exception as exc:
-                _guard.failure("sketch_export", exc)
-            if not ok:
-                for recorder, k, state, end_ns in collected:
-                    recorder.restore([(k, state, end_ns)])
-            return ok
+                    later = set(intervals[position:])
+                    for recorder, k, state, end_ns in collected:
+                        if k in later:
+                            recorder.restore([(k, state, end_ns)])
+                    return False
+            return True
 
     def flush_calls(self) -> None:
         """Hand to the SDK now what calls left waiting: deferred spans, durations, buffered events."""

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pytest
+from opentelemetry.sdk.metrics.export import MetricExportResult
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
@@ -174,3 +175,36 @@ def test_buffered_events_never_span_an_interval_boundary(providers: Providers) -
     events = [(r.log_record.timestamp, list(r.log_record.attributes[semconv.ML_PREDICTION_ID]))
               for r in providers.logs.get_finished_logs()]
     assert sorted(events) == [(K * INTERVAL + 5, ["id0", "id1", "id2"]), ((K + 1) * INTERVAL, ["id3"])]
+
+
+def test_a_backlog_after_an_outage_leaves_one_interval_per_request(providers: Providers, model: Model) -> None:
+    """Intervals kept back during an outage are exported one per request, oldest first (a backlog in one request
+    could pass a receiver's body cap, which refuses all of it); when a later export fails again midway, what did
+    not go is kept, and nothing is lost or sent twice."""
+    rng = np.random.default_rng(4)
+    frames = {k: _frame(rng, 50 + k - K) for k in range(K, K + 4)}
+    providers.sketches.mode = "fail"
+    for k, frame in frames.items():
+        with recorded_as(time_unix_nano=k * INTERVAL + 5):
+            model.predict(frame)
+    assert force_flush() is False
+    providers.sketches.mode = "ok"
+    exporter, calls = providers.sketches, []
+    real = exporter.export
+
+    def second_fails(data, timeout_millis=10_000, **kwargs):  # the outage comes back after one request
+        calls.append(1)
+        return MetricExportResult.FAILURE if len(calls) == 2 else real(data, timeout_millis)
+
+    exporter.export = second_fails
+    before = len(exporter.batches)
+    assert force_flush() is False  # K went; K + 1 failed: K + 1 .. K + 3 kept
+    assert force_flush() is True
+    batches = exporter.batches[before:]
+    assert len(batches) == 4 and len(calls) == 5  # one request per interval; the failed one again
+    for batch, k in zip(batches, range(K, K + 4)):
+        points = [p for rm in batch.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+                  for p in m.data.data_points]
+        assert points and {_interval(p) for p in points} == {k}
+    counts = {_interval(p): p.count for p in _x_points(_points(providers))}
+    assert counts == {k: frame["x"].notna().sum() for k, frame in frames.items()}
