@@ -39,6 +39,7 @@ MAX_NAME_CHARS = 1024  # model, version and feature names
 MAX_SKETCH_BUCKETS = 1 << 25  # dense buckets (int64 each) of the numeric sketches of one request
 MAX_PRECISION = 10  # of the numeric sketch's bucketing (``ml.sketch.precision``)
 _SCALAR = (str, int, float, bool)
+_SCALAR_TYPES = {str, int, float, bool, type(None)}
 
 
 class DecodeError(ValueError):
@@ -225,7 +226,7 @@ def _scalar(value: Any, what: str) -> str | int | float | bool | None:
 
 
 def _scalars(values: list[Any], what: str) -> list[Any]:
-    if all(v is None or isinstance(v, _SCALAR) for v in values):
+    if set(map(type, values)) <= _SCALAR_TYPES:  # decoded values are of these exact types (no subclasses)
         return values
     return [_scalar(v, what) for v in values]
 
@@ -252,17 +253,17 @@ def _ids(raw: Any, what: str) -> list[str]:
         raise _Unusable(f"{what} without ids ({semconv.ML_PREDICTION_ID}, an array of strings)")
     if len(raw) > MAX_ROWS_PER_EVENT:
         raise _Unusable(f"{what} with more than {MAX_ROWS_PER_EVENT} ids (send smaller events)")
-    if not all(isinstance(item, str) and item for item in raw):
+    if set(map(type, raw)) != {str} or not all(raw):  # a set and all() of the list: no Python loop per id
         raise _Unusable(f"{what} with an id that is not a non-empty string")
     return raw
 
 
 def _numbers(raw: Any, rows: int, what: str) -> list[float]:
     """An array attribute of ``rows`` numbers (NaN and infinities included: the caller drops those rows)."""
-    if not isinstance(raw, list) or len(raw) != rows or \
-            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
+    kinds = set(map(type, raw)) if isinstance(raw, list) else set()
+    if not isinstance(raw, list) or len(raw) != rows or not kinds <= {int, float}:  # booleans are not numbers
         raise _Unusable(f"prediction event with {what} that are not numbers aligned with its ids")
-    return [float(v) for v in raw]
+    return raw if kinds == {float} else list(map(float, raw))
 
 
 def _time(ns: int, what: str) -> int:
@@ -300,13 +301,14 @@ def _prediction(attributes: dict[str, Any], time_unix_nano: int) -> tuple[list[P
                 if isinstance(column, list) and len(column) == rows:
                     _feature(features, name, column)
     times = attributes.get(semconv.ML_PREDICTION_TIME)
-    if times is not None and (not isinstance(times, list) or len(times) != rows or not all(
-            isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_TIME_NS for t in times)):
+    if times is not None and (not isinstance(times, list) or len(times) != rows or set(map(type, times)) != {int}
+                              or min(times) < 0 or max(times) > MAX_TIME_NS):
         raise _Unusable(f"prediction event whose {semconv.ML_PREDICTION_TIME} is not one time per id (ns, 0 to "
                         "2**63 - 1)")
     # A row whose output is NaN or infinite cannot be scored: it is dropped (and counted), the others kept.
     outputs = [*scores.values(), *([values] if values is not None else [])]
-    keep = [all(math.isfinite(column[i]) for column in outputs) for i in range(rows)] if outputs else None
+    finite = all(all(map(math.isfinite, column)) for column in outputs)  # one pass per column, in C
+    keep = None if finite else [all(math.isfinite(column[i]) for column in outputs) for i in range(rows)]
     dropped = 0
     if keep is not None and not all(keep):
         dropped = rows - sum(keep)

@@ -521,6 +521,7 @@ class Store:
                 stream = self._staged.get(key) or self._streams.get(key)
                 clock = stream.latest_ns if stream and stream.latest_ns > 0 else None  # None: the model's event
                 # clock is not known yet (no prediction seen): its first prediction starts the orphan's TTL
+                sid = self._known_sid(*key)
                 seen: set[str] = set()  # the first label of an id in the batch wins, as against the store
                 joins: list[LabelJoin] = []
                 for begin in range(0, len(batch.ids), _CHUNK):
@@ -542,7 +543,7 @@ class Store:
                         if found is not None:
                             seen.add(pid)
                             if found[1]:
-                                updates.append((json.dumps(label), received_ns, self._known_sid(*key), pid))
+                                updates.append((json.dumps(label), received_ns, sid, pid))
                                 if self.on_join is not None:
                                     joins.append(LabelJoin(pid, found[0], label, found[2], found[3]))
                                 second = found[0] // 1_000_000_000
