@@ -279,7 +279,9 @@ def test_docker_compose_config_where_the_client_has_compose() -> None:
 
 def test_dockerfiles_build_what_compose_runs() -> None:
     collector = (COLLECTOR / "Dockerfile").read_text()
-    assert "./build.sh" in collector and "COPY builder-config.yaml builder-config.sum build.sh" in collector
+    assert "./build.sh $BUILD_FLAGS" in collector and "ARG BUILD_FLAGS=" in collector
+    assert "COPY builder-config.yaml builder-config.sum builder-config-cloud.yaml builder-config-cloud.sum build.sh" \
+        in collector
     root = (REPO / "Dockerfile").read_text()
     install = re.search(r'pip install --no-cache-dir "\.\[([a-z,]+)\]"', root)
     assert install and {"sklearn", "processor", "batch"} <= set(install.group(1).split(","))
