@@ -27,8 +27,15 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Downloads (Kafka's jars from Maven Central, the integrations venv's packages from PyPI) run beside the Go builds,
+# which keep the CPU busy; each is cached, and a failure of either fails this script (wait returns its status).
+scripts/kafka.sh classpath >/dev/null &
+kafka=$!
+PYTHON="${PYTHON:-python3}" scripts/integrations-venv.sh >/dev/null &
+venv=$!
 collector/build.sh >/dev/null
 collector/build.sh --cloud >/dev/null
 collector/build.sh --jaeger >/dev/null
 scripts/build-helm.sh >/dev/null  # helm from its Go module (tests/deploy), cached the same way
-scripts/kafka.sh classpath >/dev/null  # Apache Kafka's jars from Maven Central, cached
+wait "$kafka"
+wait "$venv"
