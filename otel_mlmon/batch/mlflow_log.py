@@ -13,6 +13,7 @@ here is ended (FINISHED); an existing run (``--mlflow-run``) is left as it was. 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,9 @@ def log_results(results: Results, *, experiment: str | None, run_id: str | None,
     from mlflow.exceptions import MlflowException
 
     analysis = [r for r in results.rows if r.period == "analysis"]
-    client = client_type(tracking_uri=tracking_uri)
+    # The documented order, read here: a tracking URI another part of the process set with mlflow.set_tracking_uri
+    # (a global) would otherwise win over MLFLOW_TRACKING_URI.
+    client = client_type(tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
     where = f"MLflow at {client.tracking_uri}"
     models = sorted({(r.model, r.model_version) for r in results.rows})
     tags = [RunTag("mlmon.model", ", ".join(m for m, _ in models)),
