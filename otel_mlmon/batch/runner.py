@@ -580,6 +580,20 @@ def columns_from_profile(profile: ReferenceProfile, given: Columns) -> Columns:
         sensitive_column=given.sensitive_column)
 
 
+def column_kinds(profile: ReferenceProfile, types: dict[str, Any], columns: Columns
+                 ) -> tuple[dict[str, str], dict[str, tuple[float, float]]]:
+    """What the analysis columns are sketched as (the profile's kind; a column the reference did not have by its
+    type, so it is reported as added) and the numeric ones' bucketing: the local and the Spark path's plan."""
+    kinds = {c.name: c.kind for c in profile.columns.values() if c.name in types}
+    bucketing = {c.name: (c.sketch.center, c.sketch.scale) for c in profile.columns.values()
+                 if isinstance(c.sketch, NumericSketch)}
+    extra = [n for n in types if n not in profile.columns and n not in columns.not_features()
+             and columns.features is None]
+    for name in extra:  # columns the reference did not have: sketched so they are reported as added
+        kinds[name] = NUMERIC if is_numeric_type(types[name]) else CATEGORICAL
+    return kinds, bucketing
+
+
 def evaluate_file(profile: ReferenceProfile, path: str | DataFile, columns: Columns,
                   labels_path: str | DataFile | None = None, policy: Policy | None = None,
                   progress: Callable[[int], None] | None = None, spec: WindowSpec | None = None,
@@ -596,13 +610,7 @@ def evaluate_file(profile: ReferenceProfile, path: str | DataFile, columns: Colu
     """
     data = open_data(path, max_columns)
     types = _check_columns(data, columns, need_target=False)
-    kinds = {c.name: c.kind for c in profile.columns.values() if c.name in types}
-    bucketing = {c.name: (c.sketch.center, c.sketch.scale) for c in profile.columns.values()
-                 if isinstance(c.sketch, NumericSketch)}
-    extra = [n for n in types if n not in profile.columns and n not in columns.not_features()
-             and columns.features is None]
-    for name in extra:  # columns the reference did not have: sketched so they are reported as added
-        kinds[name] = NUMERIC if is_numeric_type(types[name]) else CATEGORICAL
+    kinds, bucketing = column_kinds(profile, types, columns)
     if columns.segment_by and (segmented is None or segmented.column != columns.segment_by):
         raise ValueError(f"segments of {columns.segment_by!r} need a reference profile with that column's "
                          "segments (engine.segments.SegmentedProfile)")

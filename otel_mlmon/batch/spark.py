@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from otel_mlmon.batch.output import MissingExtraError
-from otel_mlmon.batch.reader import BATCH_ROWS, MAX_COLUMNS, DataError, DataFile, _pyarrow, file_format, is_numeric_type
-from otel_mlmon.batch.runner import Columns, _check_columns, _joined, _Plan
+from otel_mlmon.batch.reader import BATCH_ROWS, MAX_COLUMNS, DataError, DataFile, _pyarrow, file_format
+from otel_mlmon.batch.runner import Columns, _check_columns, _joined, _Plan, column_kinds
 from otel_mlmon.batch.spark_partials import (
     BLOCK,
     FILE,
@@ -51,13 +51,11 @@ from otel_mlmon.batch.spark_partials import (
     split_summaries,
     window_states,
 )
-from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
 from otel_mlmon.engine.estimate import ScoredRows
 from otel_mlmon.engine.evaluate import LabeledRows, Policy, WindowData, evaluate_window
 from otel_mlmon.engine.profile import ReferenceProfile
 from otel_mlmon.engine.results import WindowResult, iso_utc
 from otel_mlmon.engine.windows import WindowSpec
-from otel_mlmon.sketch import NumericSketch
 
 PathLike = str | os.PathLike[str]
 NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
@@ -464,13 +462,7 @@ def _output_rows(data: SparkData, layout: Layout,
 def _plan(profile: ReferenceProfile, data: SparkData, columns: Columns, spec: WindowSpec | None) -> _Plan:
     """What ``runner.evaluate_file`` windows the analysis data with (the same rules)."""
     types = _check_columns(data, columns, need_target=False)  # type: ignore[arg-type]  # path and schema()
-    kinds = {c.name: c.kind for c in profile.columns.values() if c.name in types}
-    bucketing = {c.name: (c.sketch.center, c.sketch.scale) for c in profile.columns.values()
-                 if isinstance(c.sketch, NumericSketch)}
-    extra = [n for n in types if n not in profile.columns and n not in columns.not_features()
-             and columns.features is None]
-    for name in extra:  # columns the reference did not have: sketched so they are reported as added
-        kinds[name] = NUMERIC if is_numeric_type(types[name]) else CATEGORICAL
+    kinds, bucketing = column_kinds(profile, types, columns)
     return _Plan(columns, spec or profile.window, kinds, bucketing, profile.task, profile.classes)
 
 
