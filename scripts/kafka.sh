@@ -102,7 +102,10 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
+# Kafka's default: a new group's first rebalance waits 3 s for more members, so processor replicas started
+# together split the partitions from the start (with 0 the first to join takes all of them and reads some
+# models' messages before the others join: those models' state would be split between two processors).
+group.initial.rebalance.delay.ms=3000
 auto.create.topics.enable=false
 EOF
     if [ ! -f "$dir/data/meta.properties" ]; then
