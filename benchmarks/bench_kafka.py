@@ -11,9 +11,12 @@ application's Collector over OTLP/HTTP (the path an instrumented service takes),
    predictions and their labels into Kafka as fast as the replays go; then the replicas' Collectors start and
    drain it. rows/s = predictions + labels stored across the processors / seconds from the first row stored to
    the last (the consumer's start and group join apart; "from start" includes them).
-2. **End-to-end lag (live)**: every model replays ``--live-rows`` more at ``--rate`` rows/s (labels 1 s later)
-   with the consumers running. Lag = a prediction's event time (replay's send time; the SDK batches 200 ms) to
-   its row stored in a processor (the store's received_ns), from the stores, over every live prediction.
+2. **End-to-end lag (live)**: every model replays ``--live-rows`` more at ``--rate`` rows/s in calls of 25 rows
+   (labels 1 s later) with the consumers running. Lag = from the moment a prediction call was due on the replay's
+   schedule (its start + the call's first row / rate: an application predicting at that rate) to its row stored
+   in a processor (the store's received_ns), over every live prediction, read from the stores. Replay stamps a
+   call's rows with its start time + the call's first row number in ns (no timestamp column), which gives the
+   call's first row; the SDK's batch processor exports every 200 ms.
 
 Each configuration gets a fresh broker, fresh stores and the same load. Printed: one line per configuration,
 the 2-vs-1 ratios, which models each replica got, and the machine's load average (the machine is shared: figures
@@ -183,13 +186,13 @@ def run(replicas: int, files: dict[str, dict[str, Path]], folder: Path, collecto
         processes.alive(name)
         return bool(urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=2).status == 200)
 
-    def replay(phase: str, extra: list[str], env: dict[str, str]) -> float:
+    def replay(phase: str, extra: list[str], env: dict[str, str], batch_rows: int = 200) -> float:
         started = time.monotonic()
         for model in files:
             processes.start(f"replay-{phase}-{model}", [
                 sys.executable, "-m", "otel_mlmon.cli", "replay", "--analysis", str(files[model][phase]),
                 "--model", model, "--version", "1", *FLAGS, "--endpoint", f"http://127.0.0.1:{ports['otlp_http']}",
-                "--batch-rows", "200", *extra], {"OTEL_SERVICE_NAME": f"{model}-service", **env})
+                "--batch-rows", str(batch_rows), *extra], {"OTEL_SERVICE_NAME": f"{model}-service", **env})
         for model in files:
             process = processes.running[f"replay-{phase}-{model}"]
             if process.wait(900) != 0:
@@ -266,17 +269,22 @@ def run(replicas: int, files: dict[str, dict[str, Path]], folder: Path, collecto
         drained_at = time.monotonic()
 
         # 2. Live: the consumers keep up (or not) with a fixed rate; lag from the stores.
-        replay("live", ["--rate", str(rate), "--label-delay", "1"], {"OTEL_BLRP_SCHEDULE_DELAY": "200"})
+        replay("live", ["--rate", str(rate), "--label-delay", "1"], {"OTEL_BLRP_SCHEDULE_DELAY": "200"}, 25)
         wait_for(lambda: stored() >= 2 * (rows + live_rows) * len(files), 300, "every live row stored")
         lags: list[np.ndarray] = []
         split: dict[str, dict[str, int]] = {}
         for replica in names:
             with sqlite3.connect(f"file:{folder / f'processor-{replica}.db'}?mode=ro", uri=True) as store:
-                lags.append(np.array([row[0] for row in store.execute(
-                    "SELECT received_ns - time_ns FROM predictions WHERE id LIKE '%-live-%'")], dtype=np.int64))
+                live = pd.DataFrame(store.execute(
+                    "SELECT m.model, p.time_ns, p.received_ns FROM predictions p JOIN models m USING (sid) "
+                    "WHERE p.id LIKE '%-live-%'").fetchall(), columns=["model", "time_ns", "received_ns"])
+                for _, rows_of in live.groupby("model"):
+                    start = rows_of["time_ns"].min()  # the replay's start: its first call's first row is row 0
+                    due = start + (rows_of["time_ns"] - start) * (1e9 / rate)
+                    lags.append((rows_of["received_ns"] - due).to_numpy())
                 split[replica] = dict(store.execute(
                     "SELECT m.model, count(*) FROM predictions p JOIN models m USING (sid) GROUP BY m.model"))
-        lag_s = np.concatenate(lags) / 1e9
+        lag_s = np.concatenate(lags).astype(np.float64) / 1e9
         return {"replicas": replicas, "rows": total, "produce_s": produce_s, "start_to_first_s": first - started,
                 "drain_s": drained_at - first, "rows_per_s": total / (drained_at - first),
                 "rows_per_s_from_start": total / (drained_at - started), "live_offered": 2 * rate * len(files),
@@ -289,8 +297,8 @@ def run(replicas: int, files: dict[str, dict[str, Path]], folder: Path, collecto
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000, help="backlog predictions per model (and as many "
-                        "labels; default 10000)")
+    parser.add_argument("--rows", type=int, default=20_000, help="backlog predictions per model (and as many "
+                        "labels; default 20000)")
     parser.add_argument("--live-rows", type=int, default=3_000, help="live predictions per model (default 3000)")
     parser.add_argument("--rate", type=float, default=150.0, help="live rows/s per model (default 150)")
     parser.add_argument("--replicas", default="1,2", help="configurations, comma-separated (default 1,2)")
