@@ -116,6 +116,9 @@ class Call:
             segmenter = recorder.segmenter
             if segmenter is not None:
                 try:
+                    if override is not None and override.columns is not None and batch is not None:
+                        batch.segments = override.columns.get(segmenter.column or "", batch.segments)
+                        batch.sensitive = override.columns.get(segmenter.sensitive_column or "", batch.sensitive)
                     segments = segmenter.segments_of(batch, rows, self.parent)
                     groups = segmenter.groups_of(batch, rows)
                 except Exception as exc:

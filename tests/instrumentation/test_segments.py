@@ -284,3 +284,18 @@ def test_bad_arguments_are_refused(model) -> None:
         otel_mlmon.instrument_model(_copy(model), segment_by=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="set by otel-mlmon"):
         otel_mlmon.instrument_model(_copy(model), attributes={semconv.ML_SEGMENT: "x"})
+
+
+def test_segment_sketches_of_a_failed_export_are_sent_with_the_next(providers: Providers, model) -> None:
+    frame = _frame(60, seed=5)
+    otel_mlmon.instrument_model(model, name="m", segment_by="region", **providers.kwargs())
+    providers.sketches.mode = "fail"
+    model.predict(frame)
+    assert not force_flush()
+    assert providers.sketches.points(semconv.ML_FEATURE_VALUE) == []
+    providers.sketches.mode = "ok"
+    counts: Counter[str] = Counter()
+    for p in _points(providers, "m")[semconv.ML_FEATURE_VALUE]:
+        if p.attributes[semconv.ML_FEATURE_NAME] == "b":
+            counts[p.attributes[semconv.ML_SEGMENT]] += p.count
+    assert counts == frame["region"].fillna("__missing__").value_counts().to_dict()
