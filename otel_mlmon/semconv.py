@@ -50,6 +50,9 @@ ML_SEGMENT: Final = "ml.segment"
 # The value of the sensitive column of each row (string array, one per row) on ml.predictions events only (opt-in
 # personal data: never on metrics or spans); bounded like segments.
 ML_FAIRNESS_GROUP: Final = "ml.fairness.group"
+# The sensitive column's name (a string) on the ml.predictions events that carry ml.fairness.group: the column the
+# processor's fairness results are on.
+ML_FAIRNESS_ATTRIBUTE: Final = "ml.fairness.attribute"
 ML_FEATURE_PREFIX: Final = "ml.feature."  # + feature name; raw values, only with capture enabled
 # Captured raw values of a wide model (more attributes than CAPTURE_PER_KEY_LIMIT): one map attribute (OTLP
 # kvlist_value) of feature name -> array of the rows' values, instead of one ml.feature.<name> attribute per feature.

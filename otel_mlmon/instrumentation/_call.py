@@ -164,8 +164,12 @@ class Call:
             columns.update(outputs.event_attributes())
         if segments is not None:
             columns[semconv.ML_SEGMENT] = segments
+        base = self.event_base
         if groups is not None:
             columns[semconv.ML_FAIRNESS_GROUP] = groups
+            segmenter = self.recorder.segmenter
+            if segmenter is not None and segmenter.sensitive_column:  # names the column the groups are of
+                base = {**base, semconv.ML_FAIRNESS_ATTRIBUTE: segmenter.sensitive_column}
         if telemetry.settings.capture_features and batch is not None and batch.rows == rows:
             if batch.numeric is not None:
                 for j, name in enumerate(batch.numeric_names):
@@ -175,8 +179,10 @@ class Call:
                                                                values.tolist()]
         if telemetry.settings.event_mode == "per_call":
             record.event = columns  # emitted with the span, in its context
+            if base is not self.event_base:
+                record.event_base = dict(base)
         else:
-            telemetry.buffer.add(self.event_base, columns, rows,
+            telemetry.buffer.add(base, columns, rows,
                                  self.start_ns if record.event_ns is None else record.event_ns)
 
 

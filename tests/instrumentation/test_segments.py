@@ -195,6 +195,7 @@ def test_sensitive_column_on_events_only(providers: Providers, model) -> None:
     events = providers.events(semconv.EVENT_PREDICTIONS)
     assert column(events, semconv.ML_FAIRNESS_GROUP) == [
         "f", "m", "__missing__", "__other__", "f", "__missing__", "__other__", "m"]
+    assert {e.attributes[semconv.ML_FAIRNESS_ATTRIBUTE] for e in events} == {"sex"}  # names the groups' column
     assert all(semconv.ML_SEGMENT not in e.attributes for e in events)
     points = _points(providers, "m")
     sketched = {p.attributes[semconv.ML_FEATURE_NAME] for name in SKETCH_METRICS for p in points[name]
