@@ -22,12 +22,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
-from otel_mlmon.engine.evaluate import Policy, evaluate_window, reference_results
+from otel_mlmon.engine.evaluate import Policy, WindowData, evaluate_window, reference_results
 from otel_mlmon.engine.profile import ReferenceProfile
 from otel_mlmon.processor.alerts import AlertBook, Transition
-from otel_mlmon.processor.assemble import MISSING, window_data
+from otel_mlmon.processor.assemble import MISSING, window_data, window_data_chunks
 from otel_mlmon.processor.bootstrap import bootstrap_profile
 from otel_mlmon.processor.decode import Decoded, PredictionBatch
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, TensorBoardSink, WebhookSink
@@ -63,6 +64,12 @@ def _span(window: RowWindow | TimeWindow) -> tuple[int, int]:
     if isinstance(window, RowWindow):
         return window.first[0], window.last[0]
     return window.start_ns, window.end_ns - 1
+
+
+def _latency(rows: StoredRows) -> float | None:
+    """Mean seconds from a row's event time to its label's arrival (None: no labelled row)."""
+    latencies = [(labeled - at) / 1e9 for at, labeled in zip(rows.times, rows.labeled_ns) if labeled is not None]
+    return sum(latencies) / len(latencies) if latencies else None
 
 
 class Processor:
@@ -108,6 +115,12 @@ class Processor:
             otlp.firing_state(self.alerts.firing())  # alerts that fired before a restart still fire
         for data in store.profiles():  # references registered before a restart
             self.register(ReferenceProfile.from_dict(data, "stored reference profile"), persist=False)
+
+    def close(self) -> None:
+        """Close the alert book's connection, then the store's (the last connection to close checkpoints the WAL:
+        closed here, not whenever the interpreter's teardown gets to it)."""
+        self.alerts.close()
+        self.store.close()
 
     def counters(self) -> dict[str, int]:
         """Everything counted: the store's, the receiver's, failed alert deliveries and evaluations."""
@@ -349,19 +362,32 @@ class Processor:
     def evaluate(self, watched: Monitored, window: RowWindow | TimeWindow, stream: Stream, now: int) -> None:
         profile = watched.profile
         model, version = profile.model, profile.version
+        found: tuple[WindowData, float | None] | None
         if isinstance(window, RowWindow):
-            rows = self.store.stored_rows(model, version, window.first, window.last)
-            data = window_data(profile, window.index, rows, [], features=stream.captured)
+            with closing(self.store.row_chunks(model, version, window.first, window.last)) as chunks:
+                found = window_data_chunks(profile, window.index, chunks, [], features=stream.captured)
+            if found is None:  # multiclass scores or captured features: read whole, row by row
+                rows = self.store.stored_rows(model, version, window.first, window.last)
+                found = window_data(profile, window.index, rows, [], features=stream.captured), _latency(rows)
+            data, latency = found
         else:
             index = self.store.count_windows(model, version, window.scheme, window.key)
             outputs = window.scheme == TIME
-            rows = self.store.stored_rows(model, version, start_ns=window.start_ns, end_ns=window.end_ns) if outputs \
-                else StoredRows.empty()
             points = self.store.sketch_points(model, version, window.start_ns, window.end_ns)
             sketched = any(p.sketch.get("type") != MISSING for p in points)
-            data = window_data(profile, index, rows, points,
-                               features=stream.captured or sketched, start_ns=window.start_ns,
-                               end_ns=window.end_ns, outputs=outputs)
+            features = stream.captured or sketched
+            found = None
+            if outputs:
+                with closing(self.store.row_chunks(model, version, start_ns=window.start_ns,
+                                                   end_ns=window.end_ns)) as chunks:
+                    found = window_data_chunks(profile, index, chunks, points, features=features,
+                                               start_ns=window.start_ns, end_ns=window.end_ns)
+            if found is None:
+                rows = self.store.stored_rows(model, version, start_ns=window.start_ns, end_ns=window.end_ns) \
+                    if outputs else StoredRows.empty()
+                found = window_data(profile, index, rows, points, features=features, start_ns=window.start_ns,
+                                    end_ns=window.end_ns, outputs=outputs), _latency(rows)
+            data, latency = found
             data.rows = window.rows
         results = [r.as_json() for r in evaluate_window(profile, data, self.policy)]
         judged = sorted(data.columns or ())
@@ -370,9 +396,7 @@ class Processor:
                                evaluated_ns=now, replace=("analysis", judged))
         transitions = self.alerts.update(results, now)
         if self.otlp is not None:
-            latencies = [(labeled - at) / 1e9 for at, labeled in zip(rows.times, rows.labeled_ns)
-                         if labeled is not None]
-            self.otlp.results(results, sum(latencies) / len(latencies) if latencies else None)
+            self.otlp.results(results, latency)
         self._send(transitions, now)
         if self.tensorboard is not None:
             self.tensorboard.write(results)
