@@ -5,7 +5,8 @@ A generated Parquet file of N rows (default 10M) x 50 numeric features, with an 
 10 rows), the prediction, the score and the target of a binary classifier, in 10 row windows (1M rows each at
 10M); a reference of 1M rows in 10 windows (its profile built once, locally). Each engine runs in its own process:
 wall time (for Spark, the session start apart), the driver's peak RSS (the Python process; for Spark also the
-JVM's peak, which holds the executors in local mode), and whether Spark's window results equal the local
+JVM's peak, which holds the executors in local mode), CPU seconds of the Python driver, of the JVM and of the
+Spark's Python workers (where the time goes: driver or executors), and whether Spark's window results equal the local
 engine's (same rows, row counts and verdicts, values to 1e-9).
 
 The data is generated once into ``--data`` (default ``/tmp/mlmon-bench-scale``) and reused, and so is each engine's
@@ -106,7 +107,25 @@ else:
     jvm = session.sparkContext._gateway.proc.pid
     with open(f"/proc/{jvm}/status") as status:
         report["jvm_peak_kib"] = next(int(l.split()[1]) for l in status if l.startswith("VmHWM"))
+    def cpu(pid, waited=True):  # CPU seconds of a process (and of the children it has waited for)
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15 if waited else 13]) / os.sysconf("SC_CLK_TCK")
+    parents = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parents[int(name)] = int(open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            pass
+    workers, stack = [], [jvm]
+    while stack:  # the Python workers: descendants of the JVM (its pyspark daemon and the daemon's forks)
+        pid = stack.pop()
+        children = [p for p, parent in parents.items() if parent == pid]
+        workers += children
+        stack += children
+    report["jvm_cpu_s"] = cpu(jvm, waited=False)
+    report["workers_cpu_s"] = sum(cpu(p) for p in workers)
     session.stop()
+report["driver_cpu_s"] = sum(os.times()[:2])  # this process (the Python driver) only
 with open("/proc/self/status") as status:  # VmHWM: this process's own peak (ru_maxrss survives exec)
     report["driver_peak_kib"] = next(int(l.split()[1]) for l in status if l.startswith("VmHWM"))
 with open(out, "wb") as handle:
@@ -173,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(Spark compared with the saved local engine's results: {saved})")
     different = []
     print(f"{'engine':<16}{'wall s':>9}{'session s':>11}{'evaluate s':>12}{'driver MiB':>12}{'JVM MiB':>9}"
-          f"{'rows/s':>12}  results")
+          f"{'rows/s':>12}{'CPU s: driver':>15}{'JVM':>7}{'workers':>9}  results")
     for engine in engines:
         report, rows = run(engine, analysis, profile, args.data, max(args.rows // 10, 1), args.rows,
                            args.driver_memory)
@@ -190,9 +209,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n".join(f"    {line}" for line in diff[:20]), file=sys.stderr)
         jvm = f"{report['jvm_peak_kib'] / 1024:9.0f}" if "jvm_peak_kib" in report else f"{'-':>9}"
         session = f"{report['session_s']:11.1f}" if "session_s" in report else f"{'-':>11}"
+        spark_cpu = (f"{report['jvm_cpu_s']:7.0f}{report['workers_cpu_s']:9.0f}" if "jvm_cpu_s" in report
+                     else f"{'-':>7}{'-':>9}")
         print(f"{name:<16}{report['wall_s']:9.1f}{session}{report['evaluate_s']:12.1f}"
-              f"{report['driver_peak_kib'] / 1024:12.0f}{jvm}{args.rows / report['evaluate_s']:12,.0f}  {same}",
-              flush=True)
+              f"{report['driver_peak_kib'] / 1024:12.0f}{jvm}{args.rows / report['evaluate_s']:12,.0f}"
+              f"{report['driver_cpu_s']:15.0f}{spark_cpu}  {same}", flush=True)
         last = rows
     windows = {r.window for r in last if r.period == "analysis"}
     alerts = sum(1 for r in last if r.alert)
