@@ -14,7 +14,8 @@ results file (``results-ENGINE-ROWS.pickle``): a run without ``local`` in ``--en
 local run of the same rows. Exit status 1 when Spark's results differ from the local engine's (the differences go
 to stderr).
 Run: ``JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 python benchmarks/bench_scale.py [--rows N] [--engines …]
-[--driver-memory 6g]``.
+[--driver-memory 6g] [--kafka | --kafka-only]``; ``--kafka`` then runs ``bench_kafka.py``: processor throughput with 1
+and 2 replicas behind a real Kafka broker (issue 17, item 4).
 """
 
 from __future__ import annotations
@@ -178,10 +179,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: local and Spark masters (default: local,local[1],local[2]); without "
                              "local, Spark's results are compared with a saved local run of the same rows")
     parser.add_argument("--driver-memory", default="6g", help="Spark's spark.driver.memory (default 6g)")
-    # ---- Kafka part (issue 17, item 4: processor throughput with 1 and 2 replicas behind Kafka) ----
-    # The lead wires --kafka here to benchmarks/bench_kafka.py; it runs after the engines' part in main().
-    # ---- end of the Kafka part ----
+    # Kafka part (issue 17, item 4): processor throughput with 1 and 2 replicas behind Kafka (bench_kafka.py).
+    parser.add_argument("--kafka", action="store_true", help="also run benchmarks/bench_kafka.py (1 vs 2 processor "
+                        "replicas behind a real broker) after the engines")
+    parser.add_argument("--kafka-only", action="store_true", help="run only bench_kafka.py")
     args = parser.parse_args(argv)
+    if args.kafka_only:
+        return _kafka()
     analysis, profile = prepare(args.data, args.rows)
     engines = args.engines.split(",")
     results = {}
@@ -219,11 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     alerts = sum(1 for r in last if r.alert)
     print(f"{len(last)} result rows, {len(windows)} windows, {alerts} alerts; "
           f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
-    # ---- the Kafka part runs here (the lead wires it) ----
+    kafka = _kafka() if args.kafka else 0
     if different:
         print(f"FAILED: Spark's results differ from the local engine's ({', '.join(different)})", file=sys.stderr)
         return 1
-    return 0
+    return kafka
+
+
+def _kafka() -> int:
+    """bench_kafka.py's run, side by side 1 and 2 replicas (0, or 2 without Java or the cloud Collector build)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_kafka
+
+    print("\n# processor throughput behind Kafka (bench_kafka.py)", flush=True)
+    return int(bench_kafka.main([]))
 
 
 if __name__ == "__main__":
