@@ -208,7 +208,18 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--model-file", help="a pickled model to predict with, instead of the file's outputs")
     replay.add_argument("--service", help="a model service's URL: rows go to its POST /predict (the service is "
                                           "instrumented itself; examples/model_service.py), labels over OTLP")
+    replay.add_argument("--feature-sketches", action="store_true",
+                        help="also send feature sketches (per segment with --segment-by); default: features are "
+                             "only captured in the events")
     _add_column_flags(replay)
+    replay_groups = replay.add_argument_group("segments and fairness")
+    replay_groups.add_argument("--segment-by", metavar="COLUMN", help="each row's ml.segment is its value of "
+                               "COLUMN (on the events, and on the sketches with --feature-sketches)")
+    replay_groups.add_argument("--max-segments", type=_segment_count, metavar="N",
+                               help="with --segment-by: the first N - 1 values seen are kept, the rest sent as "
+                                    "__other__ (default 10)")
+    replay_groups.add_argument("--sensitive-column", metavar="COLUMN", help="each row's ml.fairness.group is its "
+                               "value of COLUMN (on the events only; COLUMN is then not a feature)")
 
     reference = commands.add_parser("reference", help="reference profiles")
     reference_commands = reference.add_subparsers(dest="reference_command", metavar="SUBCOMMAND")
@@ -397,17 +408,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     """Exit 0 when the endpoint acknowledged every prediction and label, 1 when some were not delivered."""
+    import dataclasses
+
     from otel_mlmon.replay import ReplayOptions, replay
 
     options = ReplayOptions(endpoint=args.endpoint, protocol=args.protocol, batch_rows=args.batch_rows,
                             rate=args.rate, label_delay=args.label_delay, label_shuffle=args.label_shuffle,
-                            label_fraction=args.label_fraction, service=args.service, retry_for=args.retry_for)
+                            label_fraction=args.label_fraction, service=args.service, retry_for=args.retry_for,
+                            max_segments=args.max_segments, feature_sketches=args.feature_sketches)
     if args.service and args.model_file:
         raise ValueError("--service and --model-file exclude each other: the service holds the model")
     if args.labels and not args.id_column:
         raise ValueError("--labels needs --id-column: the labels file's ids join the predictions")
     progress = Progress("replaying")
-    result = replay(args.analysis, _columns(args), args.model, args.model_version, options, args.labels, progress,
+    columns = dataclasses.replace(_columns(args), segment_by=args.segment_by,
+                                  sensitive_column=args.sensitive_column)
+    result = replay(args.analysis, columns, args.model, args.model_version, options, args.labels, progress,
                     args.model_file)
     progress.done()
     if result.delivered:

@@ -82,6 +82,35 @@ call) whose value becomes the prediction id: a one-row call gets ``<value>``, a 
 ``<value>-0`` … ``<value>-<n-1>`` (row index in the call, from 0). Used when no id column gave the ids; an explicit
 ``prediction_ids(ids=...)`` wins over both."""
 
+OTEL_PYTHON_MLMON_SEGMENT_COLUMN: Final = "OTEL_PYTHON_MLMON_SEGMENT_COLUMN"
+"""str, default none. Segments: the name of an input column (pandas DataFrames, dicts of columns, lists of row
+dicts) whose value is each row's segment (``ml.segment``): an array of the rows' segments on every
+``ml.predictions`` event, and every sketch point (``ml.feature.*``, ``ml.prediction.score``,
+``ml.prediction.value``) split per segment, carrying ``ml.segment``: the model's whole sketch is the merge of its
+segments' points (nothing unsegmented is sent besides). The column stays an input (and a feature) of the model.
+Values are bounded per model (``OTEL_PYTHON_MLMON_MAX_SEGMENTS``): those of a segmented reference profile, else the
+first values seen; the rest are ``__other__``; a row without a value (or an input without the column) is
+``__missing__``. ``instrument_model(segment_by=...)`` wins."""
+
+OTEL_PYTHON_MLMON_SEGMENT_BAGGAGE_KEY: Final = "OTEL_PYTHON_MLMON_SEGMENT_BAGGAGE_KEY"
+"""str, default none. Segments: the key of a W3C baggage entry (in the context current at the predict call) whose
+value is the segment of all the call's rows (e.g. ``tenant``); bounded as ``OTEL_PYTHON_MLMON_SEGMENT_COLUMN``'s
+values. Used when no segment column is set or the input has none; no entry: ``__missing__``.
+``instrument_model(segment_baggage_key=...)`` wins."""
+
+OTEL_PYTHON_MLMON_MAX_SEGMENTS: Final = "OTEL_PYTHON_MLMON_MAX_SEGMENTS"
+"""int >= 2, default 10 (as ``mlmon evaluate --max-segments``). Segments per model counting ``__other__``: the
+first ``N - 1`` distinct values seen by the process are kept, later new ones are ``__other__`` (plus
+``__missing__``). With a segmented reference profile its segments are used instead. Also bounds the values of
+``ml.fairness.group``. ``instrument_model(max_segments=...)`` wins."""
+
+OTEL_PYTHON_MLMON_SENSITIVE_COLUMN: Final = "OTEL_PYTHON_MLMON_SENSITIVE_COLUMN"
+"""str, default none. Fairness, opt-in personal data: the name of an input column (e.g. ``sex``) whose value per row
+goes on ``ml.predictions`` events as the string array ``ml.fairness.group`` (missing: ``__missing__``; bounded as
+segments, the rest ``__other__``), never on metrics or spans. The column is not sketched nor captured as a feature
+(as ``mlmon evaluate --sensitive-column``); the model still receives it. ``instrument_model(sensitive_column=...)``
+wins."""
+
 # --- The processor (``mlmon processor serve``): flags > these > the YAML file > defaults --------------------
 
 OTEL_PYTHON_MLMON_PROCESSOR_GRPC_ENDPOINT: Final = "OTEL_PYTHON_MLMON_PROCESSOR_GRPC_ENDPOINT"
@@ -218,6 +247,10 @@ ALL: Final = (
     OTEL_PYTHON_MLMON_MAX_FEATURES,
     OTEL_PYTHON_MLMON_ID_COLUMN,
     OTEL_PYTHON_MLMON_ID_BAGGAGE_KEY,
+    OTEL_PYTHON_MLMON_SEGMENT_COLUMN,
+    OTEL_PYTHON_MLMON_SEGMENT_BAGGAGE_KEY,
+    OTEL_PYTHON_MLMON_MAX_SEGMENTS,
+    OTEL_PYTHON_MLMON_SENSITIVE_COLUMN,
     OTEL_PYTHON_MLMON_PROCESSOR_GRPC_ENDPOINT,
     OTEL_PYTHON_MLMON_PROCESSOR_HTTP_ENDPOINT,
     OTEL_PYTHON_MLMON_PROCESSOR_STORE,

@@ -17,7 +17,14 @@ instrumented service sends, with the file's own answers and times:
 - **Ids**: the ``--id-column``, else the row number in the file zero-padded to one width (``000``, ``001``, …), so
   that id order is file order.
 - **Features**: captured in the events (the processor's row windows are exact, as ``mlmon evaluate``'s); feature
-  sketches are off (a sketch point carries its export time, not the file's).
+  sketches are off unless ``--feature-sketches`` (their points then lie in the sketch intervals of the file's
+  times, sent when replay ends).
+- **Segments and fairness**: ``--segment-by C`` gives each row ``ml.segment`` (the value of column C, bounded by
+  ``--max-segments`` as the instrumentation bounds it: the first values seen, the rest ``__other__``, none
+  ``__missing__``), on the events and, with ``--feature-sketches``, on sketch points made per segment;
+  ``--sensitive-column C`` gives each row ``ml.fairness.group`` on the events (C is then not a feature). The values
+  are handed to the instrumentation beside the model's input (``recorded_as(columns=...)``), so a ``--model-file``
+  model never sees a column it was not fitted on.
 
 Labels (``--labels`` or the file's target column) follow after ``--label-delay`` seconds, optionally shuffled and
 thinned to ``--label-fraction``. ``--rate`` caps rows per second: the demo's driver and the load generator.
@@ -57,6 +64,8 @@ class ReplayOptions:
     seed: int = 0
     service: str | None = None  # a model service's base URL: rows go to its POST /predict instead
     retry_for: float = 60.0  # seconds a failing endpoint is retried before rows are given up
+    max_segments: int | None = None  # segments kept (counting __other__) with columns.segment_by; None: 10
+    feature_sketches: bool = False  # also send feature sketches (per segment with columns.segment_by)
 
     def __post_init__(self) -> None:
         if self.protocol not in ("http/protobuf", "grpc"):
@@ -71,6 +80,8 @@ class ReplayOptions:
             raise ValueError(f"--retry-for must be >= 0 seconds, got {self.retry_for}")
         if self.service is not None and not self.service.startswith(("http://", "https://")):
             raise ValueError(f"--service must be an http(s) URL, got {self.service!r}")
+        if self.max_segments is not None and self.max_segments < 2:
+            raise ValueError(f"--max-segments must be at least 2, got {self.max_segments}")
 
 
 @dataclass
@@ -311,6 +322,14 @@ def replay(path: str, columns: Any, model_name: str, version: str, options: Repl
     types = _check_columns(data, columns, need_target=False)
     if labels_path and not columns.id_column:
         raise ValueError("--labels needs --id-column: the labels file's ids join the predictions")
+    grouped = [flag for flag, name in (("--segment-by", columns.segment_by),
+                                       ("--sensitive-column", columns.sensitive_column)) if name]
+    if options.max_segments is not None and not columns.segment_by:
+        raise ValueError("--max-segments bounds the segments of --segment-by: give --segment-by too")
+    if grouped and options.service is not None:
+        raise ValueError(f"{' and '.join(grouped)} apply to the predictions replay records itself; with --service "
+                         "the model service's own settings (OTEL_PYTHON_MLMON_SEGMENT_COLUMN, "
+                         "OTEL_PYTHON_MLMON_SENSITIVE_COLUMN) decide")
     task = _infer_task(columns, types)
     classes = _classes(data, columns, task)
     features = columns.features if columns.features is not None else [
@@ -380,7 +399,7 @@ def _send(data: Any, types: dict[str, Any], columns: Any, features: list[str], t
                           and str(types[prediction]).startswith(("int", "uint")))
     event_rows = int(min(4096, max(16, MAX_EVENT_BYTES // (BYTES_PER_VALUE * per_row))))
     settings = {env.OTEL_PYTHON_MLMON_CAPTURE_FEATURES: "true",  # exact row windows in the processor
-                env.OTEL_PYTHON_MLMON_FEATURE_SKETCHES: "false",  # sketch points would carry the send time
+                env.OTEL_PYTHON_MLMON_FEATURE_SKETCHES: "true" if options.feature_sketches else "false",
                 env.OTEL_PYTHON_MLMON_EVENT_MAX_ROWS: str(event_rows)}  # events of a wide model stay small
     previous = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)  # read when the telemetry is made, just below
@@ -388,13 +407,16 @@ def _send(data: Any, types: dict[str, Any], columns: Any, features: list[str], t
         model = otel_mlmon.instrument_model(real if real is not None else stand_in, name=model_name,
                                             version=version, task=task if real is None else None,
                                             feature_names=features, tracer_provider=tracer_provider,
-                                            meter_provider=meter_provider, logger_provider=logger_provider)
+                                            meter_provider=meter_provider, logger_provider=logger_provider,
+                                            segment_by=columns.segment_by, max_segments=options.max_segments,
+                                            sensitive_column=columns.sensitive_column)
     finally:
         for name, value in previous.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+    grouping = [name for name in (columns.segment_by, columns.sensitive_column) if name]
     started = time.monotonic()
     send_ns = time.time_ns()
     truth: dict[str, Any] = {}
@@ -411,7 +433,9 @@ def _send(data: Any, types: dict[str, Any], columns: Any, features: list[str], t
                 labels = None
                 if real is None and prediction and classification:
                     labels = _labels(rows[prediction], integer_labels, data.path, prediction, part.first + begin)
-                with otel_mlmon.prediction_ids(ids=ids), recorded_as(time_unix_nano=at, labels=labels):
+                given = {name: rows[name].tolist() for name in grouping} if grouping else None
+                with otel_mlmon.prediction_ids(ids=ids), recorded_as(time_unix_nano=at, labels=labels,
+                                                                     columns=given):
                     if real is not None:
                         (model.predict_proba if hasattr(model, "predict_proba") else model.predict)(frame)
                     elif columns.score_columns:

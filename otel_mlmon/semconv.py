@@ -40,6 +40,19 @@ ML_PREDICTION_VALUE: Final = "ml.prediction.value"
 # calls buffered together); absent, every row's time is the record's timestamp.
 ML_PREDICTION_TIME: Final = "ml.prediction.time"
 ML_LABEL_VALUE: Final = "ml.label.value"
+# The segment of each row (string array, one per row, in row order) on ml.predictions events, and the segment of a
+# sketch point (a string) on every pre-aggregated point (ml.feature.value, ml.feature.value.m2, ml.feature.missing,
+# ml.feature.category.count, ml.prediction.score, ml.prediction.value) when segments are configured: one point per
+# feature per segment per interval, the model's whole sketch being their merge. Never on spans, ml.operation.duration
+# or the ml.predictions counter. Bounded per model (OTEL_PYTHON_MLMON_MAX_SEGMENTS): values beyond the bound are
+# __other__, rows without a value __missing__.
+ML_SEGMENT: Final = "ml.segment"
+# The value of the sensitive column of each row (string array, one per row) on ml.predictions events only (opt-in
+# personal data: never on metrics or spans); bounded like segments.
+ML_FAIRNESS_GROUP: Final = "ml.fairness.group"
+# The sensitive column's name (a string) on the ml.predictions events that carry ml.fairness.group: the column the
+# processor's fairness results are on.
+ML_FAIRNESS_ATTRIBUTE: Final = "ml.fairness.attribute"
 ML_FEATURE_PREFIX: Final = "ml.feature."  # + feature name; raw values, only with capture enabled
 # Captured raw values of a wide model (more attributes than CAPTURE_PER_KEY_LIMIT): one map attribute (OTLP
 # kvlist_value) of feature name -> array of the rows' values, instead of one ml.feature.<name> attribute per feature.
@@ -78,6 +91,7 @@ MISSING_INVALID: Final = "invalid"  # not a number in a numeric column (e.g. a s
 
 # Overflow buckets (bounded cardinality)
 OTHER_CATEGORY: Final = "__other__"
+MISSING_SEGMENT: Final = "__missing__"  # ml.segment / ml.fairness.group of a row without a value
 OVERFLOW_MODEL_NAME: Final = "__overflow__"
 
 # --- Metrics emitted by the instrumentation ------------------------------------------------------------------

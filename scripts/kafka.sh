@@ -6,6 +6,8 @@
 #   scripts/kafka.sh serve DIR PORT CPORT       # format DIR (once) and run the broker in the foreground:
 #                                               #   clients on 127.0.0.1:PORT, the KRaft controller on CPORT
 #   scripts/kafka.sh topic PORT NAME PARTITIONS # create a topic (no error if it exists)
+#   scripts/kafka.sh offsets PORT GROUP         # a consumer group's committed offsets, log-end offsets and lag
+#                                               #   per partition (kafka-consumer-groups --describe)
 #
 # The jars are org.apache.kafka:kafka_2.13 (the broker) and kafka-tools (the topic command) with their runtime
 # dependencies, copied by `mvn dependency:copy-dependencies` into
@@ -100,7 +102,10 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
+# Kafka's default: a new group's first rebalance waits 3 s for more members, so processor replicas started
+# together split the partitions from the start (with 0 the first to join takes all of them and reads some
+# models' messages before the others join: those models' state would be split between two processors).
+group.initial.rebalance.delay.ms=3000
 auto.create.topics.enable=false
 EOF
     if [ ! -f "$dir/data/meta.properties" ]; then
@@ -120,8 +125,14 @@ EOF
       --bootstrap-server "127.0.0.1:$2" --create --if-not-exists --topic "$3" --partitions "$4" \
       --replication-factor 1
     ;;
+  offsets)
+    [ $# -eq 3 ] || { echo "usage: $0 offsets PORT GROUP" >&2; exit 2; }
+    fetch
+    exec java "${java_opts[@]}" -cp "$(classpath)" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+      --bootstrap-server "127.0.0.1:$2" --describe --group "$3"
+    ;;
   *)
-    echo "usage: $0 classpath | serve DIR PORT CONTROLLER_PORT | topic PORT NAME PARTITIONS" >&2
+    echo "usage: $0 classpath | serve DIR PORT CONTROLLER_PORT | topic PORT NAME PARTITIONS | offsets PORT GROUP" >&2
     exit 2
     ;;
 esac

@@ -120,6 +120,86 @@ def test_replay_of_a_multiclass_file_sends_its_labels_and_every_score(tmp_path: 
             [expected.p_a[pid], expected.p_b[pid], expected.p_c[pid]]
 
 
+def _grouped(n: int, seed: int) -> pd.DataFrame:
+    frame = _binary(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    region = rng.choice(["eu", "us", "apac", "latam"], n).astype(object)
+    region[rng.random(n) < 0.1] = None
+    return frame.assign(region=region, sex=rng.choice(["f", "m"], n))
+
+
+def _bounded(values: list[Any], kept: int) -> list[str]:
+    """The instrumentation's bound, written out: the first ``kept`` distinct values stay, later ones __other__."""
+    seen: list[str] = []
+    out = []
+    for value in values:
+        if pd.isna(value):
+            out.append("__missing__")
+            continue
+        if value not in seen and len(seen) < kept:
+            seen.append(value)
+        out.append(value if value in seen else "__other__")
+    return out
+
+
+def test_replay_sends_segments_and_fairness_groups_and_segment_sketches(tmp_path: Path) -> None:
+    frame = _grouped(300, 6)
+    frame.to_parquet(tmp_path / "data.parquet")
+    with OtlpReceiver() as receiver:
+        assert cli.main(["replay", "--analysis", str(tmp_path / "data.parquet"), "--model", "credit",
+                         "--id-column", "id", "--timestamp-column", "ts", "--prediction-column", "pred",
+                         "--score-column", "score", "--segment-by", "region", "--max-segments", "3",
+                         "--sensitive-column", "sex", "--feature-sketches", "--endpoint", receiver.endpoint]) == 0
+        rows = _rows(receiver)
+        sketches = receiver.metrics(semconv.ML_FEATURE_VALUE)
+    sent = frame.assign(t=frame.ts.map(lambda t: t.value)).sort_values(["t", "id"], kind="stable")
+    expected = dict(zip(sent.id, _bounded(sent.region.tolist(), 2)))
+    assert [r["id"] for r in rows] == sent.id.tolist()
+    assert {r["id"]: r[semconv.ML_SEGMENT] for r in rows} == expected
+    assert {r["id"]: r[semconv.ML_FAIRNESS_GROUP] for r in rows} == dict(zip(frame.id, frame.sex))
+    assert all(semconv.ML_FEATURE_PREFIX + "sex" not in r for r in rows)  # not a feature
+    assert all(semconv.ML_FEATURE_PREFIX + "region" in r for r in rows)  # a feature, as in mlmon evaluate
+    counts: dict[str, int] = {}
+    for metric in sketches:
+        for point in metric.histogram.data_points:
+            found = attributes(point)
+            assert found[semconv.ML_FEATURE_NAME] != "sex" and semconv.ML_FAIRNESS_GROUP not in found
+            if found[semconv.ML_FEATURE_NAME] == "x":
+                counts[found[semconv.ML_SEGMENT]] = counts.get(found[semconv.ML_SEGMENT], 0) + point.count
+    assert counts == dict(pd.Series(list(expected.values())).value_counts())
+
+
+def test_replay_with_a_model_file_gives_segments_the_model_never_sees(tmp_path: Path) -> None:
+    import pickle
+
+    from sklearn.linear_model import LogisticRegression
+
+    frame = _grouped(120, 7).drop(columns=["ts"])
+    model = LogisticRegression().fit(frame[["x"]], frame.y)  # refuses a frame with other columns
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(model))
+    frame.to_parquet(tmp_path / "data.parquet")
+    with OtlpReceiver() as receiver:
+        assert cli.main(["replay", "--analysis", str(tmp_path / "data.parquet"), "--model", "m", "--id-column", "id",
+                         "--features", "x", "--model-file", str(tmp_path / "model.pkl"), "--segment-by", "region",
+                         "--sensitive-column", "sex", "--endpoint", receiver.endpoint]) == 0
+        rows = {r["id"]: r for r in _rows(receiver)}
+    assert {pid: r[semconv.ML_SEGMENT] for pid, r in rows.items()} == dict(zip(frame.id, frame.region.fillna(
+        "__missing__")))
+    assert {pid: r[semconv.ML_FAIRNESS_GROUP] for pid, r in rows.items()} == dict(zip(frame.id, frame.sex))
+    scores = model.predict_proba(frame[["x"]])[:, 1]
+    assert [rows[pid][semconv.ML_PREDICTION_SCORE] for pid in frame.id] == pytest.approx(scores.tolist())
+
+
+def test_replay_segment_flags_that_do_not_go_together_are_usage_errors(tmp_path: Path, capsys) -> None:
+    _grouped(20, 8).to_parquet(tmp_path / "data.parquet")
+    base = ["replay", "--analysis", str(tmp_path / "data.parquet"), "--model", "m", "--prediction-column", "pred",
+            "--endpoint", "http://127.0.0.1:9"]
+    assert cli.main([*base, "--max-segments", "3"]) == 2
+    assert "--max-segments bounds the segments of --segment-by" in capsys.readouterr().err
+    assert cli.main([*base, "--segment-by", "nope"]) != 0
+    assert "'nope'" in capsys.readouterr().err
+
+
 # --- delivery: what the endpoint acknowledged -----------------------------------------------------------------
 
 def _replay_args(path: Path, endpoint: str, *extra: str) -> list[str]:

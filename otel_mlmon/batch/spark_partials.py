@@ -176,8 +176,10 @@ class SplitRanks:
     total: int
 
     def windows(self, spec: Any, files: np.ndarray, blocks: np.ndarray, places: np.ndarray) -> np.ndarray:
-        firsts = np.fromiter((self.offsets[(int(f), int(b))] for f, b in zip(files.tolist(), blocks.tolist())),
-                             dtype=np.int64, count=len(files))
+        firsts = np.empty(len(files), dtype=np.int64)
+        change = np.flatnonzero((files[1:] != files[:-1]) | (blocks[1:] != blocks[:-1])) + 1
+        for begin, end in zip([0, *change.tolist()], [*change.tolist(), len(files)]):  # one look-up per split
+            firsts[begin:end] = self.offsets[(int(files[begin]), int(blocks[begin]))]
         return np.asarray(spec.rank_windows(firsts + places, self.total))
 
 

@@ -4,8 +4,10 @@
 - :mod:`.console`: what the demo prints (legend, one line per window, alert counts).
 - :mod:`.run`: ``mlmon demo`` (an embedded processor, no server) and ``mlmon demo --stack``.
 - :mod:`.stack`: the docker-compose topology run natively (needs a source checkout).
+- :mod:`.kafka`: that stack with Kafka between the Collector and 1 or 2 processors (``mlmon demo --stack --kafka``).
 - :mod:`.credentials`: the processor's token and TLS files; :mod:`.ports`: loopback ports.
 
-Imports go one way: ``run`` → ``console`` → ``data``, and ``run`` → ``stack`` → ``data``, ``credentials``, ``ports``
-(nothing imports ``run``). Importing this package, ``run`` or ``stack`` imports the standard library only.
+Imports go one way: ``run`` → ``console`` → ``data``, ``run`` → ``kafka`` → ``stack``, and ``stack`` → ``data``,
+``credentials``, ``ports`` (nothing imports ``run``). Importing this package, ``run``, ``stack`` or ``kafka`` imports
+the standard library only.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -182,22 +183,35 @@ def _stack_alert_lines(results: list[dict[str, Any]], alerts: list[dict[str, Any
             f"  {COUNTS_DIFFER}"]
 
 
-def run_stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
+def run_stack(out: TextIO = sys.stdout, hold_s: float | None = None, kafka: bool = False, replicas: int = 1) -> int:
     """``mlmon demo --stack``: the docker-compose topology natively (:mod:`otel_mlmon.demo.stack`): the model
     service under ``opentelemetry-instrument``, the Collector built from our manifest, the processor, Prometheus
     with our rules and Alertmanager. Streams the drifting data with late labels, shows windows and alerts as they
     come, then keeps the stack up for ``hold_s`` seconds (None: until Ctrl-C) so that Prometheus and Alertmanager
-    can be browsed. Exit 2 (one line on stderr) outside a source checkout."""
+    can be browsed. With ``kafka``, Kafka runs between the Collector and ``replicas`` processors
+    (:mod:`otel_mlmon.demo.kafka`). Exit 2 (one line on stderr) outside a source checkout, or with ``kafka`` when
+    Java or the cloud Collector build is missing."""
     import pickle
     from pathlib import Path
 
+    from otel_mlmon.demo.kafka import KafkaStack, find_kafka
     from otel_mlmon.demo.stack import NativeStack, find_binaries
 
     if not in_checkout():
         return 2
-    print("mlmon demo --stack: the demo stack of docker-compose.yml, natively: an instrumented model service, the "
-          "otel-mlmon Collector, the processor, Prometheus and Alertmanager.", file=out)
-    binaries, missing = find_binaries()
+    kafka_collector, lacking = find_kafka() if kafka else (None, "")
+    if lacking:
+        print(f"mlmon: error: {lacking}", file=sys.stderr)
+        return 2
+    if kafka:
+        print(f"mlmon demo --stack --kafka: the demo stack of docker-compose.yml natively, with Kafka between the "
+              f"Collector and {replicas} processor{'s' if replicas > 1 else ''} (docker-compose.kafka.yml): an "
+              "instrumented model service, the otel-mlmon Collector writing to a Kafka broker, a Collector reading "
+              "it in front of each processor, Prometheus and Alertmanager.", file=out)
+    else:
+        print("mlmon demo --stack: the demo stack of docker-compose.yml, natively: an instrumented model service, "
+              "the otel-mlmon Collector, the processor, Prometheus and Alertmanager.", file=out)
+    binaries, missing = find_binaries(collector=kafka_collector)
     if binaries is None:
         print("Missing here:", file=out)
         for line in missing:
@@ -208,7 +222,8 @@ def run_stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
     import pandas as pd
 
     folder = Path(tempfile.mkdtemp(prefix="mlmon-stack-"))
-    native = NativeStack(folder, binaries, interval_s=2.0)
+    native = (KafkaStack(folder, binaries, interval_s=2.0, kafka_collector=kafka_collector or "", replicas=replicas)
+              if kafka else NativeStack(folder, binaries, interval_s=2.0))
     inputs = native.prepare(serve_rows=STACK_ROWS)
     with open(inputs["model"], "rb") as handle:  # the service's model: the shares of its predictions per window
         table = WindowTable(window_shares(pickle.load(handle), pd.read_csv(inputs["serving"])))
@@ -218,10 +233,15 @@ def run_stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
         except RuntimeError as exc:  # a component that does not start: say which, and where its log is
             print(f"the stack did not start: {exc}\nlogs: {folder}", file=out)
             return 1
+        apis = native.processor_apis()
         for name, what in (("model", "model service"), ("otlp_http", "Collector OTLP/HTTP"),
-                           ("processor_http", "processor API (/v1/results)"), ("prometheus", "Prometheus"),
-                           ("alertmanager", "Alertmanager")):
+                           *((api, f"processor {api[-1]} (/v1/results)" if kafka else "processor API (/v1/results)")
+                             for api in apis),
+                           ("prometheus", "Prometheus"), ("alertmanager", "Alertmanager")):
             print(f"  {what:<28} {native.url(name)}", file=out)
+        if isinstance(native, KafkaStack):
+            print(f"  {'Kafka broker':<28} {native.brokers} (topics otel-mlmon-events, otel-mlmon-sketches)",
+                  file=out)
         if binaries.jaeger:
             print(f"  {'Jaeger (traces)':<28} {native.url('jaeger_query')}", file=out)
         print(f"  logs and state in {folder}\n", file=out)
@@ -271,6 +291,11 @@ def run_stack(out: TextIO = sys.stdout, hold_s: float | None = None) -> int:
         _print(out, table.lines(results, final=True))
         _print(out, ["", *_stack_alert_lines(results, alerts),
                      "Prometheus holds the ml_* series; Alertmanager groups and routes the alerts."])
+        if isinstance(native, KafkaStack):  # what went through Kafka: the broker's own count
+            try:
+                _print(out, native.offset_lines())
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                print(f"Kafka: the consumer groups' offsets could not be read ({exc})", file=out)
         if hold_s is None:
             print("The stack keeps running: browse Prometheus and Alertmanager above. Ctrl-C stops it.", file=out,
                   flush=True)

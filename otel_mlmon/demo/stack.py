@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from otel_mlmon.demo.credentials import Certificates, write_secrets
 from otel_mlmon.demo.ports import free_port
@@ -62,10 +62,12 @@ def _cached(name: str) -> str | None:
     return built[-1] if built else None
 
 
-def find_binaries(repo: Path = REPO) -> tuple[Binaries | None, list[str]]:
-    """The stack's programs, or what is missing with how to get it."""
+def find_binaries(repo: Path = REPO, collector: str | None = None) -> tuple[Binaries | None, list[str]]:
+    """The stack's programs (``collector``: this Collector rather than the core build), or what is missing with
+    how to get it."""
     missing = []
-    collector = os.environ.get("MLMON_OTELCOL") or shutil.which("otelcol-mlmon") or _cached("otelcol-mlmon")
+    collector = (collector or os.environ.get("MLMON_OTELCOL") or shutil.which("otelcol-mlmon")
+                 or _cached("otelcol-mlmon"))
     if collector is None:
         missing.append(f"the otel-mlmon Collector: run {repo / 'collector' / 'build.sh'} (needs Go and its module "
                        "proxy; a few minutes the first time), or set MLMON_OTELCOL to a Collector binary")
@@ -117,16 +119,21 @@ class NativeStack:
 
     # --- URLs --------------------------------------------------------------------------------------------
     def url(self, name: str) -> str:
-        scheme = "https" if name == "processor_http" else "http"  # the processor's listeners speak TLS
+        scheme = "https" if name.startswith("processor_http") else "http"  # the processor's listeners speak TLS
         return f"{scheme}://127.0.0.1:{self.ports[name]}"
 
-    def processor_api(self, path: str) -> Any:
-        """GET a JSON document of the processor's API, over TLS with its bearer token."""
+    def processor_apis(self) -> list[str]:
+        """The port names of the processors' HTTP APIs (one processor here)."""
+        return ["processor_http"]
+
+    def processor_api(self, path: str, api: str = "processor_http") -> Any:
+        """GET a JSON document of a processor's API (``api``: a name of :meth:`processor_apis`), over TLS with its
+        bearer token."""
         import ssl
 
         assert self.secrets is not None, "start() makes the processor's token and certificates"
         token, certs = self.secrets
-        request = urllib.request.Request(self.url("processor_http") + path,
+        request = urllib.request.Request(self.url(api) + path,
                                          headers={"Authorization": f"Bearer {token.read_text().strip()}"})
         context = ssl.create_default_context(cafile=str(certs.ca))
         with urllib.request.urlopen(request, timeout=5, context=context) as answer:
@@ -211,14 +218,15 @@ class NativeStack:
         self._wait("prometheus", lambda: urllib.request.urlopen(self.url("prometheus") + "/-/ready",
                                                                 timeout=2).status == 200)
 
-    def _start_processor(self) -> None:
+    def _start_processor(self, name: str = "processor", grpc: str = "processor_grpc",
+                         http: str = "processor_http") -> None:
+        """A processor ``name`` listening on the ports named ``grpc`` and ``http``, its store ``name.db``."""
         assert self.secrets is not None
         token, certs = self.secrets
-        self._spawn("processor", [
+        self._spawn(name, [
             sys.executable, "-m", "otel_mlmon.cli", "processor", "serve",
-            "--grpc-endpoint", f"127.0.0.1:{self.ports['processor_grpc']}",
-            "--http-endpoint", f"127.0.0.1:{self.ports['processor_http']}",
-            "--store", str(self.folder / "processor.db"), "--reference", self.inputs["reference"],
+            "--grpc-endpoint", f"127.0.0.1:{self.ports[grpc]}", "--http-endpoint", f"127.0.0.1:{self.ports[http]}",
+            "--store", str(self.folder / f"{name}.db"), "--reference", self.inputs["reference"],
             "--alertmanager", self.url("alertmanager"), "--auth-token-file", str(token),
             "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)], env={
             "OTEL_SERVICE_NAME": "mlmon-processor", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
@@ -227,7 +235,7 @@ class NativeStack:
             # A demo streams for seconds, not hours: windows close 5 s behind the newest row (the Collector's
             # batching and the sketch interval fit in that), and all of them 10 s after the last row.
             "OTEL_PYTHON_MLMON_PROCESSOR_ALLOWED_LATENESS_S": "5", "OTEL_PYTHON_MLMON_PROCESSOR_IDLE_TIMEOUT_S": "10"})
-        self._wait("processor", lambda: self.processor_api("/healthz")["status"] == "ok")
+        self._wait(name, lambda: self.processor_api("/healthz", http)["status"] == "ok")
 
     def _start_jaeger(self) -> None:
         assert self.binaries.jaeger is not None
@@ -254,6 +262,10 @@ class NativeStack:
                 "MLMON_QUEUE_DIR": str(self.folder / "collector-queue"),
                 "MLMON_JAEGER_ENDPOINT": f"127.0.0.1:{self.ports['jaeger_otlp']}"}
 
+    def collector_overlays(self) -> list[Path]:
+        """Configs merged after the main Collector's own (none here)."""
+        return []
+
     def _start_collector(self) -> None:
         # Natively, traces also go to a file (only there when Jaeger was not built), and the processor's alert
         # events to a file as well as to the debug exporter (in the compose stack: your logs backend).
@@ -264,9 +276,9 @@ class NativeStack:
                           "file/alerts": {"path": str(self.folder / "alert-events.jsonl")}},
             "service": {"pipelines": {"traces": {"exporters": traces},
                                       "logs/results": {"exporters": ["debug", "file/alerts"]}}}}))
-        self._spawn("collector", [self.binaries.collector,
-                                  f"--config={self.repo / 'collector' / 'otelcol-config.yaml'}",
-                                  f"--config={overlay}"], env=self.collector_env())
+        configs = [self.repo / "collector" / "otelcol-config.yaml", overlay, *self.collector_overlays()]
+        self._spawn("collector", [self.binaries.collector, *(f"--config={path}" for path in configs)],
+                    env=self.collector_env())
         self._wait("collector", lambda: urllib.request.urlopen(self.url("health"), timeout=2).status == 200)
 
     def _start_model(self) -> None:
@@ -316,11 +328,17 @@ class NativeStack:
         except urllib.error.HTTPError as exc:
             return int(exc.code)
 
+    # The order stop() stops processes in: a name, or the prefix of names ``prefix-…`` (the first that matches).
+    STOP_ORDER: ClassVar[tuple[str, ...]] = ("model", "processor", "collector", "jaeger", "prometheus", "alertmanager")
+
+    def _stop_rank(self, name: str) -> int:
+        return next((rank for rank, first in enumerate(self.STOP_ORDER)
+                     if name == first or name.startswith(first + "-")), len(self.STOP_ORDER))
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 15 s: the model first (it flushes to the Collector), then the processor
         (its last results still reach the Collector), then the Collector and the backends."""
-        order = ["model", "processor", "collector", "jaeger", "prometheus", "alertmanager"]
-        for name in sorted(self.processes, key=lambda n: order.index(n) if n in order else len(order)):
+        for name in sorted(self.processes, key=self._stop_rank):
             process = self.processes[name]
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -357,6 +375,6 @@ class NativeStack:
 
     def results(self) -> list[dict[str, Any]]:
         """The processor's window results (its GET /v1/results)."""
-        answer = self.processor_api("/v1/results?" + urllib.parse.urlencode({"model": MODEL}))
-        return list(answer["results"])
+        query = "/v1/results?" + urllib.parse.urlencode({"model": MODEL})
+        return [row for api in self.processor_apis() for row in self.processor_api(query, api)["results"]]
 

@@ -24,8 +24,9 @@ from otel_mlmon.instrumentation._config import (
 )
 from otel_mlmon.instrumentation._ids import PredictionIds
 from otel_mlmon.instrumentation._outputs import RAW
-from otel_mlmon.instrumentation._reference import load_columns
+from otel_mlmon.instrumentation._reference import Reference, load_reference
 from otel_mlmon.instrumentation._runtime import RUNTIME
+from otel_mlmon.instrumentation._segments import SegmentConfig
 from otel_mlmon.instrumentation._telemetry import Telemetry
 from otel_mlmon.instrumentation._wrap import make_wrapper, system_of
 
@@ -57,6 +58,8 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
                      feature_names: Sequence[str] | None = None,
                      reference: str | os.PathLike[str] | Mapping[str, Any] | None = None, *,
                      decision_threshold: float | None = None, attributes: Mapping[str, Any] | None = None,
+                     segment_by: str | None = None, segment_baggage_key: str | None = None,
+                     max_segments: int | None = None, sensitive_column: str | None = None,
                      tracer_provider: Any = None, meter_provider: Any = None, logger_provider: Any = None,
                      sketch_exporter: MetricExporter | None = None) -> Any:
     """Record every prediction of ``model``: spans, latency and row counts, feature sketches, events.
@@ -80,6 +83,16 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
         attributes: extra attributes of this model's spans and ``ml.predictions`` events (e.g. a registry's run
             id): string keys, values str, bool, int, float or sequences of one of them; never on metrics. Keys
             otel-mlmon sets itself (``ml.model.name``, ``ml.prediction.*``, …) are refused.
+        segment_by: an input column (of DataFrames, dicts of columns, lists of row dicts) whose value is each
+            row's segment: ``ml.segment`` on events (one per row) and on every sketch point (sketched per
+            segment). Default: ``OTEL_PYTHON_MLMON_SEGMENT_COLUMN``, else a segmented reference profile's column.
+        segment_baggage_key: a W3C baggage entry whose value is the segment of all of a call's rows (when there
+            is no segment column). Default: ``OTEL_PYTHON_MLMON_SEGMENT_BAGGAGE_KEY``.
+        max_segments: segments kept, counting ``__other__`` (the first values seen; a segmented reference
+            profile's own segments instead). Default: ``OTEL_PYTHON_MLMON_MAX_SEGMENTS``, else 10.
+        sensitive_column: an input column whose value per row goes on events as ``ml.fairness.group`` (opt-in
+            personal data, never on metrics or spans); it is not sketched. Default:
+            ``OTEL_PYTHON_MLMON_SENSITIVE_COLUMN``.
         tracer_provider, meter_provider, logger_provider: default: the global providers.
         sketch_exporter: where feature sketches go; default: the meter provider's periodic exporter.
 
@@ -101,7 +114,20 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
         names = tuple(str(n) for n in feature_names)
         if len(set(names)) != len(names):
             raise ValueError(f"feature_names has duplicates: {sorted({n for n in names if names.count(n) > 1})}")
-    columns = load_columns(reference) if reference is not None else {}
+    loaded = load_reference(reference) if reference is not None else None
+    columns = loaded.columns if loaded is not None else {}
+    for what, value in (("segment_by", segment_by), ("segment_baggage_key", segment_baggage_key),
+                        ("sensitive_column", sensitive_column)):
+        if value is not None:
+            _check_name(value, what, allow_empty=False)
+    if max_segments is not None and (isinstance(max_segments, bool) or not isinstance(max_segments, int)
+                                     or max_segments < 2):
+        raise ValueError(f"max_segments must be a whole number of at least 2 (counting __other__), got "
+                         f"{max_segments!r}")
+    if segment_by is not None and loaded is not None and loaded.segment_column not in (None, segment_by):
+        raise ValueError(f"segment_by={segment_by!r}, but the reference profile's segments are of "
+                         f"{loaded.segment_column!r}: rebuild it with `mlmon reference build --segment-by "
+                         f"{segment_by}`, or leave segment_by out")
     threshold = _check_threshold(decision_threshold, model, task)
     extra = _check_attributes(attributes)
 
@@ -111,8 +137,10 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
         raise TypeError(f"{cls.__name__} has no predict, predict_proba, decision_function or torch forward "
                         "to instrument")
     telemetry = telemetry_for(tracer_provider, meter_provider, logger_provider, sketch_exporter)
+    segmenting = _segmenting(telemetry, loaded, segment_by, segment_baggage_key, max_segments, sensitive_column)
     config = ModelConfig(name=name, version=version, task=task, feature_names=names, columns=columns,
-                         telemetry=telemetry, decision_threshold=threshold, attributes=extra)
+                         telemetry=telemetry, decision_threshold=threshold, attributes=extra,
+                         segmenting=segmenting)
     try:
         object.__setattr__(model, CONFIG_ATTRIBUTE, config)
     except (AttributeError, TypeError):
@@ -128,6 +156,22 @@ def instrument_model(model: Any, name: str | None = None, version: str | None = 
         methods = [m for m in _patch.PREDICT_METHODS if getattr(model, m, None) is not None]
         _patch.wrap_resolved(cls, _patch.MANUAL, system_of(cls), _patch.estimator_task, model, methods)
     return model
+
+
+def _segmenting(telemetry: Telemetry, loaded: Reference | None, segment_by: str | None,
+                baggage_key: str | None, max_segments: int | None, sensitive_column: str | None) -> SegmentConfig:
+    """Arguments > the environment (the telemetry's settings) > a segmented profile's column > off."""
+    settings = telemetry.settings
+    column = segment_by if segment_by is not None else settings.segment_column
+    baggage_key = baggage_key if baggage_key is not None else settings.segment_baggage_key
+    segments = None
+    if loaded is not None and loaded.segments is not None:
+        if column is None and baggage_key is None:
+            column = loaded.segment_column
+        if column == loaded.segment_column or (column is None and baggage_key == loaded.segment_column):
+            segments = loaded.segments
+    return SegmentConfig(column, baggage_key, max_segments if max_segments is not None else settings.max_segments,
+                         sensitive_column if sensitive_column is not None else settings.sensitive_column, segments)
 
 
 def uninstrument_model(model: Any) -> Any:

@@ -19,6 +19,7 @@ from otel_mlmon.instrumentation import _guard, _ids, _overrides
 from otel_mlmon.instrumentation._inputs import InputBatch
 from otel_mlmon.instrumentation._outputs import OutputBatch, read_output
 from otel_mlmon.instrumentation._recorder import ModelRecorder
+from otel_mlmon.instrumentation._segments import MISSING
 from otel_mlmon.instrumentation._spans import SpanRecord
 from otel_mlmon.instrumentation._telemetry import Telemetry
 
@@ -111,7 +112,26 @@ class Call:
                 _guard.failure("override", exc)
         if rows is not None:
             telemetry.count_rows(self.operation, rows)
-            if telemetry.sketching():
+            segments = groups = None
+            segmenter = recorder.segmenter
+            if segmenter is not None:
+                try:
+                    if override is not None and override.columns is not None and batch is not None:
+                        batch.segments = override.columns.get(segmenter.column or "", batch.segments)
+                        batch.sensitive = override.columns.get(segmenter.sensitive_column or "", batch.sensitive)
+                    segments = segmenter.segments_of(batch, rows, self.parent)
+                    groups = segmenter.groups_of(batch, rows)
+                except Exception as exc:
+                    _guard.failure("segment", exc)
+                    segments = [MISSING] * rows if segmenter.segments is not None else None
+                    groups = [MISSING] * rows if segmenter.groups is not None else None
+            if segments is not None:
+                if telemetry.sketching():
+                    try:
+                        recorder.record_segments(batch, outputs, segments, event_ns)
+                    except Exception as exc:
+                        _guard.failure("sketch", exc)
+            elif telemetry.sketching():
                 if batch is not None:
                     try:
                         recorder.record_inputs(batch, event_ns)
@@ -123,7 +143,7 @@ class Call:
                     except Exception as exc:
                         _guard.failure("sketch", exc)
             try:
-                self._event(rows, outputs, batch, record)
+                self._event(rows, outputs, batch, record, segments, groups)
             except Exception as exc:
                 _guard.failure("event", exc)
         try:
@@ -131,7 +151,8 @@ class Call:
         except Exception as exc:
             _guard.failure("span", exc)
 
-    def _event(self, rows: int, outputs: OutputBatch | None, batch: InputBatch | None, record: SpanRecord) -> None:
+    def _event(self, rows: int, outputs: OutputBatch | None, batch: InputBatch | None, record: SpanRecord,
+               segments: list[str] | None = None, groups: list[str] | None = None) -> None:
         telemetry = self.telemetry
         found: list[str | None] | None = batch.ids if batch is not None else None
         if found is None and telemetry.settings.id_baggage_key is not None:
@@ -141,6 +162,14 @@ class Call:
         columns: dict[str, list[Any]] = {semconv.ML_PREDICTION_ID: _ids.assign(rows, found)}
         if outputs is not None and outputs.rows == rows:
             columns.update(outputs.event_attributes())
+        if segments is not None:
+            columns[semconv.ML_SEGMENT] = segments
+        base = self.event_base
+        if groups is not None:
+            columns[semconv.ML_FAIRNESS_GROUP] = groups
+            segmenter = self.recorder.segmenter
+            if segmenter is not None and segmenter.sensitive_column:  # names the column the groups are of
+                base = {**base, semconv.ML_FAIRNESS_ATTRIBUTE: segmenter.sensitive_column}
         if telemetry.settings.capture_features and batch is not None and batch.rows == rows:
             if batch.numeric is not None:
                 for j, name in enumerate(batch.numeric_names):
@@ -150,8 +179,10 @@ class Call:
                                                                values.tolist()]
         if telemetry.settings.event_mode == "per_call":
             record.event = columns  # emitted with the span, in its context
+            if base is not self.event_base:
+                record.event_base = dict(base)
         else:
-            telemetry.buffer.add(self.event_base, columns, rows,
+            telemetry.buffer.add(base, columns, rows,
                                  self.start_ns if record.event_ns is None else record.event_ns)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from otel_mlmon import semconv
 from otel_mlmon.instrumentation._recorder import ColumnSpec, ModelRecorder
+from otel_mlmon.instrumentation._segments import SegmentConfig
 from otel_mlmon.instrumentation._telemetry import Telemetry
 
 CONFIG_ATTRIBUTE = "_otel_mlmon"
@@ -24,7 +25,8 @@ RESERVED_ATTRIBUTES = frozenset({
     semconv.ML_MODEL_NAME, semconv.ML_MODEL_VERSION, semconv.ML_MODEL_TASK, semconv.ML_SYSTEM_NAME,
     semconv.ML_OPERATION_NAME, semconv.ML_BATCH_SIZE, semconv.ERROR_TYPE, semconv.ML_PREDICTION_ID,
     semconv.ML_PREDICTION_LABEL, semconv.ML_PREDICTION_SCORE, semconv.ML_PREDICTION_VALUE,
-    semconv.ML_PREDICTION_TIME, semconv.ML_FEATURES, semconv.ML_LABEL_VALUE})
+    semconv.ML_PREDICTION_TIME, semconv.ML_FEATURES, semconv.ML_LABEL_VALUE, semconv.ML_SEGMENT,
+    semconv.ML_FAIRNESS_GROUP})
 RESERVED_PREFIXES = (semconv.ML_PREDICTION_SCORE_PREFIX, semconv.ML_FEATURE_PREFIX)
 
 
@@ -42,6 +44,7 @@ class ModelConfig:
     decision_threshold: float | None = None  # binary classifiers: label = positive class when score >= it
     attributes: Mapping[str, Any] | None = None  # extra span and event attributes (e.g. a registry's run id)
     event_base: dict[str, Any] | None = None  # event attributes: the extras, then model name and version
+    segmenting: SegmentConfig | None = None  # segments and fairness groups (None: from the settings)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

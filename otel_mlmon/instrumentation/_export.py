@@ -10,6 +10,9 @@ Guarantee: every point (``ml.feature.value``, ``ml.feature.value.m2``, ``ml.feat
 time_unix_nano)`` inside one interval ``[k·I, (k+1)·I)`` of the Unix clock, ``I`` the sketch export interval; a
 closed interval is sent as ``[k·I, (k+1)·I)``, a flushed open one ends at the flush time, and later parts of the
 same interval start where the previous part ended (see ``_recorder``). Parts of one series never overlap.
+
+With segments configured every point carries ``ml.segment`` (one point per feature per segment per interval; the
+model's whole sketch is their merge) and no point goes without it.
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ def build_metrics(collected: list[tuple[ModelRecorder, SketchState, int | None]]
     outputs: list[HistogramDataPoint] = []
     for recorder, state, end_ns in collected:
         base = recorder.point_attributes
+        if state.segment is not None:
+            base = {**base, semconv.ML_SEGMENT: state.segment}
         start = state.start_ns
         end = now if end_ns is None else end_ns
         for name, sketch in state.numeric.items():

@@ -27,7 +27,8 @@ class InputBatch:
     1-D array of objects. ``rows`` is None when the input could not be read (the output's length is used).
     (A plain slotted class: one is made per model call, and a dataclass's default factories cost more.)"""
 
-    __slots__ = ("categorical", "ids", "invalid", "names", "numeric", "numeric_names", "rows")
+    __slots__ = ("categorical", "ids", "invalid", "names", "numeric", "numeric_names", "raw_invalid", "rows",
+                 "segments", "sensitive")
 
     def __init__(self, rows: int | None, names: tuple[str, ...] = (), numeric_names: tuple[str, ...] = (),
                  numeric: np.ndarray | None = None, categorical: Mapping[str, np.ndarray] = _NO_COLUMNS,
@@ -39,6 +40,24 @@ class InputBatch:
         self.categorical = categorical
         self.invalid = invalid  # non-numbers met in numeric columns
         self.ids: list[str | None] | None = None  # prediction ids read from the id column (None: missing)
+        self.segments: list[Any] | None = None  # raw values of the segment column, when configured and present
+        self.sensitive: list[Any] | None = None  # raw values of the sensitive column, when configured and present
+        self.raw_invalid: Mapping[str, np.ndarray] = _NO_COLUMNS  # the values of numeric columns with invalid ones
+
+    def take(self, index: np.ndarray) -> InputBatch:
+        """The features of the rows at ``index`` (a segment's rows), invalid values counted again on them."""
+        numeric = self.numeric[index] if self.numeric is not None else None
+        categorical = {name: values[index] for name, values in self.categorical.items()}
+        invalid: dict[str, int] = {}
+        raw: dict[str, np.ndarray] = {}
+        for name, values in self.raw_invalid.items():
+            part = values[index]
+            bad = to_float(part)[1]
+            if bad:
+                invalid[name], raw[name] = bad, part
+        batch = InputBatch(int(index.size), self.names, self.numeric_names, numeric, categorical, invalid)
+        batch.raw_invalid = raw
+        return batch
 
     def __repr__(self) -> str:
         return (f"InputBatch(rows={self.rows!r}, names={self.names!r}, categorical={list(self.categorical)!r}, "
@@ -72,8 +91,10 @@ def _names_for(width: int, given: Sequence[str] | None, model: Any) -> tuple[str
 
 
 def read_input(x: Any, model: Any, feature_names: Sequence[str] | None, kinds: Mapping[str, str] | None,
-               max_features: int, id_column: str | None = None) -> InputBatch:
-    """Split an input into numeric and categorical columns (and the id column, when one is named and present).
+               max_features: int, id_column: str | None = None, segment_column: str | None = None,
+               sensitive_column: str | None = None) -> InputBatch:
+    """Split an input into numeric and categorical columns (and the id, segment and sensitive columns, when named
+    and present).
 
     Args:
         x: the first positional argument of the model call.
@@ -83,13 +104,18 @@ def read_input(x: Any, model: Any, feature_names: Sequence[str] | None, kinds: M
         max_features: columns beyond this are not read.
         id_column: a column of prediction ids (DataFrames, dicts of columns, lists of row dicts): read into
             ``ids`` and left out of the features.
+        segment_column: a column read (raw values) into ``segments``; it stays a feature.
+        sensitive_column: a column read (raw values) into ``sensitive`` and left out of the features.
     """
-    if id_column is not None:
-        split = _split_ids(x, id_column)
+    if id_column is not None or segment_column is not None or sensitive_column is not None:
+        split = _split_columns(x, id_column, segment_column, sensitive_column)
         if split is not None:
-            rest, ids = split
+            rest, found = split
             batch = read_input(rest, model, feature_names, kinds, max_features)
-            batch.ids = ids
+            if id_column in found:
+                batch.ids = [_id_text(v) for v in found[id_column]]
+            batch.segments = found.get(segment_column)  # type: ignore[arg-type]
+            batch.sensitive = found.get(sensitive_column)  # type: ignore[arg-type]
             return batch
     if isinstance(x, Iterator) or x is None:
         return InputBatch(rows=None)
@@ -141,26 +167,40 @@ def _id_text(value: Any) -> str | None:
     return str(value.item() if isinstance(value, np.generic) else value)
 
 
-def _split_ids(x: Any, id_column: str) -> tuple[Any, list[str | None]] | None:
-    """``(the input without the id column, the ids)``, or None when ``x`` has no such column. Only what is read
-    for telemetry loses the column: the model's own input is never changed."""
+def _split_columns(x: Any, id_column: str | None, segment_column: str | None, sensitive_column: str | None
+                   ) -> tuple[Any, dict[str, list[Any]]] | None:
+    """``(the input without the id and sensitive columns, {column: its raw values})`` for the named columns that
+    ``x`` has, or None when it has none of them. Only what is read for telemetry loses columns: the model's own
+    input is never changed."""
+    wanted = [c for c in (id_column, segment_column, sensitive_column) if c is not None]
+    drop = {c for c in (id_column, sensitive_column) if c is not None}
     if _module_root(x) == "pandas" and hasattr(x, "columns"):
-        matches = [j for j, c in enumerate(x.columns) if str(c) == id_column]
-        if not matches:
+        positions: dict[str, int] = {}
+        for j, c in enumerate(x.columns):
+            positions.setdefault(str(c), j)
+        present = [c for c in wanted if c in positions]
+        if not present:
             return None
-        ids = [_id_text(v) for v in x.iloc[:, matches[0]].tolist()]
-        keep = [j for j in range(x.shape[1]) if j not in matches]
-        return x.iloc[:, keep], ids
-    if isinstance(x, Mapping) and id_column in x:
-        values = x[id_column]
-        rest = {k: v for k, v in x.items() if k != id_column}
-        if isinstance(values, (list, tuple, np.ndarray)):
-            return rest, [_id_text(v) for v in list(values)]
-        return rest, [_id_text(values)]
-    if isinstance(x, (list, tuple)) and x and isinstance(x[0], Mapping) and id_column in x[0]:
-        ids = [_id_text(row.get(id_column)) if isinstance(row, Mapping) else None for row in x]
-        return [{k: v for k, v in row.items() if k != id_column} if isinstance(row, Mapping) else row
-                for row in x], ids
+        found = {c: x.iloc[:, positions[c]].tolist() for c in present}
+        if drop.intersection(present):
+            x = x.iloc[:, [j for j, c in enumerate(x.columns) if str(c) not in drop]]
+        return x, found
+    if isinstance(x, Mapping):
+        present = [c for c in wanted if c in x]
+        if not present:
+            return None
+        found = {c: list(x[c]) if isinstance(x[c], (list, tuple, np.ndarray)) else [x[c]] for c in present}
+        if drop.intersection(present):
+            x = {k: v for k, v in x.items() if k not in drop}
+        return x, found
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], Mapping):
+        present = [c for c in wanted if c in x[0]]
+        if not present:
+            return None
+        found = {c: [row.get(c) if isinstance(row, Mapping) else None for row in x] for c in present}
+        if drop.intersection(present):
+            x = [{k: v for k, v in row.items() if k not in drop} if isinstance(row, Mapping) else row for row in x]
+        return x, found
     return None
 
 
@@ -189,6 +229,7 @@ def _from_columns(columns: Mapping[str, Any], rows: int, kinds: Mapping[str, str
     numeric_columns: list[np.ndarray] = []
     categorical: dict[str, np.ndarray] = {}
     invalid: dict[str, int] = {}
+    raw_invalid: dict[str, np.ndarray] = {}
     for name, values in columns.items():
         array = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
         kind = (kinds or {}).get(name)
@@ -200,11 +241,15 @@ def _from_columns(columns: Mapping[str, Any], rows: int, kinds: Mapping[str, str
             numeric_columns.append(floats.ravel())
             if bad:
                 invalid[name] = bad
+                raw_invalid[name] = array.ravel()
         else:
             categorical[name] = array.ravel()
     numeric = np.column_stack(numeric_columns) if numeric_columns else None
-    return InputBatch(rows=rows, names=tuple(columns), numeric_names=tuple(numeric_names), numeric=numeric,
-                      categorical=categorical, invalid=invalid)
+    batch = InputBatch(rows=rows, names=tuple(columns), numeric_names=tuple(numeric_names), numeric=numeric,
+                       categorical=categorical, invalid=invalid)
+    if raw_invalid:
+        batch.raw_invalid = raw_invalid
+    return batch
 
 
 def _from_frame(frame: Any, kinds: Mapping[str, str] | None, max_features: int) -> InputBatch:

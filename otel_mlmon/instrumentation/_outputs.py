@@ -29,6 +29,12 @@ class OutputBatch:
     scores: np.ndarray | None = None  # (rows, classes) probabilities
     values: np.ndarray | None = None  # regression outputs
 
+    def take(self, index: np.ndarray) -> OutputBatch:
+        """The scores and values of the rows at ``index`` (a segment's rows; labels are not sketched)."""
+        return OutputBatch(int(index.size), classes=self.classes,
+                           scores=self.scores[index] if self.scores is not None else None,
+                           values=self.values[index] if self.values is not None else None)
+
     def event_attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {}
         if self.labels is not None:

@@ -10,14 +10,18 @@ asyncio task sees its own block). Every instrumented predict call made inside it
 - when ``labels`` is given (one per row of the call), records those as ``ml.prediction.label`` instead of the labels
   derived from the model's output; scores and values are still read from the output. A call whose row count differs
   from ``len(labels)`` does not raise: the mismatch is logged once (counted as ``override_labels_mismatch``) and the
-  labels override is ignored for that call (its time still applies).
+  labels override is ignored for that call (its time still applies);
+- when ``columns`` is given (column name -> one raw value per row), takes the segment and sensitive columns' values
+  (``segment_by`` / ``sensitive_column``) from it rather than from the call's input, so that a model never sees
+  columns it was not fitted on. Values of another length than the call's rows are ignored (the rows are then
+  ``__missing__``).
 
 Not part of the public API: it exists so that a replay of a file sends the file's own times and predicted labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -30,11 +34,13 @@ from otel_mlmon.instrumentation._outputs import homogeneous
 class Override:
     """What a ``recorded_as`` block sets: the event time (ns since the epoch) and the predicted labels."""
 
-    __slots__ = ("labels", "time_unix_nano")
+    __slots__ = ("columns", "labels", "time_unix_nano")
 
-    def __init__(self, time_unix_nano: int | None, labels: list[Any] | None) -> None:
+    def __init__(self, time_unix_nano: int | None, labels: list[Any] | None,
+                 columns: Mapping[str, list[Any]] | None = None) -> None:
         self.time_unix_nano = time_unix_nano
         self.labels = labels
+        self.columns = columns
 
 
 CURRENT: ContextVar[Override | None] = ContextVar("otel_mlmon_override", default=None)
@@ -55,7 +61,8 @@ def _label_list(labels: Sequence[Any]) -> list[Any]:
 
 
 @contextmanager
-def recorded_as(time_unix_nano: int | None = None, labels: Sequence[Any] | None = None) -> Iterator[Override]:
+def recorded_as(time_unix_nano: int | None = None, labels: Sequence[Any] | None = None,
+                columns: Mapping[str, Sequence[Any]] | None = None) -> Iterator[Override]:
     """Record the instrumented predict calls of this block as of ``time_unix_nano``, with these ``labels``.
 
     Args:
@@ -63,6 +70,7 @@ def recorded_as(time_unix_nano: int | None = None, labels: Sequence[Any] | None 
             calls' own time.
         labels: the predicted label of each row of every call in the block (e.g. a file's prediction column);
             None: the labels derived from the model's output.
+        columns: raw values (one per row) of the segment and sensitive columns, by column name.
 
     Raises:
         TypeError / ValueError: a time that is not a non-negative integer, labels that are not one per row.
@@ -74,7 +82,10 @@ def recorded_as(time_unix_nano: int | None = None, labels: Sequence[Any] | None 
         time_unix_nano = int(time_unix_nano)
         if not 0 <= time_unix_nano < 2**63:
             raise ValueError(f"time_unix_nano must be in [0, 2**63) ns since the Unix epoch, got {time_unix_nano}")
-    override = Override(time_unix_nano, None if labels is None else _label_list(labels))
+    if columns is not None and not isinstance(columns, Mapping):
+        raise TypeError(f"columns must map a column name to its values, got {type(columns).__name__}")
+    override = Override(time_unix_nano, None if labels is None else _label_list(labels),
+                        None if columns is None else {str(k): list(v) for k, v in columns.items()})
     token = CURRENT.set(override)
     try:
         yield override

@@ -29,6 +29,7 @@ from otel_mlmon import semconv
 from otel_mlmon.instrumentation import _guard
 from otel_mlmon.instrumentation._inputs import CATEGORICAL, NUMERIC, InputBatch, read_input
 from otel_mlmon.instrumentation._outputs import OutputBatch
+from otel_mlmon.instrumentation._segments import SegmentConfig, Segmenter, split_rows
 from otel_mlmon.instrumentation._settings import Settings
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, update_columns
 
@@ -82,6 +83,7 @@ class SketchState:
     """Everything aggregated for one model in one interval since ``start_ns``."""
 
     start_ns: int
+    segment: str | None = None  # the segment its points carry (ml.segment), None without segments
     numeric: dict[str, NumericSketch] = field(default_factory=dict)
     categorical: dict[str, CategoricalSketch] = field(default_factory=dict)
     scores: dict[str, ScoreHistogram] = field(default_factory=dict)
@@ -131,7 +133,7 @@ class ModelRecorder:
 
     def __init__(self, name: str, version: str, task: str | None, system: str, settings: Settings,
                  columns: Mapping[str, ColumnSpec] | None = None,
-                 feature_names: tuple[str, ...] | None = None) -> None:
+                 feature_names: tuple[str, ...] | None = None, segmenting: SegmentConfig | None = None) -> None:
         self.name = name
         self.version = version
         self.task = task
@@ -155,9 +157,40 @@ class ModelRecorder:
         self._stage_categorical: dict[str, list[Any]] = {}
         self._stage_scores: dict[str, list[float]] = {}
         self._stage_values: list[float] = []
+        # Segments: each segment's rows are sketched by a recorder of their own (``for_segment``), whose states
+        # carry the segment; this recorder's own states then stay empty, and ``collect`` gathers the segments'.
+        self.segmenter = Segmenter(segmenting) if segmenting is not None and segmenting.active else None
+        self.segment: str | None = None  # on a segment's recorder: its segment
+        self._segments: dict[str, ModelRecorder] = {}
+
+    def for_segment(self, segment: str) -> ModelRecorder:
+        """The recorder of one segment's sketches (segments are bounded by the segmenter's vocabulary)."""
+        found = self._segments.get(segment)
+        if found is None:
+            with self._lock:
+                found = self._segments.get(segment)
+                if found is None:
+                    found = ModelRecorder(self.name, self.version, self.task, self.system, self.settings)
+                    found.columns = self.columns  # one set of feature specs (kinds, bucketing) for all segments
+                    found.segment = segment
+                    self._segments[segment] = found
+        return found
+
+    def record_segments(self, batch: InputBatch | None, outputs: OutputBatch | None, segments: list[str],
+                        time_ns: int | None = None) -> None:
+        """Add one call's features and outputs to the sketches of each row's segment."""
+        rows = len(segments)
+        for segment, index in split_rows(segments):
+            recorder = self.for_segment(segment)
+            if batch is not None and (index is None or batch.rows == rows):
+                recorder.record_inputs(batch if index is None else batch.take(index), time_ns)
+            if outputs is not None and (index is None or outputs.rows == rows):
+                recorder.record_outputs(outputs if index is None else outputs.take(index), time_ns)
 
     def after_fork(self) -> None:
         """In a forked child: new lock, empty state (the parent exports what it aggregated)."""
+        for recorder in self._segments.values():
+            recorder.after_fork()
         self._lock = threading.Lock()
         self._states, self._exported_until, self._state_k, self._state = {}, {}, None, SketchState(0)
         self._stage, self._stage_names, self._staged, self._stage_categorical = None, None, 0, {}
@@ -191,8 +224,13 @@ class ModelRecorder:
                 block = x if x.dtype is _FLOAT64 or x.dtype == _FLOAT64 else x.astype(np.float64)
                 return InputBatch(rows=x.shape[0], names=names, numeric_names=names, numeric=block)
         kinds = {name: spec.kind for name, spec in self.columns.items()} if self.columns else None
-        batch = read_input(x, model, self.feature_names, kinds, self.settings.max_features,
-                           self.settings.id_column)
+        segmenter = self.segmenter
+        if segmenter is None:
+            batch = read_input(x, model, self.feature_names, kinds, self.settings.max_features,
+                               self.settings.id_column)
+        else:
+            batch = read_input(x, model, self.feature_names, kinds, self.settings.max_features,
+                               self.settings.id_column, segmenter.column, segmenter.sensitive_column)
         if batch.names and len(batch.names) >= self.settings.max_features:
             _guard.failure("too_many_features", message=f"model {self.name!r}: only the first "
                            f"{self.settings.max_features} input columns are sketched")
@@ -209,7 +247,7 @@ class ModelRecorder:
         if state is None:
             begin = k * self.interval_ns
             start = self._exported_until.get(k, begin)
-            state = self._states[k] = SketchState(min(start, begin + self.interval_ns - 1))
+            state = self._states[k] = SketchState(min(start, begin + self.interval_ns - 1), self.segment)
         self._state = state
         self._state_k = k
 
@@ -351,13 +389,19 @@ class ModelRecorder:
                     del remembered[next(iter(remembered))]
                 if not state.empty():
                     parts.append((k, state, end))
+        for recorder in list(self._segments.values()):
+            parts += recorder.collect(now, closed_only)
         return parts
 
     def restore(self, parts: list[tuple[int, SketchState, int]]) -> None:
         """Merge back collected parts whose export failed, each into its own interval (sent with the next
         export of that interval: the next tick, as the interval has ended, or the next flush)."""
+        mine = [part for part in parts if part[1].segment == self.segment]
+        for part in parts:
+            if part[1].segment != self.segment and part[1].segment is not None:
+                self.for_segment(part[1].segment).restore([part])
         with self._lock:
-            for k, state, _ in parts:
+            for k, state, _ in mine:
                 current = self._states.get(k)
                 if current is None:
                     self._states[k] = state

@@ -35,6 +35,10 @@ class Settings:
     max_features: int = 1000
     id_column: str | None = None
     id_baggage_key: str | None = None
+    segment_column: str | None = None
+    segment_baggage_key: str | None = None
+    max_segments: int = 10  # engine.segments.MAX_SEGMENTS (not imported: the engine pulls in scipy)
+    sensitive_column: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,6 +66,10 @@ class Settings:
             max_features=_integer(environ, env.OTEL_PYTHON_MLMON_MAX_FEATURES, default.max_features, 1, None),
             id_column=_raw(environ, env.OTEL_PYTHON_MLMON_ID_COLUMN),
             id_baggage_key=_raw(environ, env.OTEL_PYTHON_MLMON_ID_BAGGAGE_KEY),
+            segment_column=_raw(environ, env.OTEL_PYTHON_MLMON_SEGMENT_COLUMN),
+            segment_baggage_key=_raw(environ, env.OTEL_PYTHON_MLMON_SEGMENT_BAGGAGE_KEY),
+            max_segments=_integer(environ, env.OTEL_PYTHON_MLMON_MAX_SEGMENTS, default.max_segments, 2, None),
+            sensitive_column=_raw(environ, env.OTEL_PYTHON_MLMON_SENSITIVE_COLUMN),
         )
 
 

@@ -25,6 +25,7 @@ from otel_mlmon.instrumentation._export import build_metrics, resolve_exporter
 from otel_mlmon.instrumentation._recorder import ColumnSpec, ModelRecorder
 from otel_mlmon.instrumentation._rows import row_observer
 from otel_mlmon.instrumentation._runtime import EXPORT_TIMEOUT_MILLIS, RUNTIME, ProviderKey
+from otel_mlmon.instrumentation._segments import SegmentConfig
 from otel_mlmon.instrumentation._settings import Settings
 from otel_mlmon.instrumentation._spans import DURATION_YIELD_EVERY, SpanFinisher
 
@@ -81,7 +82,9 @@ class Telemetry:
     # --- models --------------------------------------------------------------------------------------------
     def recorder(self, name: str, version: str, system: str, task: Callable[[], str | None] | str | None,
                  columns: Mapping[str, ColumnSpec] | None = None,
-                 feature_names: tuple[str, ...] | None = None) -> ModelRecorder:
+                 feature_names: tuple[str, ...] | None = None,
+                 segmenting: SegmentConfig | None = None) -> ModelRecorder:
+        """The recorder of a model (made at its first call). ``segmenting``: default, from the settings."""
         key = (name, version)
         found = self._recorders.get(key)
         if found is not None:
@@ -98,7 +101,8 @@ class Telemetry:
                 if found is None:
                     resolved_task = task() if callable(task) else task
                     found = ModelRecorder(key[0], key[1], resolved_task, system, self.settings, columns,
-                                          feature_names)
+                                          feature_names, segmenting if segmenting is not None
+                                          else SegmentConfig.from_settings(self.settings))
                     self._recorders[key] = found
                     RUNTIME.register_exit_flush()
         return found

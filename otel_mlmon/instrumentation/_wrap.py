@@ -138,7 +138,8 @@ def _begin(operation: str, output_kind: str, system: str, task_of: Callable[[Any
                     return task or (task_of(instance) if task_of else None)
 
                 recorder = config.recorder = telemetry.recorder(config.name, config.version, system, resolve_task,
-                                                                config.columns, config.feature_names)
+                                                                config.columns, config.feature_names,
+                                                                config.segmenting)
             extra = config.attributes
             if extra:
                 event_base = config.event_base

@@ -4,7 +4,6 @@ tests/stack, a build that fails fails the test with its output, it is never skip
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import subprocess
@@ -20,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "otel-mlmon"
 RELEASE = "mlmon"
 NAMESPACE = "monitoring"
+MAIN_CONTAINER = {"StatefulSet": "processor", "Deployment": "collector"}
 
 
 def _build(script: Path, *flags: str) -> str:
@@ -48,14 +48,6 @@ def otelcol_cloud() -> str:
     return _build(REPO / "collector" / "build.sh", "--cloud")
 
 
-@functools.cache
-def otelcol_components(binary: str) -> dict[str, set[str]]:
-    listed = yaml.safe_load(subprocess.run([binary, "components"], capture_output=True, text=True,
-                                           check=True).stdout)
-    return {kind: {c["name"] for c in listed.get(kind) or []}
-            for kind in ("receivers", "processors", "exporters", "extensions", "connectors")}
-
-
 @pytest.fixture
 def render(helm: str) -> Callable[[dict[str, Any]], Rendered]:
     """`helm template` of the chart with these values; a refusal raises AssertionError with helm's message."""
@@ -72,10 +64,10 @@ def render(helm: str) -> Callable[[dict[str, Any]], Rendered]:
     return rendered
 
 
-def _merge(base: Any, overlay: Any) -> Any:
+def merge_configs(base: Any, overlay: Any) -> Any:
     """The Collector's merge of --config files: maps merge key by key, anything else is replaced."""
     if isinstance(base, dict) and isinstance(overlay, dict):
-        return {**base, **{k: _merge(base[k], v) if k in base else v for k, v in overlay.items()}}
+        return {**base, **{k: merge_configs(base[k], v) if k in base else v for k, v in overlay.items()}}
     return overlay
 
 
@@ -115,20 +107,34 @@ class Rendered:
         spec: dict[str, Any] = self.one(workload)["spec"]["template"]["spec"]
         return spec
 
-    def container(self, workload: str) -> dict[str, Any]:
-        (container,) = self.pod(workload)["containers"]
-        return dict(container)
+    def container(self, workload: str, name: str | None = None) -> dict[str, Any]:
+        """A container of the workload's pod: by name, or the workload's own (the processor, the Collector)."""
+        name = name or MAIN_CONTAINER[workload]
+        found = [c for c in self.pod(workload)["containers"] if c["name"] == name]
+        assert len(found) == 1, f"{len(found)} containers named {name} in the {workload}"
+        return dict(found[0])
 
-    def environment(self, workload: str) -> dict[str, str]:
-        return {e["name"]: e["value"] for e in self.container(workload).get("env", []) if "value" in e}
+    def environment(self, workload: str, container: str | None = None, pod_name: str | None = None
+                    ) -> dict[str, str]:
+        """A container's environment: its values, and its pod's name where a variable takes metadata.name."""
+        environment = {}
+        for variable in self.container(workload, container).get("env", []):
+            if "value" in variable:
+                environment[variable["name"]] = variable["value"]
+            elif pod_name and variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
+                environment[variable["name"]] = pod_name
+        return environment
 
     def container_port(self, workload: str, name: str) -> int:
-        (port,) = [p["containerPort"] for p in self.container(workload)["ports"] if p["name"] == name]
+        """A named port of the workload's pod (names are unique across its containers)."""
+        (port,) = [p["containerPort"] for c in self.pod(workload)["containers"] for p in c.get("ports", [])
+                   if p["name"] == name]
         return int(port)
 
-    def mount(self, workload: str, path: str) -> tuple[str, str, str]:
+    def mount(self, workload: str, path: str, container: str | None = None) -> tuple[str, str, str]:
         """Where a file the container reads comes from: (volume kind, its source's name, the key or file in it)."""
-        mounts = [m for m in self.container(workload)["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        mounts = [m for m in self.container(workload, container)["volumeMounts"]
+                  if path.startswith(m["mountPath"] + "/")]
         assert len(mounts) == 1, f"{path} is under {len(mounts)} mounts of the {workload}"
         mount = mounts[0]
         relative = path[len(mount["mountPath"]) + 1:]
@@ -165,18 +171,29 @@ class Rendered:
         target = entry.get("targetPort", entry["port"])
         return selected[0], self.container_port(selected[0], target) if isinstance(target, str) else int(target)
 
-    def collector_config(self) -> tuple[dict[str, Any], dict[str, str]]:
-        """The Collector's effective config: the ConfigMap's two files merged in the order of --config, with the
-        Deployment's environment in place of each ${env:NAME:-default}."""
-        environment = self.environment("Deployment")
-        data = self.one("ConfigMap", "collector")["data"]
+    def collector_config(self, workload: str = "Deployment", container: str | None = None,
+                         pod_name: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+        """A Collector's effective config: the files of its ConfigMap (the one mounted at /etc/otelcol) merged in
+        the order of --config, with the container's environment in place of each ${env:NAME:-default}."""
+        environment = self.environment(workload, container, pod_name)
+        data = self.config_files(workload, container)
         merged: dict[str, Any] = {}
-        for arg in self.container("Deployment")["args"]:
+        for arg in self.container(workload, container)["args"]:
             name = arg.removeprefix("--config=/etc/otelcol/")
-            merged = _merge(merged, yaml.safe_load(data[name]))
+            merged = merge_configs(merged, yaml.safe_load(data[name]))
+        return resolve_env(merged, environment), environment
 
-        def resolve(found: re.Match[str]) -> str:
-            return environment.get(found.group(1), found.group(2) or "")
+    def config_files(self, workload: str = "Deployment", container: str | None = None) -> dict[str, str]:
+        """The files of the ConfigMap a Collector container mounts at /etc/otelcol."""
+        kind, name, _ = self.mount(workload, "/etc/otelcol/config.yaml", container)
+        assert kind == "configMap", kind
+        files: dict[str, str] = self.get("ConfigMap", name)["data"]
+        return files
 
-        text = re.sub(r"\$\{env:([A-Za-z0-9_]+)(?::-([^}]*))?\}", resolve, json.dumps(merged))
-        return json.loads(text), environment
+
+def resolve_env(config: Any, environment: dict[str, str]) -> Any:
+    """The Collector's ${env:NAME:-default} substitution, with these variables."""
+    def resolve(found: re.Match[str]) -> str:
+        return environment.get(found.group(1), found.group(2) or "")
+
+    return json.loads(re.sub(r"\$\{env:([A-Za-z0-9_]+)(?::-([^}]*))?\}", resolve, json.dumps(config)))

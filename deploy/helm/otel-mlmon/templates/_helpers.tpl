@@ -24,6 +24,9 @@
 {{- define "otel-mlmon.collector" -}}
 {{- printf "%s-collector" (include "otel-mlmon.fullname" . | trunc 43 | trimSuffix "-") }}
 {{- end }}
+{{- define "otel-mlmon.collectorKafka" -}}
+{{- printf "%s-collector-kafka" (include "otel-mlmon.fullname" . | trunc 43 | trimSuffix "-") }}
+{{- end }}
 
 {{- define "otel-mlmon.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
@@ -51,8 +54,11 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The processor's gRPC address as the Collector dials it: the Service's cluster name (what a TLS certificate
      must name). */}}
+{{- define "otel-mlmon.processorHost" -}}
+{{- printf "%s.%s.svc" (include "otel-mlmon.processor" .) .Release.Namespace }}
+{{- end }}
 {{- define "otel-mlmon.processorEndpoint" -}}
-{{- printf "%s.%s.svc:%d" (include "otel-mlmon.processor" .) .Release.Namespace (int .Values.processor.ports.grpc) }}
+{{- printf "%s:%d" (include "otel-mlmon.processorHost" .) (int .Values.processor.ports.grpc) }}
 {{- end }}
 
 {{- define "otel-mlmon.processorImage" -}}
