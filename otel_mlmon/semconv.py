@@ -57,13 +57,6 @@ ML_FEATURE_PREFIX: Final = "ml.feature."  # + feature name; raw values, only wit
 # Captured raw values of a wide model (more attributes than CAPTURE_PER_KEY_LIMIT): one map attribute (OTLP
 # kvlist_value) of feature name -> array of the rows' values, instead of one ml.feature.<name> attribute per feature.
 ML_FEATURES: Final = "ml.features"
-# Segments and fairness (issue 15). ``ml.segment``: on ``ml.predictions`` events a string array, one segment per row;
-# on the feature sketch points, the segment the point sketches (one point per feature, segment and interval: the
-# model's whole sketch is their merge). ``ml.fairness.group``: on ``ml.predictions`` events only, a string array of
-# each row's value of the sensitive input column (opt-in personal data), named by ``ml.fairness.attribute``.
-ML_SEGMENT: Final = "ml.segment"
-ML_FAIRNESS_GROUP: Final = "ml.fairness.group"
-ML_FAIRNESS_ATTRIBUTE: Final = "ml.fairness.attribute"
 CAPTURE_PER_KEY_LIMIT: Final = 64  # attributes of an event (all keys) up to which features go one key each
 
 # Values of ml.model.task
