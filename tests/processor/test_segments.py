@@ -234,3 +234,63 @@ def test_the_segment_is_an_attribute_of_the_exported_metrics_and_alert_events(fi
     assert {"north", "south"} <= scores
     events = [dict(r.log_record.attributes) for r in logs.get_finished_logs()]
     assert any(e.get(semconv.ML_SEGMENT) == "south" and e[semconv.ML_FEATURE_NAME] == "age" for e in events)
+
+
+def test_replay_with_segments_into_a_served_processor_equals_evaluate(files, tmp_path: Path) -> None:
+    """End to end: `mlmon processor serve --reference <segmented profile>` fed by `mlmon replay --segment-by region
+    --sensitive-column sex` (the instrumentation's own recorder: ml.segment, ml.fairness.group and
+    ml.fairness.attribute on the events, features captured) gives `mlmon evaluate`'s results on the file: whole
+    windows, every segment, fairness, to 1e-9."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.conftest import eventually, free_port
+
+    frame = _dataset(1600, seed=2, bias=0.25, drift=True)
+    frame.drop(columns="target").to_parquet(tmp_path / "analysis.parquet")
+    frame[["id", "target"]].to_csv(tmp_path / "labels.csv", index=False)
+    port, grpc_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]),
+           "OTEL_PYTHON_MLMON_PROCESSOR_IDLE_TIMEOUT_S": "3", "OTEL_PYTHON_MLMON_PROCESSOR_TICK_S": "0.5"}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    process = subprocess.Popen([sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", "--store",
+                                str(tmp_path / "state.db"), "--http-endpoint", f"127.0.0.1:{port}",
+                                "--grpc-endpoint", f"127.0.0.1:{grpc_port}", "--reference", str(files["profile"])],
+                               env=env, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> dict:
+        return json.loads(urllib.request.urlopen(endpoint + path, timeout=5).read())
+
+    try:
+        eventually(lambda: get("/healthz")["status"] == "ok", 60, "the processor answers", interval_s=0.1)
+        assert cli.main(["replay", "--analysis", str(tmp_path / "analysis.parquet"), "--labels",
+                         str(tmp_path / "labels.csv"), "--model", "churn", "--model-version", "1", *FLAGS,
+                         "--segment-by", "region", "--sensitive-column", "sex", "--endpoint", endpoint]) == 0
+
+        def done() -> list:  # every window (the last, partial one once the model is idle) with its labels
+            rows = get("/v1/results?model=churn&period=analysis")["results"]
+            windows = {(r["window"], r["labeled_rows"]) for r in rows if r["kind"] == "performance"
+                       and r["segment"] is None}
+            return rows if windows == {(k, 400) for k in range(4)} and any(
+                r["kind"] == "fairness" for r in rows) else []
+
+        streamed = eventually(done, 120, "every window evaluated with its labels", interval_s=0.5)
+    finally:
+        process.terminate()
+        process.wait(30)
+    batch = pd.read_csv(files["expected"], keep_default_na=False)
+    batch = batch[batch.period == "analysis"]
+    stream = pd.DataFrame([r for r in streamed if r["kind"] != "performance_change"])
+    stream["segment"] = stream["segment"].fillna("")
+    key = ["window", "segment", "column", "kind", "metric"]
+    merged = batch.merge(stream, on=key, suffixes=("_batch", "_stream"), how="outer", indicator=True)
+    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"][[*key, "_merge"]]
+    assert {"", "north", "south", "__other__"} <= set(merged["segment"]) and "fairness" in set(merged["kind"])
+    np.testing.assert_allclose(merged["value_batch"].astype(float), merged["value_stream"].astype(float),
+                               rtol=1e-9, atol=1e-12)
+    assert (merged["alert_batch"].astype(str).str.lower()
+            == merged["alert_stream"].fillna("").astype(str).str.lower()).all()
