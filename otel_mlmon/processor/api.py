@@ -1,4 +1,5 @@
-"""The control API on the HTTP listener: ``GET /v1/results``, ``POST /v1/references``, ``/healthz``, ``/readyz``."""
+"""The control API on the HTTP listener: ``GET /v1/results`` (filters ``model``, ``version``, ``kind``, ``window``,
+``period``, ``segment``), ``POST /v1/references`` (a profile or a segmented profile), ``/healthz``, ``/readyz``."""
 
 from __future__ import annotations
 

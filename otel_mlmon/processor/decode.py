@@ -3,7 +3,10 @@
 From ``/v1/logs``: ``ml.predictions`` events become ``PredictionBatch`` (ids, outputs, captured features as
 arrays) and ``ml.labels`` events ``LabelBatch``; every other log record is ignored. From ``/v1/metrics``: the
 ``ml.feature.*`` and ``ml.prediction.value`` points become sketches (``SketchPoint``), rebuilt exactly from the
-bucketing parameters on the point; every other metric is ignored.
+bucketing parameters on the point; every other metric is ignored. Segments and fairness (issue 15): a prediction
+event's ``ml.segment`` and ``ml.fairness.group`` arrays (one string per row) and ``ml.fairness.attribute`` are kept
+with its rows, and a sketch point's ``ml.segment`` with the point (points of one feature and interval are kept
+apart per segment: M2 and category counts are matched within a segment).
 
 Only a malformed *request* raises (``DecodeError``: HTTP 400 / INVALID_ARGUMENT). Every record that comes out has
 sane types (non-empty ``str`` model, ``str`` version and ids, finite floats, string/number/boolean labels and

@@ -174,9 +174,12 @@ class OtlpExport:
         with self._lock:
             for t in transitions:
                 r = t.result
-                key = tuple(sorted({semconv.ML_MODEL_NAME: r["model"], semconv.ML_MODEL_VERSION: r["model_version"],
-                                    semconv.ML_ALERT_KIND: r["kind"], semconv.ML_FEATURE_NAME: r["column"],
-                                    semconv.ML_ALERT_METRIC: r["metric"]}.items()))
+                attributes = {semconv.ML_MODEL_NAME: r["model"], semconv.ML_MODEL_VERSION: r["model_version"],
+                              semconv.ML_ALERT_KIND: r["kind"], semconv.ML_FEATURE_NAME: r["column"],
+                              semconv.ML_ALERT_METRIC: r["metric"]}
+                if r.get("segment") is not None:  # a segment's alert is a series of its own
+                    attributes[semconv.ML_SEGMENT] = r["segment"]
+                key = tuple(sorted(attributes.items()))
                 self._firing[key] = int(t.state == FIRING)
 
     def transitions(self, transitions: Sequence[Transition]) -> None:

@@ -232,6 +232,8 @@ def test_the_segment_is_an_attribute_of_the_exported_metrics_and_alert_events(fi
     assert drift == {None, "north", "south", "east", "__other__"}  # bounded: the reference's 4 segments + whole
     scores = {a.get(semconv.ML_SEGMENT) for name, a in points if name == semconv.ML_EVALUATION_SCORE}
     assert {"north", "south"} <= scores
+    firing = [a for name, a in points if name == semconv.ML_ALERT_FIRING and a[semconv.ML_FEATURE_NAME] == "age"]
+    assert {a.get(semconv.ML_SEGMENT) for a in firing} >= {"south"}  # a segment's alert is a series of its own
     events = [dict(r.log_record.attributes) for r in logs.get_finished_logs()]
     assert any(e.get(semconv.ML_SEGMENT) == "south" and e[semconv.ML_FEATURE_NAME] == "age" for e in events)
 
