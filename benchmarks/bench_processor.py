@@ -176,17 +176,25 @@ class ProcessorProcess:
     def stat(self) -> tuple[float, int]:
         return proc_stat(self.pid)
 
-    def stop(self, timeout: float = 120.0) -> float:
-        """SIGTERM; seconds until the process exited (SIGKILL after ``timeout``: then ``inf``)."""
+    def stop(self, timeout: float = 120.0, stacks_after: float | None = None) -> float:
+        """SIGTERM; seconds until the process exited (SIGKILL after ``timeout``: then ``inf``). With
+        ``stacks_after``, a process still running that long after SIGTERM (and every 5 s after) writes every
+        thread's stack to its log (SIGUSR1: ``faulthandler``), to show what holds the exit up."""
         start = time.perf_counter()
         self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return float("inf")
-        return time.perf_counter() - start
+        deadline = start + timeout
+        next_dump = start + stacks_after if stacks_after is not None else float("inf")
+        while True:
+            try:
+                self.process.wait(max(0.01, min(deadline, next_dump) - time.perf_counter()))
+                return time.perf_counter() - start
+            except subprocess.TimeoutExpired:
+                if time.perf_counter() >= deadline:
+                    self.process.kill()
+                    self.process.wait()
+                    return float("inf")
+                self.process.send_signal(signal.SIGUSR1)
+                next_dump += 5.0
 
     def __enter__(self) -> ProcessorProcess:
         return self
@@ -194,6 +202,15 @@ class ProcessorProcess:
     def __exit__(self, *exc: Any) -> None:
         if self.process.poll() is None:
             self.stop()
+
+
+def _phase(what: str) -> None:
+    """A shutdown step and its time, in the log (what a slow SIGTERM spends its time on)."""
+    print(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {what}", file=sys.stderr, flush=True)
+
+
+def _mib(path: str) -> float:
+    return os.path.getsize(path) / 2**20 if os.path.exists(path) else 0.0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -236,12 +253,14 @@ def _serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
 
         def stopping() -> None:  # as `mlmon processor serve`: a tick in progress stops between windows
+            _phase("SIGTERM received")
             processor.stopping.set()
             stop.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping)
         await serve(processor, "127.0.0.1", args.port, args.tick_s, stop)
+        _phase("serve returned (tick in progress done, listener closed, requests in flight answered)")
 
     main_profile = None
     if args.profile_dir:
@@ -250,7 +269,10 @@ def _serve(args: argparse.Namespace) -> int:
         main_profile = cProfile.Profile(time.thread_time)
         main_profile.enable()
     asyncio.run(main())
-    store.close()
+    wal = args.store + "-wal"
+    _phase(f"served (event loop and its executor done); WAL {_mib(wal):.0f} MiB")
+    processor.close()
+    _phase(f"store closed (WAL {_mib(wal):.0f} MiB after)")
     if main_profile is not None:
         import pstats
 

@@ -8,8 +8,12 @@ wall time (for Spark, the session start apart), the driver's peak RSS (the Pytho
 JVM's peak, which holds the executors in local mode), and whether Spark's window results equal the local
 engine's (same rows, row counts and verdicts, values to 1e-9).
 
-The data is generated once into ``--data`` (default ``/tmp/mlmon-bench-scale``) and reused.
-Run: ``JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 python benchmarks/bench_scale.py [--rows N] [--engines …]``.
+The data is generated once into ``--data`` (default ``/tmp/mlmon-bench-scale``) and reused, and so is each engine's
+results file (``results-ENGINE-ROWS.pickle``): a run without ``local`` in ``--engines`` compares Spark with the saved
+local run of the same rows. Exit status 1 when Spark's results differ from the local engine's (the differences go
+to stderr).
+Run: ``JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 python benchmarks/bench_scale.py [--rows N] [--engines …]
+[--driver-memory 6g]``.
 """
 
 from __future__ import annotations

@@ -115,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole product on this machine, no server needed")
     demo.add_argument("--stack", action="store_true", help="the docker-compose stack run natively (Collector, "
                       "processor, Prometheus, Alertmanager); needs those binaries")
+    demo.add_argument("--kafka", action="store_true", help="with --stack: Apache Kafka (KRaft, on loopback) between "
+                      "the Collector and the processors; needs Java 17 and the cloud Collector build")
+    demo.add_argument("--replicas", type=int, choices=(1, 2), default=1,
+                      help="with --stack --kafka: processor replicas splitting the models (default 1)")
     demo.add_argument("--hold", type=float, default=None, metavar="SECONDS",
                       help="with --stack: keep the stack up this long after the run (default: until Ctrl-C)")
     demo.add_argument("--prepare", metavar="DIR", help="only write the demo's model, reference profile and "
@@ -481,6 +485,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from otel_mlmon.demo import data  # these two import the standard library only, until they run
         from otel_mlmon.demo import run as demo
 
+        if (args.kafka or args.replicas != 1) and not args.stack:
+            parser.error("--kafka and --replicas go with --stack")
+        if args.replicas != 1 and not args.kafka:
+            parser.error("--replicas goes with --stack --kafka")
         if args.stack and not args.prepare and not demo.in_checkout():
             return 2
         if lacks_extras("demo", "sklearn", "processor", "batch"):
@@ -489,7 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for what, path in data.prepare(args.prepare).items():
                 print(f"{what}: {path}")
             return 0
-        return demo.run_stack(hold_s=args.hold) if args.stack else demo.run(report_path=args.report)
+        if args.stack:
+            return demo.run_stack(hold_s=args.hold, kafka=args.kafka, replicas=args.replicas)
+        return demo.run(report_path=args.report)
     if args.command == "evaluate":
         return _run(_evaluate, args, "evaluate", "batch")
     if args.command == "reference" and args.reference_command == "build":

@@ -246,3 +246,11 @@ def test_the_ci_example_uses_flags_the_command_accepts() -> None:
     args = cli._parser().parse_args(["evaluate", *shlex.split(command)])
     assert args.fail_on_alert and args.window == "1h" and args.reference.endswith(".json")
     assert "exit \"$status\"" in script and '"$status" -eq 3' in script
+
+
+def test_demo_kafka_flags_go_with_stack(capsys) -> None:
+    for argv in (["demo", "--kafka"], ["demo", "--stack", "--replicas", "2"], ["demo", "--replicas", "2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+        assert "--stack" in capsys.readouterr().err

@@ -59,14 +59,19 @@ class ScoredRows:
     the order of the profile's classes (binary: ``[1 - score, score]``), whether or not the rows have labels."""
 
     y_pred: list[Any] = field(default_factory=list)
-    scores: list[list[float]] = field(default_factory=list)
+    scores: list[list[float]] | np.ndarray = field(default_factory=list)  # or an array of shape (rows, classes)
 
     def __len__(self) -> int:
         return len(self.y_pred)
 
     def extend(self, other: ScoredRows) -> None:
         self.y_pred += other.y_pred
-        self.scores += other.scores
+        if isinstance(self.scores, np.ndarray) or isinstance(other.scores, np.ndarray):
+            parts = [np.asarray(s, dtype=np.float64).reshape(len(s), -1) for s in (self.scores, other.scores)
+                     if len(s)]
+            self.scores = np.concatenate(parts) if parts else []
+        else:
+            self.scores += other.scores
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,11 @@ def estimate(calibration: Calibration, y_pred: Sequence[Any], scores: Sequence[S
     """
     classes = calibration.classes
     index = {c: j for j, c in enumerate(classes)}
-    predicted = np.asarray([index.get(str(v), -1) for v in y_pred], dtype=np.int64)
+    try:  # each distinct prediction looked up once (a window has a few classes and 10^5 rows)
+        lookup = {v: index.get(str(v), -1) for v in set(y_pred)}
+        predicted = np.fromiter(map(lookup.__getitem__, y_pred), dtype=np.int64, count=len(y_pred))
+    except TypeError:  # unhashable predictions
+        predicted = np.asarray([index.get(str(v), -1) for v in y_pred], dtype=np.int64)
     raw = np.asarray(scores, dtype=np.float64)
     if predicted.size == 0 or raw.ndim != 2 or raw.shape != (predicted.size, len(classes)):
         return {}

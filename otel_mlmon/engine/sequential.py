@@ -167,6 +167,61 @@ class ADWIN:
         self._insert(float(x))
         return self._detect()
 
+    def update_many(self, values: Iterable[float]) -> list[tuple[int, _Detection]]:
+        """``update`` of each value in turn, in one call: (position in ``values``, detection) of each change. The
+        same arithmetic in the same order as ``update`` (the same state and detections to the last bit, tested),
+        with the per-value work inlined: ~3 times cheaper per value, which matters on a label stream of
+        thousands a second."""
+        found: list[tuple[int, _Detection]] = []
+        limit = self.max_buckets + 1
+        clock, grace = self.clock, self.grace_period
+        rows, total, variance, width, tick = self._rows, self._total, self._variance, self._width, self._tick
+        fresh = self.detection is not None  # a detection at the previous value: start afresh
+        for position, x in enumerate(values):
+            if fresh:
+                self._reset()
+                rows, total, variance, width, tick = self._rows, 0.0, 0.0, 0, 0
+                fresh = False
+            value = float(x)
+            row = rows[0]
+            row.append([value, 0.0])
+            width += 1
+            size = float(width)
+            if size > 1.0:
+                deviation = value - total / (size - 1.0)
+                variance += (size - 1.0) * deviation * deviation / size
+            total += value
+            level = 0
+            while len(row) == limit:  # _insert's merges
+                size = float(1 << level)
+                (t0, v0), (t1, v1) = row[0], row[1]
+                mu0, mu1 = t0 / size, t1 / size
+                merged = [t0 + t1, v0 + v1 + size * 0.5 * (mu0 - mu1) * (mu0 - mu1)]
+                if level + 1 == len(rows):
+                    rows.append([])
+                del row[:2]
+                level += 1
+                row = rows[level]
+                row.append(merged)
+            tick += 1
+            if tick % clock == 0 and width > grace:  # _detect
+                self._total, self._variance, self._width, self._tick = total, variance, width, tick
+                detection: _Detection | None = None
+                while self._any_cut():
+                    if detection is None:
+                        detection = self._strongest_cut()
+                    self._delete_oldest()
+                rows, total, variance, width = self._rows, self._total, self._variance, self._width
+                if detection is not None:
+                    found.append((position, detection))
+                    fresh = True
+        self._total, self._variance, self._width, self._tick = total, variance, width, tick
+        if not fresh:
+            self.detection = None
+        elif found:  # the last value revealed it (else: no values, a stored detection stays)
+            self.detection = found[-1][1]
+        return found
+
     def _insert(self, value: float) -> None:
         self._rows[0].append([value, 0.0])
         self._width += 1
@@ -473,9 +528,14 @@ class SequentialMonitor:
         """Feed monitored values in arrival order (correctness as 0/1 or bools; regression: absolute errors in the
         target's unit, divided by ``scale`` here); the changes they revealed. Values that are not finite numbers
         are skipped and counted in ``skipped``."""
-        changes: list[Change] = []
         divide = self.task == "regression"
+        offsets: list[int] = []
+        taken: list[float] = []
         for offset, raw in enumerate(values):
+            if not divide and (raw is True or raw is False):  # correctness, most of what is fed
+                offsets.append(offset)
+                taken.append(1.0 if raw else 0.0)
+                continue
             try:
                 value = float(raw)
             except (TypeError, ValueError):
@@ -483,13 +543,18 @@ class SequentialMonitor:
             if not math.isfinite(value):
                 self.skipped += 1
                 continue
-            if divide:
-                value = abs(value) / self.scale
-            index = self.count
-            self.count += 1
-            if self._detector.update(value):
-                changes.append(self._change(index, offset))
-        return changes
+            offsets.append(offset)
+            taken.append(abs(value) / self.scale if divide else value)
+        first = self.count
+        self.count += len(taken)
+        found: list[tuple[int, _Detection | None]] = []
+        if isinstance(self._detector, ADWIN):
+            found += self._detector.update_many(taken)
+        else:
+            page_hinkley = self._detector
+            found += [(position, page_hinkley.detection) for position, value in enumerate(taken)
+                      if page_hinkley.update(value)]
+        return [self._change(first + position, offsets[position], detection) for position, detection in found]
 
     def update_labels(self, y_true: Iterable[Any], y_pred: Iterable[Any]) -> list[Change]:
         """Feed joined labels and predictions (classification: compared as the sketches and the performance
@@ -506,8 +571,7 @@ class SequentialMonitor:
                 errors.append(math.nan)
         return self.update(errors)
 
-    def _change(self, index: int, offset: int) -> Change:
-        found = self._detector.detection
+    def _change(self, index: int, offset: int, found: _Detection | None) -> Change:
         assert found is not None
         factor = self.scale if self.task == "regression" else 1.0
         before, after = found.before * factor, found.after * factor

@@ -74,7 +74,7 @@ def window_data(profile: ReferenceProfile, index: int, rows: list[Joined] | Stor
             class_scores = _class_scores(profile, found)
             if class_scores is not None:
                 scored.y_pred.append(category_key(found["label"]))
-                scored.scores.append(class_scores)
+                scored.scores.append(class_scores)  # type: ignore[union-attr]  # a list here
     return _window(profile, index, columns, labeled, times, points, features=features, start_ns=start_ns,
                    end_ns=end_ns, outputs=outputs, scored=scored)
 
@@ -116,6 +116,120 @@ def _plain_columns(profile: ReferenceProfile, rows: StoredRows, score_keys: dict
     return columns, labeled
 
 
+class _PlainChunks:
+    """``_plain_columns`` over a window read in chunks (``Store.row_chunks``): the same columns, labels and scored
+    rows, in the same order, with numbers kept as float arrays and categories counted chunk by chunk, so that no
+    list of every row's Python objects is built (a 250k-row window took ~190 MiB that way)."""
+
+    def __init__(self, profile: ReferenceProfile, score_keys: dict[str, str], scored: ScoredRows | None) -> None:
+        self.profile = profile
+        self.score_keys = score_keys
+        self.scored = scored
+        self.labeled = LabeledRows()
+        self.numbers: dict[str, list[np.ndarray]] = {}
+        self.categories: dict[str, CategoricalSketch] = {}
+        self.score_chunks: list[np.ndarray] = []
+        self.rows = 0
+        self.first: int | None = None
+        self.last: int | None = None
+        self.latency_s = 0.0  # sum over labelled rows of (label arrival - event time), in seconds
+        self.latency_rows = 0
+
+    def add(self, rows: StoredRows) -> None:
+        profile = self.profile
+        n = len(rows)
+        if not n:
+            return
+        self.rows += n
+        self.first = rows.times[0] if self.first is None else self.first
+        self.last = rows.times[-1]
+        latencies = [(labeled - at) / 1e9 for at, labeled in zip(rows.times, rows.labeled_ns) if labeled is not None]
+        self.latency_s = sum(latencies, self.latency_s)
+        self.latency_rows += len(latencies)
+        regression = profile.task == "regression"
+        for column in profile.columns.values():
+            values: list[Any]
+            if column.role == "prediction":
+                values = rows.values if regression else rows.labels
+            elif column.role == "score":
+                values = rows.scores if self.score_keys.get(column.name, "") == "" else [None] * n
+            else:
+                continue
+            if column.kind == NUMERIC:  # floats and None, as stored: None is NaN to the sketch either way
+                self.numbers.setdefault(column.name, []).append(np.array(values, dtype=np.float64))
+            else:
+                self.categories.setdefault(column.name, _sketch_of(column, [])).update(values)  # type: ignore
+        if regression:
+            labeled = self.labeled
+            for truth, value in zip(rows.truths, rows.values):
+                if truth is not None and value is not None:
+                    labeled.y_true.append(float(truth))
+                    labeled.y_pred.append(float(value))
+            return
+        truths = np.fromiter(rows.truths, dtype=object, count=n)
+        # Each row's stored label is a string object of its own: rows share one per class (they are kept to the end)
+        shared = {label: label for label in set(rows.labels)}
+        labels = np.fromiter(map(shared.__getitem__, rows.labels), dtype=object, count=n)
+        scores = np.array(rows.scores, dtype=np.float64)  # a stored score is a float or None (SQLite keeps no NaN)
+        has_label = labels != None  # noqa: E711 (elementwise)
+        joined = (truths != None) & has_label  # noqa: E711
+        self.labeled.y_true += [t if type(t) is str else category_key(t) for t in truths[joined].tolist()]
+        self.labeled.y_pred += labels[joined].tolist()
+        binary = len(profile.classes) == 2
+        if binary:
+            score = scores[joined]
+            score = score[~np.isnan(score)]
+            self.labeled.scores += np.column_stack((1.0 - score, score)).tolist()
+        if self.scored is not None and binary:
+            both = has_label & ~np.isnan(scores)
+            self.scored.y_pred += labels[both].tolist()
+            self.score_chunks.append(np.column_stack((1.0 - scores[both], scores[both])))
+
+    def columns(self) -> dict[str, NumericSketch | CategoricalSketch]:
+        """The sketch of each output column."""
+        sketches: dict[str, NumericSketch | CategoricalSketch] = {}
+        for name in self.profile.columns:  # in the profile's order, as ``_window`` makes them
+            if name in self.categories:
+                sketches[name] = self.categories[name]
+            elif name in self.numbers:
+                sketches[name] = _sketch_of(self.profile.columns[name], np.concatenate(self.numbers[name]))
+        if self.scored is not None and self.score_chunks:
+            self.scored.scores = np.concatenate(self.score_chunks)
+        return sketches
+
+
+def window_data_chunks(profile: ReferenceProfile, index: int, chunks: Iterable[StoredRows],
+                       points: Iterable[StoredPoint], *, features: bool, start_ns: int | None = None,
+                       end_ns: int | None = None, outputs: bool = True) -> tuple[WindowData, float | None] | None:
+    """``window_data`` of rows read in chunks (``Store.row_chunks``), and the mean seconds from a row's event
+    time to its label's arrival (None: no labelled row). None when a row carries multiclass scores or captured
+    features, or the profile has a class ``""`` (then read the rows whole, for ``window_data``)."""
+    if "" in profile.classes or not outputs:
+        return None
+    score_keys = {column: ("" if len(profile.score_columns) == 1 and len(profile.classes) == 2 else label)
+                  for label, column in profile.score_columns.items()}
+    scored = ScoredRows() if profile.task == "classification" and profile.calibration is not None else None
+    plain = _PlainChunks(profile, score_keys, scored)
+    for chunk in chunks:
+        if not chunk.plain:
+            return None
+        plain.add(chunk)
+    sketches = plain.columns()
+    if features:
+        _sketched(profile, points, sketches)
+    judged = {name for name, column in profile.columns.items() if column.role in OUTPUTS or
+              (column.role == "feature" and features)}
+    if start_ns is not None:
+        start, end = iso_utc_ns(start_ns), iso_utc_ns(end_ns if end_ns is not None else start_ns)
+    elif plain.first is not None and plain.last is not None:
+        start, end = iso_utc_ns(plain.first), iso_utc_ns(plain.last)  # rows come in event-time order
+    else:
+        start = end = None
+    data = WindowData("analysis", index, plain.rows, sketches, plain.labeled, start, end, columns=frozenset(judged),
+                      scored=scored)
+    return data, (plain.latency_s / plain.latency_rows if plain.latency_rows else None)
+
+
 def _window(profile: ReferenceProfile, index: int, columns: dict[str, list[Any]], labeled: LabeledRows,
             times: list[int], points: Iterable[StoredPoint], *, features: bool, start_ns: int | None,
             end_ns: int | None, outputs: bool, scored: ScoredRows | None) -> WindowData:
@@ -134,14 +248,14 @@ def _window(profile: ReferenceProfile, index: int, columns: dict[str, list[Any]]
                       scored=scored)
 
 
-def _sketch_of(column: ColumnProfile, values: list[Any]) -> NumericSketch | CategoricalSketch:
+def _sketch_of(column: ColumnProfile, values: list[Any] | np.ndarray) -> NumericSketch | CategoricalSketch:
     sketch: NumericSketch | CategoricalSketch
     if column.kind == NUMERIC:
         assert isinstance(column.sketch, NumericSketch)
         sketch = NumericSketch(column.sketch.center, column.sketch.scale, column.sketch.precision)
     else:
         sketch = CategoricalSketch()
-    sketch.update(np.asarray(values, dtype=object))
+    sketch.update(values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object))
     return sketch
 
 

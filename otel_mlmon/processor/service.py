@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 from otel_mlmon.engine.evaluate import Policy, WindowData, evaluate_window
@@ -30,7 +31,7 @@ from otel_mlmon.engine.profile import ReferenceProfile
 from otel_mlmon.engine.results import SEGMENT, with_segment
 from otel_mlmon.engine.segments import SegmentedProfile
 from otel_mlmon.processor.alerts import AlertBook, Transition
-from otel_mlmon.processor.assemble import MISSING, window_data
+from otel_mlmon.processor.assemble import MISSING, window_data, window_data_chunks
 from otel_mlmon.processor.bootstrap import bootstrap_profile
 from otel_mlmon.processor.decode import Decoded, PredictionBatch
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, TensorBoardSink, WebhookSink
@@ -77,6 +78,12 @@ def _span(window: RowWindow | TimeWindow) -> tuple[int, int]:
     if isinstance(window, RowWindow):
         return window.first[0], window.last[0]
     return window.start_ns, window.end_ns - 1
+
+
+def _latency(rows: StoredRows) -> float | None:
+    """Mean seconds from a row's event time to its label's arrival (None: no labelled row)."""
+    latencies = [(labeled - at) / 1e9 for at, labeled in zip(rows.times, rows.labeled_ns) if labeled is not None]
+    return sum(latencies) / len(latencies) if latencies else None
 
 
 def _window_data(profile: ReferenceProfile, index: int, window: RowWindow | TimeWindow, rows: StoredRows,
@@ -139,6 +146,12 @@ class Processor:
             otlp.firing_state(self.alerts.firing())  # alerts that fired before a restart still fire
         for data in store.profiles():  # references registered before a restart
             self.register(reference_from_dict(data, "stored reference profile"), persist=False)
+
+    def close(self) -> None:
+        """Close the alert book's connection, then the store's (the last connection to close checkpoints the WAL:
+        closed here, not whenever the interpreter's teardown gets to it)."""
+        self.alerts.close()
+        self.store.close()
 
     def counters(self) -> dict[str, int]:
         """Everything counted: the store's, the receiver's, failed alert deliveries and evaluations."""
@@ -385,16 +398,33 @@ class Processor:
     def evaluate(self, watched: Monitored, window: RowWindow | TimeWindow, stream: Stream, now: int) -> None:
         profile = watched.profile
         model, version = profile.model, profile.version
+        # A segmented model's windows, and those of a stream with sensitive values, are read whole (each row's
+        # segment and group are needed); the others in chunks (``Store.row_chunks``: a bounded peak of memory).
+        whole_read = (model, version) in self.segmented or stream.sensitive is not None
         points: list[StoredPoint] = []
+        found: tuple[WindowData, float | None] | None = None
+        rows = StoredRows.empty()
         if isinstance(window, RowWindow):
             index = window.index
-            rows = self.store.stored_rows(model, version, window.first, window.last)
+            if not whole_read:
+                with closing(self.store.row_chunks(model, version, window.first, window.last)) as chunks:
+                    found = window_data_chunks(profile, index, chunks, [], features=stream.captured)
+            if found is None:  # multiclass scores or captured features: read whole, row by row
+                rows = self.store.stored_rows(model, version, window.first, window.last)
         else:
             index = self.store.count_windows(model, version, window.scheme, window.key)
-            rows = self.store.stored_rows(model, version, start_ns=window.start_ns, end_ns=window.end_ns) \
-                if window.scheme == TIME else StoredRows.empty()
+            outputs = window.scheme == TIME
             points = self.store.sketch_points(model, version, window.start_ns, window.end_ns)
-        data = _window_data(profile, index, window, rows, points, stream)
+            if outputs and not whole_read:
+                sketched = any(p.sketch.get("type") != MISSING for p in points)
+                with closing(self.store.row_chunks(model, version, start_ns=window.start_ns,
+                                                   end_ns=window.end_ns)) as chunks:
+                    found = window_data_chunks(profile, index, chunks, points, features=stream.captured or sketched,
+                                               start_ns=window.start_ns, end_ns=window.end_ns)
+            if found is None and outputs:
+                rows = self.store.stored_rows(model, version, start_ns=window.start_ns, end_ns=window.end_ns)
+        data, latency = found if found is not None else (
+            _window_data(profile, index, window, rows, points, stream), _latency(rows))
         if isinstance(window, TimeWindow):
             data.rows = window.rows
         results = [r.as_json() for r in evaluate_window(profile, data, self.policy)]
@@ -414,9 +444,7 @@ class Processor:
                                evaluated_ns=now, replace=("analysis", sorted(judged)))
         transitions = self.alerts.update(results, now)
         if self.otlp is not None:
-            latencies = [(labeled - at) / 1e9 for at, labeled in zip(rows.times, rows.labeled_ns)
-                         if labeled is not None]
-            self.otlp.results(results, sum(latencies) / len(latencies) if latencies else None)
+            self.otlp.results(results, latency)
         self._send(transitions, now)
         if self.tensorboard is not None:
             self.tensorboard.write(results)

@@ -54,6 +54,36 @@ def test_adwin_detects_where_river_does(seed: int, kind: str, parameters: dict) 
     assert ours._variance == pytest.approx(theirs.variance, rel=1e-9, abs=1e-9)
 
 
+@pytest.mark.parametrize("parameters", ADWIN_PARAMETERS)
+@pytest.mark.parametrize("kind", ["bernoulli", "gaussian"])
+def test_adwin_update_many_equals_one_value_at_a_time(kind: str, parameters: dict) -> None:
+    """The batched path (what the processor feeds a label batch through) gives the same detections, change
+    reports and state, to the last bit, as ``update`` one value at a time, in batches of any size, across
+    detections and across a restore from JSON."""
+    stream = _stream(4, kind)
+    one = ADWIN(**parameters)
+    expected = []
+    for i, x in enumerate(stream):
+        if one.update(x):
+            expected.append((i, one.detection))
+    assert expected
+    many = ADWIN(**parameters)
+    got = []
+    start = 0
+    cut_after_detection = expected[0][0] + 1
+    for size in [1, 31, 32, 33, 1000, max(0, cut_after_detection - 1097), 4096, 0, len(stream)]:
+        got += [(start + position, found) for position, found in many.update_many(stream[start: start + size])]
+        start += size
+        many = ADWIN.from_dict(json.loads(json.dumps(many.to_dict())))
+        if start == cut_after_detection:
+            assert many.detection is not None  # the stored detection: the next value starts afresh
+    assert start >= len(stream)
+    assert [i for i, _ in got] == [i for i, _ in expected]
+    assert [d for _, d in got[1:]] == [d for _, d in expected[1:]]  # (the first crossed no restore)
+    assert got[0][1] == expected[0][1]
+    assert many.to_dict() == one.to_dict()
+
+
 @pytest.mark.parametrize("parameters", [{}, {"threshold": 20.0, "delta": 0.01, "mode": "down"},
                                         {"threshold": 10.0, "alpha": 0.999, "mode": "up", "min_instances": 100}])
 @pytest.mark.parametrize("kind", ["bernoulli", "gaussian"])
