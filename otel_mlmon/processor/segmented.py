@@ -19,13 +19,12 @@ The processor calls the engine for all of it; nothing here computes a metric.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from otel_mlmon.engine.evaluate import Policy, reference_results
 from otel_mlmon.engine.fairness import SensitiveRows
-from otel_mlmon.engine.profile import ReferenceProfile
+from otel_mlmon.engine.profile import ReferenceProfile, parse_document, read_document
 from otel_mlmon.engine.results import SEGMENT, with_segment
 from otel_mlmon.engine.segments import FORMAT as SEGMENTED_FORMAT
 from otel_mlmon.engine.segments import MISSING, OTHER, SegmentedProfile
@@ -48,25 +47,12 @@ def reference_from_dict(data: Any, source: str) -> Reference:
 
 def reference_loads(document: str | bytes, source: str) -> Reference:
     """``reference_from_dict`` of a JSON document (unreadable or too deeply nested JSON: a one-line error)."""
-    try:
-        data = json.loads(document)
-    except RecursionError:
-        raise ValueError(f"{source} is not a reference profile: its JSON is nested too deeply") from None
-    except ValueError as exc:
-        raise ValueError(f"{source} is not readable JSON: {' '.join(str(exc).split())}") from None
-    return reference_from_dict(data, source)
+    return reference_from_dict(parse_document(document, source), source)
 
 
 def reference_load(path: str) -> Reference:
     source = f"reference profile {path!r}"
-    try:
-        with open(path, "rb") as handle:
-            document = handle.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{source} does not exist") from None
-    except OSError as exc:
-        raise ValueError(f"{source} is not readable: {exc}") from None
-    return reference_loads(document, source)
+    return reference_loads(read_document(path, source), source)
 
 
 def whole(reference: Reference) -> ReferenceProfile:
