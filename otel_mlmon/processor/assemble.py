@@ -129,6 +129,7 @@ class _PlainChunks:
         self.numbers: dict[str, list[np.ndarray]] = {}
         self.categories: dict[str, CategoricalSketch] = {}
         self.score_chunks: list[np.ndarray] = []
+        self.labeled_score_chunks: list[np.ndarray] = []
         self.rows = 0
         self.first: int | None = None
         self.last: int | None = None
@@ -179,7 +180,7 @@ class _PlainChunks:
         if binary:
             score = scores[joined]
             score = score[~np.isnan(score)]
-            self.labeled.scores += np.column_stack((1.0 - score, score)).tolist()
+            self.labeled_score_chunks.append(np.column_stack((1.0 - score, score)))
         if self.scored is not None and binary:
             both = has_label & ~np.isnan(scores)
             self.scored.y_pred += labels[both].tolist()
@@ -195,6 +196,11 @@ class _PlainChunks:
                 sketches[name] = _sketch_of(self.profile.columns[name], np.concatenate(self.numbers[name]))
         if self.scored is not None and self.score_chunks:
             self.scored.scores = np.concatenate(self.score_chunks)
+        if self.labeled_score_chunks:  # an array, not a list of [1 - s, s] lists (~120 bytes a row): the engine
+            # takes either (``window_evidence`` reads ``len`` and ``np.asarray``)
+            found = np.concatenate(self.labeled_score_chunks)
+            if len(found):
+                self.labeled.scores = found  # type: ignore[assignment]
         return sketches
 
 

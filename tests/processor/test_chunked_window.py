@@ -26,7 +26,7 @@ def _same(chunked, whole) -> None:
     assert {k: v.to_dict() for k, v in chunked.sketches.items()} == \
         {k: v.to_dict() for k, v in whole.sketches.items()}
     assert list(chunked.sketches) == list(whole.sketches)
-    assert (chunked.labeled.y_true, chunked.labeled.y_pred, chunked.labeled.scores) == \
+    assert (chunked.labeled.y_true, chunked.labeled.y_pred, np.asarray(chunked.labeled.scores).tolist()) == \
         (whole.labeled.y_true, whole.labeled.y_pred, whole.labeled.scores)
     assert (chunked.scored is None) == (whole.scored is None)
     if whole.scored is not None:
