@@ -333,7 +333,6 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from otel_mlmon.engine.profile import ReferenceProfile
     from otel_mlmon.processor import grpc_receiver
     from otel_mlmon.processor.config import load
     from otel_mlmon.processor.export import (
@@ -344,6 +343,7 @@ def _serve(args: argparse.Namespace) -> int:
         otlp_from_environment,
     )
     from otel_mlmon.processor.security import Security
+    from otel_mlmon.processor.segmented import reference_load
     from otel_mlmon.processor.server import serve
     from otel_mlmon.processor.service import Processor
     from otel_mlmon.processor.store import Store
@@ -360,7 +360,8 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.log_level, otlp)
     security = Security.from_config(config)  # a missing or empty token file, bad TLS files: refused here
     host, _, port = config.http_endpoint.rpartition(":")
-    profiles = [ReferenceProfile.load(path) for path in config.references]  # bad profiles stop startup
+    # Reference profiles, segmented ones too (`reference build --segment-by`): bad profiles stop startup.
+    profiles = [reference_load(path) for path in config.references]
     store = Store(config.store, label_ttl_s=config.label_ttl_s, orphan_ttl_s=config.orphan_ttl_s,
                   max_pending=config.max_pending, max_orphans=config.max_orphans,
                   max_lateness_s=config.max_lateness_s, max_models=config.max_models,

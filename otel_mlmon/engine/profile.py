@@ -188,25 +188,33 @@ class ReferenceProfile:
     @classmethod
     def loads(cls, document: str | bytes, source: str = "reference profile") -> ReferenceProfile:
         """The profile in a JSON document; unreadable or too deeply nested JSON is a one-line ``ValueError``."""
-        try:
-            data = json.loads(document)
-        except RecursionError:
-            raise ValueError(f"{source} is not a reference profile: its JSON is nested too deeply") from None
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
-            raise ValueError(f"{source} is not readable JSON: {' '.join(str(exc).split())}") from None
-        return cls.from_dict(data, source)
+        return cls.from_dict(parse_document(document, source), source)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ReferenceProfile:
         source = f"reference profile {os.fspath(path)!r}"
-        try:
-            with open(path, "rb") as handle:
-                document = handle.read()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{source} does not exist") from None
-        except OSError as exc:
-            raise ValueError(f"{source} is not readable: {exc}") from None
-        return cls.loads(document, source)
+        return cls.loads(read_document(path, source), source)
+
+
+def parse_document(document: str | bytes, source: str) -> Any:
+    """A profile's JSON document decoded; unreadable or too deeply nested JSON is a one-line ``ValueError``."""
+    try:
+        return json.loads(document)
+    except RecursionError:
+        raise ValueError(f"{source} is not a reference profile: its JSON is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
+        raise ValueError(f"{source} is not readable JSON: {' '.join(str(exc).split())}") from None
+
+
+def read_document(path: str | os.PathLike[str], source: str) -> bytes:
+    """A profile file's bytes; a missing or unreadable file is a one-line error naming ``source``."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{source} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"{source} is not readable: {exc}") from None
 
 
 def _profile_from_dict(cls: type[ReferenceProfile], data: Mapping[str, Any]) -> ReferenceProfile:

@@ -1,9 +1,10 @@
 """Alert state: one firing per alert until it resolves, persisted, so a restart re-fires nothing.
 
-An alert is identified by (model, version, kind, column, metric). Its state follows the newest window evaluated
-for it: a window result with ``alert`` true fires it (if it was not firing), one with ``alert`` false resolves it
-(if it was firing); revisions of older windows do not move it; ``alert`` empty (not enough data) leaves it as is.
-Transitions go to the sinks (OTLP ``ml.alert`` events and ``ml.alerts``, Alertmanager, a webhook).
+An alert is identified by (model, version, kind, column, metric), and its segment for a segment's rows. Its state
+follows the newest window evaluated for it: a window result with ``alert`` true fires it (if it was not firing), one
+with ``alert`` false resolves it (if it was firing); revisions of older windows do not move it; ``alert`` empty (not
+enough data) leaves it as is. Transitions go to the sinks (OTLP ``ml.alert`` events and ``ml.alerts``,
+Alertmanager, a webhook).
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ class Transition:
     @property
     def labels(self) -> dict[str, str]:
         r = self.result
-        return {"model": r["model"], "version": r["model_version"], "kind": r["kind"], "column": r["column"],
-                "metric": r["metric"]}
+        labels = {"model": r["model"], "version": r["model_version"], "kind": r["kind"], "column": r["column"],
+                  "metric": r["metric"]}
+        if r.get("segment") is not None:
+            labels["segment"] = r["segment"]
+        return labels
 
 
 class AlertBook:
@@ -53,8 +57,10 @@ class AlertBook:
 
     @staticmethod
     def key(result: dict[str, Any]) -> str:
-        return json.dumps([result["model"], result["model_version"], result["kind"], result["column"],
-                           result["metric"]])
+        key = [result["model"], result["model_version"], result["kind"], result["column"], result["metric"]]
+        if result.get("segment") is not None:  # the whole window's alerts keep the keys they had
+            key.append(result["segment"])
+        return json.dumps(key)
 
     def update(self, results: Iterable[dict[str, Any]], now_ns: int) -> list[Transition]:
         """Apply a window's results; the transitions they cause, recorded before they are returned."""

@@ -1,4 +1,5 @@
-"""The control API on the HTTP listener: ``GET /v1/results``, ``POST /v1/references``, ``/healthz``, ``/readyz``."""
+"""The control API on the HTTP listener: ``GET /v1/results`` (filters ``model``, ``version``, ``kind``, ``window``,
+``period``, ``segment``), ``POST /v1/references`` (a profile or a segmented profile), ``/healthz``, ``/readyz``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from otel_mlmon.engine.profile import ReferenceProfile
+from otel_mlmon.processor.segmented import reference_loads, whole
 
 if TYPE_CHECKING:
     from otel_mlmon.processor.service import Processor
@@ -29,16 +30,18 @@ class ControlApi:
             return web.json_response({"error": f"window {window!r} is not a number"}, status=400)
         rows = self.processor.store.results(model=query.get("model"), version=query.get("version"),
                                             kind=query.get("kind"), period=query.get("period"),
-                                            window=int(window) if window is not None else None)
+                                            window=int(window) if window is not None else None,
+                                            segment=query.get("segment"))
         return web.json_response({"results": rows})
 
     async def post_reference(self, request: web.Request) -> web.Response:
         processor = self.processor
         try:  # validated (types, finite numbers, window bounds, nesting): a one-line 400 that says what is wrong
-            profile = ReferenceProfile.loads(await request.read(), "posted reference profile")
+            reference = reference_loads(await request.read(), "posted reference profile")
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        processor.register(profile)
+        processor.register(reference)
+        profile = whole(reference)
         monitored = processor.monitored[(profile.model, profile.version)]
         return web.json_response({"model": profile.model, "version": profile.version,
                                   "window_rows": monitored.window_rows,

@@ -3,7 +3,10 @@
 From ``/v1/logs``: ``ml.predictions`` events become ``PredictionBatch`` (ids, outputs, captured features as
 arrays) and ``ml.labels`` events ``LabelBatch``; every other log record is ignored. From ``/v1/metrics``: the
 ``ml.feature.*`` and ``ml.prediction.value`` points become sketches (``SketchPoint``), rebuilt exactly from the
-bucketing parameters on the point; every other metric is ignored.
+bucketing parameters on the point; every other metric is ignored. Segments and fairness (issue 15): a prediction
+event's ``ml.segment`` and ``ml.fairness.group`` arrays (one string per row) and ``ml.fairness.attribute`` are kept
+with its rows, and a sketch point's ``ml.segment`` with the point (points of one feature and interval are kept
+apart per segment: M2 and category counts are matched within a segment).
 
 Only a malformed *request* raises (``DecodeError``: HTTP 400 / INVALID_ARGUMENT). Every record that comes out has
 sane types (non-empty ``str`` model, ``str`` version and ids, finite floats, string/number/boolean labels and
@@ -61,6 +64,9 @@ class PredictionBatch:
     values: list[float] | None = None
     features: dict[str, list[Any]] = field(default_factory=dict)
     times: list[int] | None = None  # each row's own event time (``ml.prediction.time``); None: ``time_unix_nano``
+    segments: list[str] | None = None  # each row's segment (``ml.segment``), None: not segmented
+    groups: list[str] | None = None  # each row's sensitive value (``ml.fairness.group``), None: none sent
+    group_column: str | None = None  # the sensitive column's name (``ml.fairness.attribute``)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -78,7 +84,9 @@ class PredictionBatch:
                                {c: pick(v) for c, v in self.scores.items()},
                                pick(self.values) if self.values is not None else None,
                                {c: pick(v) for c, v in self.features.items()},
-                               pick(self.times) if self.times is not None else None)
+                               pick(self.times) if self.times is not None else None,
+                               pick(self.segments) if self.segments is not None else None,
+                               pick(self.groups) if self.groups is not None else None, self.group_column)
 
 
 @dataclass
@@ -116,6 +124,7 @@ class SketchPoint:
     start_unix_nano: int
     time_unix_nano: int
     sketch: NumericSketch | CategoricalSketch | MissingCounts
+    segment: str | None = None  # ``ml.segment`` of the point (None: not segmented)
 
 
 @dataclass
@@ -266,6 +275,24 @@ def _numbers(raw: Any, rows: int, what: str) -> list[float]:
     return raw if kinds == {float} else list(map(float, raw))
 
 
+def _strings(raw: Any, rows: int, key: str) -> list[str] | None:
+    """An optional array attribute of one string per row (segments, sensitive values), None when absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != rows or set(map(type, raw)) != {str} \
+            or max(map(len, raw)) > MAX_NAME_CHARS:
+        raise _Unusable(f"prediction event whose {key} is not one string (of at most {MAX_NAME_CHARS} characters) "
+                        "per id")
+    return raw
+
+
+def _segment(attributes: dict[str, Any], what: str) -> str | None:
+    """The optional ``ml.segment`` of a sketch point."""
+    if attributes.get(semconv.ML_SEGMENT) is None:
+        return None
+    return _name(attributes, semconv.ML_SEGMENT, what, default="")
+
+
 def _time(ns: int, what: str) -> int:
     if ns > MAX_TIME_NS:
         raise _Unusable(f"{what} whose time is past 2**63 - 1 ns (the year 2262)")
@@ -305,6 +332,10 @@ def _prediction(attributes: dict[str, Any], time_unix_nano: int) -> tuple[list[P
                               or min(times) < 0 or max(times) > MAX_TIME_NS):
         raise _Unusable(f"prediction event whose {semconv.ML_PREDICTION_TIME} is not one time per id (ns, 0 to "
                         "2**63 - 1)")
+    segments = _strings(attributes.get(semconv.ML_SEGMENT), rows, semconv.ML_SEGMENT)
+    groups = _strings(attributes.get(semconv.ML_FAIRNESS_GROUP), rows, semconv.ML_FAIRNESS_GROUP)
+    group_column = _name(attributes, semconv.ML_FAIRNESS_ATTRIBUTE, what, default=semconv.ML_FAIRNESS_GROUP) \
+        if groups is not None else None
     # A row whose output is NaN or infinite cannot be scored: it is dropped (and counted), the others kept.
     outputs = [*scores.values(), *([values] if values is not None else [])]
     finite = all(all(map(math.isfinite, column)) for column in outputs)  # one pass per column, in C
@@ -323,7 +354,10 @@ def _prediction(attributes: dict[str, Any], time_unix_nano: int) -> tuple[list[P
         values = kept(values) if values is not None else None
         features = {c: kept(v) for c, v in features.items()}
         times = kept(times) if times is not None else None
-    whole = PredictionBatch(model, version, time_unix_nano, ids, labels, scores, values, features)
+        segments = kept(segments) if segments is not None else None
+        groups = kept(groups) if groups is not None else None
+    whole = PredictionBatch(model, version, time_unix_nano, ids, labels, scores, values, features,
+                            segments=segments, groups=groups, group_column=group_column)
     if times and all(t == times[0] for t in times):
         whole.time_unix_nano = times[0]
     elif times:
@@ -485,7 +519,7 @@ def metrics_records(request: ExportMetricsServiceRequest) -> Decoded:
                for scope_metrics in resource_metrics.scope_metrics for metric in scope_metrics.metrics]
     # The M2 gauge completes the moments of the histogram point with the same attributes and end time (a gauge's
     # start time is not always carried).
-    m2: dict[tuple[str, str, str | None, int], float] = {}
+    m2: dict[tuple[str, str, str | None, int, str | None], float] = {}
     for metric in metrics:
         if metric.name == semconv.ML_FEATURE_VALUE_M2 and metric.WhichOneof("data") == "gauge":
             for point in metric.gauge.data_points:
@@ -500,12 +534,13 @@ def metrics_records(request: ExportMetricsServiceRequest) -> Decoded:
                     value = _finite(_number_value(point), what, "value")
                     if value < 0:
                         raise _Unusable(f"{what} whose value is negative")
+                    segment = _segment(attributes, what)
                 except _Unusable as reason:
                     decoded.rejected[str(reason)] += 1
                     continue
-                m2[(model, version, feature, time_ns)] = value
+                m2[(model, version, feature, time_ns, segment)] = value
                 decoded.accepted += 1
-    categories: dict[tuple[str, str, str, int, int], SketchPoint] = {}
+    categories: dict[tuple[str, str, str, int, int, str | None], SketchPoint] = {}
     budget = _Budget()
     for metric in metrics:
         name = metric.name
@@ -538,12 +573,14 @@ def _histogram_point(name: str, point: Any, decoded: Decoded, m2: dict[Any, floa
     if name == semconv.ML_FEATURE_VALUE and attributes.get(semconv.ML_FEATURE_NAME) is not None:
         feature = column = _name(attributes, semconv.ML_FEATURE_NAME, what)
     start, end = _point_times(point, what)
-    sketch = _numeric_sketch(point, attributes, m2.get((model, version, feature, end), 0.0), budget)
-    decoded.sketches.append(SketchPoint(model, version, column, start, end, sketch))
+    segment = _segment(attributes, what)
+    sketch = _numeric_sketch(point, attributes, m2.get((model, version, feature, end, segment), 0.0), budget)
+    decoded.sketches.append(SketchPoint(model, version, column, start, end, sketch, segment))
 
 
 def _category_point(name: str, point: Any, decoded: Decoded, m2: Any,
-                    categories: dict[tuple[str, str, str, int, int], SketchPoint], budget: _Budget) -> None:
+                    categories: dict[tuple[str, str, str, int, int, str | None], SketchPoint], budget: _Budget
+                    ) -> None:
     what = "category point"
     attributes = _attributes(point)
     model, version = _model(attributes, what)
@@ -553,10 +590,11 @@ def _category_point(name: str, point: Any, decoded: Decoded, m2: Any,
         raise _Unusable(f"{what} without {semconv.ML_FEATURE_CATEGORY}")
     start, end = _point_times(point, what)
     count = _count(_number_value(point), what)
-    group = (model, version, feature, start, end)
+    segment = _segment(attributes, what)
+    group = (model, version, feature, start, end, segment)
     entry = categories.get(group)
     if entry is None:
-        entry = categories[group] = SketchPoint(model, version, feature, start, end, CategoricalSketch())
+        entry = categories[group] = SketchPoint(model, version, feature, start, end, CategoricalSketch(), segment)
         decoded.sketches.append(entry)
     assert isinstance(entry.sketch, CategoricalSketch)
     if entry.sketch.total + count > MAX_COUNT:
@@ -572,4 +610,5 @@ def _missing_point(name: str, point: Any, decoded: Decoded, m2: Any, categories:
     reason = _name(attributes, semconv.ML_FEATURE_MISSING_REASON, what, default="")
     start, end = _point_times(point, what)
     decoded.sketches.append(SketchPoint(model, version, feature, start, end,
-                                        MissingCounts(reason, _count(_number_value(point), what))))
+                                        MissingCounts(reason, _count(_number_value(point), what)),
+                                        _segment(attributes, what)))

@@ -146,6 +146,8 @@ class OtlpExport:
             if r.get("period") != "analysis" or r.get("value") is None:
                 continue
             base = {semconv.ML_MODEL_NAME: r["model"], semconv.ML_MODEL_VERSION: r["model_version"]}
+            if r.get("segment") is not None:  # bounded: the reference's segments, __other__ and __missing__
+                base[semconv.ML_SEGMENT] = r["segment"]
             if r["kind"] == "drift":
                 attributes = {**base, semconv.ML_FEATURE_NAME: r["column"], semconv.ML_DRIFT_METHOD: r["metric"]}
                 self._set(semconv.ML_DRIFT_SCORE, attributes, r["window"], r["value"])
@@ -172,9 +174,12 @@ class OtlpExport:
         with self._lock:
             for t in transitions:
                 r = t.result
-                key = tuple(sorted({semconv.ML_MODEL_NAME: r["model"], semconv.ML_MODEL_VERSION: r["model_version"],
-                                    semconv.ML_ALERT_KIND: r["kind"], semconv.ML_FEATURE_NAME: r["column"],
-                                    semconv.ML_ALERT_METRIC: r["metric"]}.items()))
+                attributes = {semconv.ML_MODEL_NAME: r["model"], semconv.ML_MODEL_VERSION: r["model_version"],
+                              semconv.ML_ALERT_KIND: r["kind"], semconv.ML_FEATURE_NAME: r["column"],
+                              semconv.ML_ALERT_METRIC: r["metric"]}
+                if r.get("segment") is not None:  # a segment's alert is a series of its own
+                    attributes[semconv.ML_SEGMENT] = r["segment"]
+                key = tuple(sorted(attributes.items()))
                 self._firing[key] = int(t.state == FIRING)
 
     def transitions(self, transitions: Sequence[Transition]) -> None:
@@ -185,6 +190,8 @@ class OtlpExport:
                           semconv.ML_ALERT_KIND: r["kind"], semconv.ML_ALERT_STATE: t.state,
                           semconv.ML_FEATURE_NAME: r["column"], semconv.ML_ALERT_METRIC: r["metric"],
                           semconv.ML_ALERT_WINDOW: int(r["window"])}
+            if r.get("segment") is not None:
+                attributes[semconv.ML_SEGMENT] = r["segment"]
             if r.get("value") is not None:
                 attributes[semconv.ML_ALERT_VALUE] = float(r["value"])
             threshold = _threshold(r)

@@ -25,15 +25,29 @@ from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
-from otel_mlmon.engine.evaluate import Policy, WindowData, evaluate_window, reference_results
+from otel_mlmon.engine.evaluate import Policy, WindowData, evaluate_window
+from otel_mlmon.engine.fairness import FAIRNESS
 from otel_mlmon.engine.profile import ReferenceProfile
+from otel_mlmon.engine.results import SEGMENT, with_segment
+from otel_mlmon.engine.segments import SegmentedProfile
 from otel_mlmon.processor.alerts import AlertBook, Transition
 from otel_mlmon.processor.assemble import MISSING, window_data, window_data_chunks
 from otel_mlmon.processor.bootstrap import bootstrap_profile
 from otel_mlmon.processor.decode import Decoded, PredictionBatch
 from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, TensorBoardSink, WebhookSink
+from otel_mlmon.processor.segmented import Reference, reference_from_dict, reference_rows, sensitive_rows, split, whole
 from otel_mlmon.processor.sequential import Sequential, change_result
-from otel_mlmon.processor.store import LABEL, MAX_NS, ROW, SKETCH, Store, StoredRows, StoreUnavailable, Stream
+from otel_mlmon.processor.store import (
+    LABEL,
+    MAX_NS,
+    ROW,
+    SKETCH,
+    Store,
+    StoredPoint,
+    StoredRows,
+    StoreUnavailable,
+    Stream,
+)
 from otel_mlmon.processor.windows import (
     FAILED,
     ROWS,
@@ -72,6 +86,22 @@ def _latency(rows: StoredRows) -> float | None:
     return sum(latencies) / len(latencies) if latencies else None
 
 
+def _window_data(profile: ReferenceProfile, index: int, window: RowWindow | TimeWindow, rows: StoredRows,
+                 points: list[StoredPoint], stream: Stream) -> WindowData:
+    """The engine's window of these rows and sketch points (of the whole window, or of one segment of it), with the
+    rows fairness reads when the events carried sensitive values."""
+    if isinstance(window, RowWindow):
+        data = window_data(profile, index, rows, [], features=stream.captured)
+    else:
+        outputs = window.scheme == TIME
+        sketched = any(p.sketch.get("type") != MISSING for p in points)
+        data = window_data(profile, index, rows, points, features=stream.captured or sketched,
+                           start_ns=window.start_ns, end_ns=window.end_ns, outputs=outputs)
+    if isinstance(window, RowWindow) or window.scheme == TIME:
+        data.sensitive = sensitive_rows(profile, rows, stream.sensitive)
+    return data
+
+
 class Processor:
     """The receiver's sink, the windows and the results of every monitored model."""
 
@@ -93,6 +123,7 @@ class Processor:
         self.max_future_ns = int(max_future_s * SECOND)
         self.sweep_ns = int(sweep_s * SECOND)
         self.monitored: dict[tuple[str, str], Monitored] = {}
+        self.segmented: dict[tuple[str, str], SegmentedProfile] = {}  # models judged per segment too
         self.sequential = Sequential(sequential_detector, self.monitored)
         store.on_join = self.sequential.joined if sequential_detector != "off" else None
         self.alerts = AlertBook(store.path)
@@ -114,7 +145,7 @@ class Processor:
             otlp.watch(self.counters, store.path)
             otlp.firing_state(self.alerts.firing())  # alerts that fired before a restart still fire
         for data in store.profiles():  # references registered before a restart
-            self.register(ReferenceProfile.from_dict(data, "stored reference profile"), persist=False)
+            self.register(reference_from_dict(data, "stored reference profile"), persist=False)
 
     def close(self) -> None:
         """Close the alert book's connection, then the store's (the last connection to close checkpoints the WAL:
@@ -197,13 +228,18 @@ class Processor:
                 self._activate({(p.model, p.version) for p in points})
 
     # --- references ----------------------------------------------------------------------------------------
-    def register(self, profile: ReferenceProfile, persist: bool = True) -> None:
+    def register(self, reference: Reference, persist: bool = True) -> None:
+        """Monitor a model against a reference profile, or a segmented one (per segment too)."""
+        profile = whole(reference)
         key = (profile.model, profile.version)
         if persist:
-            self.store.put_profile(profile.model, profile.version, profile.to_dict())
+            self.store.put_profile(profile.model, profile.version, reference.to_dict())
         self.monitored[key] = monitored(profile, self.sketch_window_ns)
-        rows = [r.as_json() for r in reference_results(profile, self.policy)]
-        self.store.put_results(profile.model, profile.version, rows)
+        if isinstance(reference, SegmentedProfile):
+            self.segmented[key] = reference
+        else:
+            self.segmented.pop(key, None)
+        self.store.put_results(profile.model, profile.version, reference_rows(reference, self.policy))
         self._failed.pop(key, None)
         for window in [w for w in self._failed_windows if w[:2] == key]:
             del self._failed_windows[window]
@@ -362,38 +398,50 @@ class Processor:
     def evaluate(self, watched: Monitored, window: RowWindow | TimeWindow, stream: Stream, now: int) -> None:
         profile = watched.profile
         model, version = profile.model, profile.version
-        found: tuple[WindowData, float | None] | None
+        # A segmented model's windows, and those of a stream with sensitive values, are read whole (each row's
+        # segment and group are needed); the others in chunks (``Store.row_chunks``: a bounded peak of memory).
+        whole_read = (model, version) in self.segmented or stream.sensitive is not None
+        points: list[StoredPoint] = []
+        found: tuple[WindowData, float | None] | None = None
+        rows = StoredRows.empty()
         if isinstance(window, RowWindow):
-            with closing(self.store.row_chunks(model, version, window.first, window.last)) as chunks:
-                found = window_data_chunks(profile, window.index, chunks, [], features=stream.captured)
+            index = window.index
+            if not whole_read:
+                with closing(self.store.row_chunks(model, version, window.first, window.last)) as chunks:
+                    found = window_data_chunks(profile, index, chunks, [], features=stream.captured)
             if found is None:  # multiclass scores or captured features: read whole, row by row
                 rows = self.store.stored_rows(model, version, window.first, window.last)
-                found = window_data(profile, window.index, rows, [], features=stream.captured), _latency(rows)
-            data, latency = found
         else:
             index = self.store.count_windows(model, version, window.scheme, window.key)
             outputs = window.scheme == TIME
             points = self.store.sketch_points(model, version, window.start_ns, window.end_ns)
-            sketched = any(p.sketch.get("type") != MISSING for p in points)
-            features = stream.captured or sketched
-            found = None
-            if outputs:
+            if outputs and not whole_read:
+                sketched = any(p.sketch.get("type") != MISSING for p in points)
                 with closing(self.store.row_chunks(model, version, start_ns=window.start_ns,
                                                    end_ns=window.end_ns)) as chunks:
-                    found = window_data_chunks(profile, index, chunks, points, features=features,
+                    found = window_data_chunks(profile, index, chunks, points, features=stream.captured or sketched,
                                                start_ns=window.start_ns, end_ns=window.end_ns)
-            if found is None:
-                rows = self.store.stored_rows(model, version, start_ns=window.start_ns, end_ns=window.end_ns) \
-                    if outputs else StoredRows.empty()
-                found = window_data(profile, index, rows, points, features=features, start_ns=window.start_ns,
-                                    end_ns=window.end_ns, outputs=outputs), _latency(rows)
-            data, latency = found
+            if found is None and outputs:
+                rows = self.store.stored_rows(model, version, start_ns=window.start_ns, end_ns=window.end_ns)
+        data, latency = found if found is not None else (
+            _window_data(profile, index, window, rows, points, stream), _latency(rows))
+        if isinstance(window, TimeWindow):
             data.rows = window.rows
         results = [r.as_json() for r in evaluate_window(profile, data, self.policy)]
-        judged = sorted(data.columns or ())
+        judged = set(data.columns or ())
+        segmented = self.segmented.get((model, version))
+        if segmented is not None:  # then each segment's rows against its own reference (engine.segments's rule)
+            results = [{**r, SEGMENT: None} for r in results]
+            for name, part_profile, part_rows, part_points in split(segmented, rows, points):
+                part = _window_data(part_profile, index, window, part_rows, part_points, stream)
+                part.start, part.end = data.start, data.end  # a segment's window is the window
+                results += [with_segment(r, name).as_json()
+                            for r in evaluate_window(part_profile, part, self.policy)]
+                judged |= set(part.columns or ())
+        judged |= {r["column"] for r in results if r["kind"] == FAIRNESS}  # revised with the window too
         self.store.put_results(model, version, results, window=(window.scheme, window.key, *_span(window),
                                                                 window.state),
-                               evaluated_ns=now, replace=("analysis", judged))
+                               evaluated_ns=now, replace=("analysis", sorted(judged)))
         transitions = self.alerts.update(results, now)
         if self.otlp is not None:
             self.otlp.results(results, latency)

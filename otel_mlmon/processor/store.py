@@ -58,10 +58,28 @@ DROP INDEX IF EXISTS predictions_order;
 DROP INDEX IF EXISTS predictions_pending;
 INSERT OR IGNORE INTO models (model, version) SELECT DISTINCT model, version FROM predictions_v3;
 """ + _PREDICTIONS + """
-INSERT INTO predictions SELECT m.sid, p.id, p.time_ns, p.received_ns, p.label, p.score, p.value, p.extra, p.truth,
+INSERT INTO predictions (sid, id, time_ns, received_ns, label, score, value, extra, truth, labeled_ns, expired)
+    SELECT m.sid, p.id, p.time_ns, p.received_ns, p.label, p.score, p.value, p.extra, p.truth,
     p.labeled_ns, p.expired FROM predictions_v3 AS p JOIN models AS m ON m.model = p.model AND m.version = p.version;
 DROP TABLE predictions_v3;
 UPDATE meta SET value = '4' WHERE key = 'schema_version';
+"""
+# Schema 5 (segments and fairness, issue 15): each prediction row's segment (``ml.segment``) and sensitive value
+# (``ml.fairness.group``), each sketch point's segment, the stream's sensitive column name, and results keyed by
+# segment too ('' for the whole window). Every store, a new one included, reaches it from schema 4 this way.
+_MIGRATE_4 = """
+ALTER TABLE predictions ADD COLUMN segment TEXT;
+ALTER TABLE predictions ADD COLUMN grp TEXT;
+ALTER TABLE sketches ADD COLUMN segment TEXT;
+ALTER TABLE streams ADD COLUMN sensitive TEXT;
+ALTER TABLE results RENAME TO results_v4;
+CREATE TABLE results (model TEXT NOT NULL, version TEXT NOT NULL, period TEXT NOT NULL,
+    window INTEGER NOT NULL, column_name TEXT NOT NULL, kind TEXT NOT NULL, metric TEXT NOT NULL, row TEXT NOT NULL,
+    segment TEXT NOT NULL DEFAULT '', PRIMARY KEY (model, version, period, window, column_name, kind, metric, segment));
+INSERT INTO results (model, version, period, window, column_name, kind, metric, row)
+    SELECT model, version, period, window, column_name, kind, metric, row FROM results_v4;
+DROP TABLE results_v4;
+UPDATE meta SET value = '5' WHERE key = 'schema_version';
 """
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,7 +113,7 @@ CREATE TABLE IF NOT EXISTS sequential_changes (seq INTEGER PRIMARY KEY, model TE
 """
 # The two sequential tables came after schema 4 without a version bump: a schema-4 store gets them (empty) on open,
 # its monitors start with the next label joined, and nothing else of the store changes meaning.
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 _CHUNK = 8000  # ids per IN (...) query (SQLite allows 32766 variables since 3.32)
 READ_CHUNK = 16384  # rows a window's evaluation reads back at a time (``row_chunks``)
 ROW, LABEL, SKETCH = "row", "label", "sketch"  # kinds of change recorded in ``touched``
@@ -164,9 +182,20 @@ class StoredRows:
     extras: list[str | None]  # JSON of multiclass scores and captured features, None for most rows
     truths: list[Any]  # the labels joined (decoded), None where none has arrived
     labeled_ns: list[int | None]
+    segments: list[str | None] = field(default_factory=list)  # each row's segment (empty: no row has one)
+    groups: list[str | None] = field(default_factory=list)  # each row's sensitive value (empty: no row has one)
 
     def __len__(self) -> int:
         return len(self.times)
+
+    def take(self, rows: Sequence[int]) -> StoredRows:
+        """These rows only (in this order)."""
+        def pick(column: list[Any]) -> list[Any]:
+            return [column[i] for i in rows] if column else []
+
+        return StoredRows(*(pick(column) for column in (
+            self.ids, self.times, self.labels, self.scores, self.values, self.extras, self.truths, self.labeled_ns,
+            self.segments, self.groups)))
 
     @staticmethod
     def empty() -> StoredRows:
@@ -192,6 +221,7 @@ class Stream:
     latest_ns: int
     arrived_ns: int
     captured: bool
+    sensitive: str | None = None  # the name of the sensitive column its events carry values of (fairness)
 
 
 @dataclass(frozen=True)
@@ -200,6 +230,7 @@ class StoredPoint:
     start_ns: int
     end_ns: int
     sketch: dict[str, Any]
+    segment: str | None = None
 
 
 class Store:
@@ -228,23 +259,27 @@ class Store:
             self._db.execute("PRAGMA synchronous=FULL")  # a committed transaction survives power loss too
             self._db.executescript(_SCHEMA)
             found = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if found is not None and found[0] == "3":
+            if found is None:  # a new store: schema 4's tables, then the migrations
+                self._db.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+                found = ("4",)
+            if found[0] == "3":
                 self._db.executescript(f"BEGIN IMMEDIATE; {_MIGRATE_3} COMMIT;")
-                found = (SCHEMA_VERSION,)
+                found = ("4",)
             self._db.executescript(_PREDICTIONS)
+            if found[0] == "4":
+                self._db.executescript(f"BEGIN IMMEDIATE; {_MIGRATE_4} COMMIT;")
+                found = (SCHEMA_VERSION,)
         except sqlite3.DatabaseError as exc:
             raise ValueError(f"store {path!r} is not a usable SQLite database: {exc}") from None
-        if found is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-        elif found[0] != SCHEMA_VERSION:
+        if found[0] != SCHEMA_VERSION:
             raise ValueError(f"store {path!r} has schema version {found[0]}; this otel-mlmon uses {SCHEMA_VERSION}: "
                              "start with a new --store file")
         self._sids: dict[tuple[str, str], int] = {
             (m, v): sid for sid, m, v in self._db.execute("SELECT sid, model, version FROM models")}
         self._sid_staged: dict[tuple[str, str], int] = {}
         self._streams: dict[tuple[str, str], Stream] = {
-            (m, v): Stream(latest, arrived, bool(captured)) for m, v, latest, arrived, captured in
-            self._db.execute("SELECT model, version, latest_ns, arrived_ns, captured FROM streams")}
+            (m, v): Stream(latest, arrived, bool(captured), sensitive) for m, v, latest, arrived, captured, sensitive
+            in self._db.execute("SELECT model, version, latest_ns, arrived_ns, captured, sensitive FROM streams")}
         self._pending: dict[tuple[str, str], int] = {
             (m, v): n for m, v, n in self._db.execute(
                 "SELECT model, version, count(*) FROM predictions JOIN models USING (sid) WHERE truth IS NULL AND "
@@ -337,18 +372,21 @@ class Store:
             return False
         return True
 
-    def _advance(self, key: tuple[str, str], latest_ns: int, arrived_ns: int, captured: bool) -> None:
+    def _advance(self, key: tuple[str, str], latest_ns: int, arrived_ns: int, captured: bool,
+                 sensitive: str | None = None) -> None:
         old = self._staged.get(key) or self._streams.get(key)
         stream = Stream(max(latest_ns, old.latest_ns) if old else latest_ns, max(arrived_ns, old.arrived_ns if old
                                                                                     else 0),
-                        captured or (old.captured if old else False))
+                        captured or (old.captured if old else False), sensitive or (old.sensitive if old else None))
         if stream.latest_ns > 0 and not (old and old.latest_ns > 0) and \
                 self._orphans.get(key, 0) + self._orphan_delta.get(key, 0):
             self._db.execute("UPDATE orphans SET clock_ns = ? WHERE model = ? AND version = ? AND clock_ns IS NULL",
                              (stream.latest_ns, *key))
-        self._db.execute("INSERT INTO streams VALUES (?, ?, ?, ?, ?) ON CONFLICT(model, version) DO UPDATE SET "
-                         "latest_ns = excluded.latest_ns, arrived_ns = excluded.arrived_ns, captured = "
-                         "excluded.captured", (*key, stream.latest_ns, stream.arrived_ns, int(stream.captured)))
+        self._db.execute("INSERT INTO streams (model, version, latest_ns, arrived_ns, captured, sensitive) VALUES "
+                         "(?, ?, ?, ?, ?, ?) ON CONFLICT(model, version) DO UPDATE SET latest_ns = excluded.latest_ns, "
+                         "arrived_ns = excluded.arrived_ns, captured = excluded.captured, sensitive = "
+                         "excluded.sensitive", (*key, stream.latest_ns, stream.arrived_ns, int(stream.captured),
+                                                stream.sensitive))
         self._staged[key] = stream
 
     def late_before(self, key: tuple[str, str]) -> int:
@@ -435,7 +473,8 @@ class Store:
                     self._bump(self._pending_delta, key, len(fresh) - now_joined)
                     self._bump(self._orphan_delta, key, -now_joined)
                     # a retried duplicate moves nothing (its time could be anything)
-                    self._advance(key, int(fresh_times.max()), received_ns, bool(batch.features))
+                    self._advance(key, int(fresh_times.max()), received_ns, bool(batch.features),
+                                  batch.group_column)
             self._count("predictions", accepted)
             self._count("duplicate_predictions", duplicate)
             self._count("labels_joined", joined)
@@ -451,15 +490,20 @@ class Store:
         row proves it), else rolled back and inserted after looking the ids up (``_fresh``)."""
         insert = ("INSERT {} INTO predictions (sid, id, time_ns, received_ns, label, score, value, extra) "
                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        rows = _rows
+        if batch.segments is not None or batch.groups is not None:  # segmented, or with sensitive values
+            insert = ("INSERT {} INTO predictions (sid, id, time_ns, received_ns, label, score, value, extra, "
+                      "segment, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            rows = _grouped_rows
         db.execute("SAVEPOINT fresh")  # (an exception rolls the whole transaction back: ``transaction``)
-        if db.executemany(insert.format("OR IGNORE"), _rows(sid, batch, positions, times, received_ns)
+        if db.executemany(insert.format("OR IGNORE"), rows(sid, batch, positions, times, received_ns)
                           ).rowcount == len(positions):
             db.execute("RELEASE fresh")
             return positions
         db.execute("ROLLBACK TO fresh")  # a repeated id (or a row SQLite refuses: raised below, as before)
         db.execute("RELEASE fresh")
         fresh = self._fresh(batch, positions)
-        db.executemany(insert.format(""), _rows(sid, batch, fresh, times, received_ns))
+        db.executemany(insert.format(""), rows(sid, batch, fresh, times, received_ns))
         return fresh
 
     def _fresh(self, batch: PredictionBatch, positions: list[int]) -> list[int]:
@@ -627,9 +671,10 @@ class Store:
                     late += 1
                     refused[LATE_POINT] = refused.get(LATE_POINT, 0) + 1
                     continue
-                db.execute("INSERT INTO sketches VALUES (?, ?, ?, ?, ?, ?)",
+                db.execute("INSERT INTO sketches (model, version, column_name, start_ns, end_ns, sketch, segment) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
                            (*key, point.column, point.start_unix_nano, point.time_unix_nano,
-                            json.dumps(point.sketch.to_dict())))
+                            json.dumps(point.sketch.to_dict()), point.segment))
                 self._touch(key, SKETCH, point.start_unix_nano)
                 accepted += 1
                 if key not in self._streams and key not in self._staged:
@@ -641,10 +686,11 @@ class Store:
     def sketch_points(self, model: str, version: str, start_ns: int, end_ns: int) -> list[StoredPoint]:
         """Sketch points that started in ``[start_ns, end_ns)``."""
         with self._lock:
-            found = self._db.execute("SELECT column_name, start_ns, end_ns, sketch FROM sketches WHERE model = ? AND "
-                                     "version = ? AND start_ns >= ? AND start_ns < ?",
+            found = self._db.execute("SELECT column_name, start_ns, end_ns, sketch, segment FROM sketches WHERE "
+                                     "model = ? AND version = ? AND start_ns >= ? AND start_ns < ?",
                                      (model, version, start_ns, end_ns)).fetchall()
-        return [StoredPoint(column, start, end, json.loads(sketch)) for column, start, end, sketch in found]
+        return [StoredPoint(column, start, end, json.loads(sketch), segment)
+                for column, start, end, sketch, segment in found]
 
     def sketch_starts(self, model: str, version: str, first_ns: int, end_ns: int) -> list[int]:
         """Start times of the sketch points that started in ``[first_ns, end_ns)``, ascending, distinct."""
@@ -757,12 +803,15 @@ class Store:
         where, parameters = self._row_filter(model, version, first, last, start_ns, end_ns)
         with self._lock:
             found = self._db.execute(
-                "SELECT id, time_ns, label, score, value, extra, truth, labeled_ns FROM predictions WHERE "
-                f"{where} ORDER BY time_ns, id", parameters).fetchall()
+                "SELECT id, time_ns, label, score, value, extra, truth, labeled_ns, segment, grp FROM predictions "
+                f"WHERE {where} ORDER BY time_ns, id", parameters).fetchall()
         if not found:
             return StoredRows.empty()
-        ids, times, labels, scores, values, extras, truths, labeled_ns = (list(c) for c in zip(*found))
-        return StoredRows(ids, times, labels, scores, values, extras, _decoded(truths), labeled_ns)
+        ids, times, labels, scores, values, extras, truths, labeled_ns, segments, groups = (
+            list(c) for c in zip(*found))
+        return StoredRows(ids, times, labels, scores, values, extras, _decoded(truths), labeled_ns,
+                          segments if any(v is not None for v in segments) else [],
+                          groups if any(v is not None for v in groups) else [])
 
     def row_chunks(self, model: str, version: str, first: tuple[int, str] | None = None,
                    last: tuple[int, str] | None = None, *, start_ns: int | None = None,
@@ -916,10 +965,10 @@ class Store:
                                "AND column_name = ? AND kind != ?", [(model, version, period, rows[0]["window"], c,
                                                                       PERFORMANCE_CHANGE) for c in columns])
             db.executemany(
-                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(model, version, period, window, "
-                "column_name, kind, metric) DO UPDATE SET row = excluded.row",
-                [(model, version, r["period"], r["window"], r["column"], r["kind"], r["metric"], json.dumps(r))
-                 for r in rows])
+                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(model, version, period, window, "
+                "column_name, kind, metric, segment) DO UPDATE SET row = excluded.row",
+                [(model, version, r["period"], r["window"], r["column"], r["kind"], r["metric"], json.dumps(r),
+                  r.get("segment") or "") for r in rows])
             if window is not None:
                 db.execute("INSERT INTO windows VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(model, version, scheme, "
                            "key) DO UPDATE SET first_ns = excluded.first_ns, last_ns = excluded.last_ns, state = "
@@ -936,14 +985,15 @@ class Store:
                                                               PERFORMANCE_CHANGE) for c in columns])
 
     def results(self, **filters: Any) -> list[dict[str, Any]]:
-        """Stored window results, filtered on model, version, period, kind, window, column, metric."""
+        """Stored window results, filtered on model, version, period, kind, window, column, metric, segment ('' for
+        the whole windows' rows alone)."""
         columns = {"model": "model", "version": "version", "period": "period", "kind": "kind", "window": "window",
-                   "column": "column_name", "metric": "metric"}
+                   "column": "column_name", "metric": "metric", "segment": "segment"}
         where = " AND ".join(f"{columns[k]} = ?" for k, v in filters.items() if v is not None and k in columns)
         values = [v for k, v in filters.items() if v is not None and k in columns]
         with self._read_lock:
             found = self._reader.execute(f"SELECT row FROM results {'WHERE ' + where if where else ''} ORDER BY "
-                                         "model, version, period DESC, window, column_name, kind, metric",
+                                         "model, version, period DESC, window, segment, column_name, kind, metric",
                                          values).fetchall()
         return [json.loads(row[0]) for row in found]
 
@@ -988,6 +1038,14 @@ def _rows(sid: int, batch: PredictionBatch, positions: list[int], times: list[in
     at = [times[i] for i in positions]
     return [(sid, pid, t, received_ns, label, p, v, None)
             for pid, t, label, p, v in zip(ids, at, labels, scores, values)]
+
+
+def _grouped_rows(sid: int, batch: PredictionBatch, positions: list[int], times: list[int],
+                  received_ns: int) -> list[tuple[Any, ...]]:
+    """``_rows`` with each row's segment and sensitive value (None where the batch has none)."""
+    segments, groups = batch.segments, batch.groups
+    return [(*row, segments[i] if segments is not None else None, groups[i] if groups is not None else None)
+            for row, i in zip(_rows(sid, batch, positions, times, received_ns), positions)]
 
 
 def _columns(batch: PredictionBatch, i: int) -> tuple[Any, Any, Any, Any]:

@@ -172,7 +172,7 @@ def test_a_schema_3_store_is_migrated_with_every_row(tmp_path: Path) -> None:
     assert store.add_predictions([_predictions(["c"])], 4).accepted == 1
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
         assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'predictions_v3'").fetchone() == (0,)
     assert [r.id for r in Store(path).rows("m", "1")] == ["a", "b", "c"]
 
