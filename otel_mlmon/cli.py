@@ -406,7 +406,7 @@ def _serve(args: argparse.Namespace) -> int:
         processor.tensorboard.close()
     if processor.otlp is not None:
         processor.otlp.close()  # before the store closes: the SDK's last collection reads the store's counters
-    processor.store.close()
+    processor.close()  # the alert book's connection, then the store (its WAL checkpointed)
     return 0
 
 

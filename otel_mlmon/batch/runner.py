@@ -46,7 +46,7 @@ from otel_mlmon.engine.profile import ReferenceProfile, choose_bucketing
 from otel_mlmon.engine.results import WindowResult, iso_utc, with_segment
 from otel_mlmon.engine.segments import MAX_SEGMENTS, SegmentedProfile, assign_segments, choose_segments
 from otel_mlmon.engine.windows import WindowSpec
-from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key, update_columns
+from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key, category_keys, update_columns
 
 
 @dataclass
@@ -274,7 +274,7 @@ def _scored(batch: dict[str, np.ndarray], plan: _Plan, mask: np.ndarray | None) 
     predicted = batch[columns.prediction_column]
     if mask is not None:
         predicted, scores = predicted[mask], scores[mask]
-    return ScoredRows([category_key(v) for v in predicted.tolist()], scores.tolist())
+    return ScoredRows(category_keys(predicted), scores.tolist())
 
 
 def _joined(batch: dict[str, np.ndarray], plan: _Plan, mask: np.ndarray | None) -> LabeledRows:
@@ -293,8 +293,8 @@ def _joined(batch: dict[str, np.ndarray], plan: _Plan, mask: np.ndarray | None) 
         rows.y_true = [float(v) for v in truth.tolist()]
         rows.y_pred = [float(v) for v in predicted.tolist()]
         return rows
-    rows.y_true = [category_key(v) for v in truth.tolist()]
-    rows.y_pred = [category_key(v) for v in predicted.tolist()]
+    rows.y_true = category_keys(truth)
+    rows.y_pred = category_keys(predicted)
     if plan.columns.score_columns:
         rows.scores = np.column_stack([batch[plan.columns.score_columns[c]][labeled] for c in plan.classes]).tolist()
     elif plan.columns.score_column and len(plan.classes) == 2:

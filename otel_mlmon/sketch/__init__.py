@@ -6,7 +6,7 @@ merges them; the one contract is merge: a sketch of the whole equals the merge o
 
 from __future__ import annotations
 
-from otel_mlmon.sketch._categorical import OTHER, CategoricalSketch, category_key
+from otel_mlmon.sketch._categorical import OTHER, CategoricalSketch, category_key, category_keys
 from otel_mlmon.sketch._numeric import NumericSketch, bucket_keys, key_bounds, to_float, update_columns
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "NumericSketch",
     "bucket_keys",
     "category_key",
+    "category_keys",
     "key_bounds",
     "to_float",
     "update_columns",

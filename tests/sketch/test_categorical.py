@@ -59,3 +59,17 @@ def test_pickle_dict_round_trip_and_repr() -> None:
 def test_bad_cap_raises() -> None:
     with pytest.raises(ValueError):
         CategoricalSketch(max_categories=0)
+
+
+@pytest.mark.parametrize("values", [
+    np.arange(-50, 150) % 7,
+    np.array([0.0, -0.0, 1.0, 1.5, np.nan, np.inf, -np.inf, 2.0**60, 1e-300] * 20),
+    np.array([True, False] * 50),
+    np.array([1, 2, 3] * 40, dtype=np.uint8),
+    np.array(["a", None, 1, 1.0, True] * 20, dtype=object),
+    np.array([1.0, 2.0]),  # short: item by item
+])
+def test_category_keys_equal_category_key_item_by_item(values) -> None:
+    from otel_mlmon.sketch import category_key, category_keys
+
+    assert category_keys(values) == [category_key(v) for v in values.tolist()]
