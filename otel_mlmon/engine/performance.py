@@ -46,6 +46,7 @@ RANGES: dict[str, tuple[float, float]] = {
 _LOG_SCALE = frozenset({"log_loss", "mae", "mse", "rmse", "mape"})
 SIGMAS = 3.0
 ALPHA = float(stats.norm.sf(SIGMAS))  # one-sided tail of the threshold: 0.135 %
+_TIE = 1e-6  # relative: sums of the pmf this close to a quantile's level are settled by scipy (``_quantile``)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,23 @@ def _between_windows(reference: Reference, unit_variance: float) -> float:
     return max(0.0, spread - sampling)
 
 
+def _quantile(distribution: Any, trials: int, q: float) -> int:
+    """``distribution.ppf(q)`` of a frozen scipy distribution on 0..``trials``: the smallest k with
+    ``cdf(k) >= q``, the same integer as scipy's. scipy's generic discrete ``ppf`` bisects with a ``cdf`` that sums
+    the pmf from 0 at every step (~20 sums: 0.37 s at 250k trials, a third of a 250k-row window's evaluation in the
+    processor). Here one vectorized pmf over the support, summed in order, finds k (~5 times cheaper). Its sums
+    differ from scipy's (pairwise) by less than trials x 2^-53 relative, far below ``_TIE``: only a candidate whose
+    sums lie within ``_TIE`` of ``q`` is settled with scipy's own ``cdf``."""
+    cumulative = np.cumsum(distribution.pmf(np.arange(trials + 1)))
+    k = min(int(np.searchsorted(cumulative, q)), trials)
+    if cumulative[k] < q * (1 + _TIE) or (k > 0 and cumulative[k - 1] >= q * (1 - _TIE)):
+        while k < trials and distribution.cdf(k) < q:
+            k += 1
+        while k > 0 and distribution.cdf(k - 1) >= q:
+            k -= 1
+    return k
+
+
 def judge(metric: str, evidence: Evidence, labeled_rows: int, reference: Reference) -> Verdict:
     """The threshold, p-value (one-sided, towards worse) and alert of an analysis window's metric."""
     value = evidence.value
@@ -126,7 +144,7 @@ def judge(metric: str, evidence: Evidence, labeled_rows: int, reference: Referen
         variance = mean * (1 - mean) / (reference_trials + 2) + between
         size = max(mean * (1 - mean) / variance - 1, 1e-9)
         predictive = stats.betabinom(trials, mean * size, (1 - mean) * size)
-        lower = float(predictive.ppf(ALPHA)) / trials
+        lower = _quantile(predictive, trials, ALPHA) / trials
         p_value = float(predictive.cdf(evidence.successes))
         return Verdict(lower, None, value < lower, min(p_value, 1.0))
     if evidence.standard_error is None or not math.isfinite(evidence.standard_error):

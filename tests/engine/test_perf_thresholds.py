@@ -33,6 +33,7 @@ from otel_mlmon.engine.performance import (
     RANGES,
     Evidence,
     Reference,
+    _quantile,
     classification_evidence,
     judge,
     regression_evidence,
@@ -255,3 +256,18 @@ def test_a_window_too_small_for_a_verdict_says_why() -> None:
                                   for r in rows)
     enough = evaluate_window(profile, _window(profile, _columns(model, *_sea(rng, 60, 8.0)), 1))
     assert [(r.value, r.alert) for r in enough if r.metric == LABELED_ROWS] == [(60, False)]
+
+
+def test_the_beta_binomial_quantile_is_scipys_ppf() -> None:
+    """``_quantile`` (one pmf over the support, summed in order) gives the very integer scipy's bisecting ``ppf``
+    gives, over seeded shapes: small and large trials, rates near 0 and 1, concentrations from 0.1 to 10^6."""
+    rng = np.random.default_rng(7)
+    shapes = [(int(n), float(m), float(s)) for n, m, s in zip(
+        rng.integers(1, 400, 150), rng.uniform(0.005, 0.999, 150), 10 ** rng.uniform(-1, 6, 150))]
+    shapes += [(int(n), float(m), float(s)) for n, m, s in zip(
+        rng.integers(1_000, 60_000, 8), rng.uniform(0.05, 0.99, 8), 10 ** rng.uniform(0, 6, 8))]
+    shapes += [(1, 0.5, 1.0), (2, 0.9, 3.0), (10, 0.99, 1e6), (44, 0.99, 1e9)]
+    for trials, mean, size in shapes:
+        predictive = stats.betabinom(trials, mean * size, (1 - mean) * size)
+        for q in (ALPHA, 0.05, 0.5):
+            assert _quantile(predictive, trials, q) == int(predictive.ppf(q)), (trials, mean, size, q)
