@@ -141,7 +141,7 @@ def window_of(store: Store, watched: Monitored, time_ns: int, pid: str) -> tuple
     after = max(newest) + 1 if newest else 0
     if bucket > after:  # windows with data after the newest evaluated one, not evaluated yet, come before it
         begin, end = after * width, bucket * width
-        buckets = set(store.time_buckets(model, version, width, begin, end))
+        buckets = set(store.time_bucket_keys(model, version, width, begin, end))
         buckets.update(t // width for t in store.sketch_starts(model, version, begin, end))
         index += len(buckets)
     return index, *bounds

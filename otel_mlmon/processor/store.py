@@ -592,11 +592,12 @@ class Store:
                 for begin in range(0, len(batch.ids), _CHUNK):
                     ids, labels = batch.ids[begin: begin + _CHUNK], batch.labels[begin: begin + _CHUNK]
                     marks = ",".join("?" * len(ids))
-                    # id -> (event time, still waiting for its label, predicted label, predicted value)
-                    stored = {pid: (time_ns, waiting, label, value) for pid, time_ns, waiting, label, value in
-                              db.execute(f"SELECT id, time_ns, truth IS NULL AND expired = 0, label, value FROM "
-                                         f"predictions WHERE sid = ? AND id IN ({marks})",
-                                         (self._known_sid(*key), *ids))}
+                    # id -> (event time, still waiting for its label, predicted label, predicted value, rowid: the
+                    # update finds the row by it, ~1 us a label cheaper than through the (sid, id) index)
+                    stored = {pid: (time_ns, waiting, label, value, rowid) for pid, time_ns, waiting, label, value,
+                              rowid in db.execute(f"SELECT id, time_ns, truth IS NULL AND expired = 0, label, value, "
+                                                  f"rowid FROM predictions WHERE sid = ? AND id IN ({marks})",
+                                                  (sid, *ids))}
                     updates: list[tuple[Any, ...]] = []
                     seconds: dict[int, int] = {}
                     orphans: list[tuple[Any, ...]] = []
@@ -608,7 +609,7 @@ class Store:
                         if found is not None:
                             seen.add(pid)
                             if found[1]:
-                                updates.append((_json(label), received_ns, sid, pid))
+                                updates.append((_json(label), received_ns, found[4]))
                                 if self.on_join is not None:
                                     joins.append(LabelJoin(pid, found[0], label, found[2], found[3]))
                                 second = found[0] // 1_000_000_000
@@ -624,8 +625,7 @@ class Store:
                         seen.add(pid)
                         orphans.append((*key, pid, _json(label), received_ns, clock))
                     if updates:
-                        db.executemany("UPDATE predictions SET truth = ?, labeled_ns = ? WHERE sid = ? AND id = ?",
-                                       updates)
+                        db.executemany("UPDATE predictions SET truth = ?, labeled_ns = ? WHERE rowid = ?", updates)
                         joined += len(updates)
                         self._bump(self._pending_delta, key, -len(updates))
                         for second, n in seconds.items():
@@ -789,6 +789,23 @@ class Store:
                                       width_ns)).fetchall()
         return {int(bucket): (int(rows), int(labeled)) for bucket, rows, labeled in found}
 
+    def time_bucket_keys(self, model: str, version: str, width_ns: int, first_ns: int, end_ns: int) -> list[int]:
+        """The time windows of ``width_ns`` with predictions in ``[first_ns, end_ns)`` (the keys of ``time_buckets``):
+        found by seeking the (sid, time_ns) index from one window to the next, one lookup a window, where
+        ``time_buckets`` reads every row (150 ms for a 250k-row window)."""
+        sid = self._known_sid(model, version)
+        found: list[int] = []
+        at = first_ns
+        with self._lock:
+            while at < end_ns:
+                time_ns = self._db.execute("SELECT min(time_ns) FROM predictions WHERE sid = ? AND time_ns >= ? AND "
+                                           "time_ns < ?", (sid, at, end_ns)).fetchone()[0]
+                if time_ns is None:
+                    break
+                found.append(int(time_ns) // width_ns)
+                at = (found[-1] + 1) * width_ns
+        return found
+
     def rows(self, model: str, version: str, first: tuple[int, str] | None = None,
              last: tuple[int, str] | None = None, *, start_ns: int | None = None,
              end_ns: int | None = None) -> list[Joined]:
@@ -916,25 +933,39 @@ class Store:
             self._bump(self._orphan_delta, key, -dropped)
         return expired, dropped
 
-    def prune(self, model: str, version: str, before_ns: int) -> int:
+    def prune(self, model: str, version: str, before_ns: int, limit: int | None = None) -> tuple[int, bool]:
         """Delete the model's predictions, sketch points and window bookkeeping with event times before ``before_ns``
         (the caller passes a time whose windows can no longer change: past the label TTL and the lateness bound,
-        plus the retention); predictions deleted (counted ``pruned_predictions``). Window results stay."""
+        plus the retention); (predictions deleted, counted ``pruned_predictions``; whether all of them are gone).
+        Window results stay. With ``limit``, one transaction deletes about the oldest ``limit`` predictions (the rows
+        of one event time go together), so that the writes of requests go on between the calls: one transaction
+        deleting the 750k rows of a 30-second sweep at 25k rows/s held the store for 2-3 s."""
         key = (model, version)
         with self._lock, self._writing() as db:
             sid = self._known_sid(*key)
+            cut = before_ns
+            if limit is not None:
+                found = db.execute("SELECT time_ns FROM predictions WHERE sid = ? AND time_ns < ? ORDER BY time_ns "
+                                   "LIMIT 1 OFFSET ?", (sid, before_ns, limit)).fetchone()
+                if found is not None:
+                    oldest = db.execute("SELECT min(time_ns) FROM predictions WHERE sid = ? AND time_ns < ?",
+                                        (sid, before_ns)).fetchone()[0]
+                    cut = max(int(found[0]), int(oldest) + 1)
             pending = db.execute("SELECT count(*) FROM predictions WHERE sid = ? AND time_ns < ? AND truth IS NULL "
-                                 "AND expired = 0", (sid, before_ns)).fetchone()[0]
-            deleted = db.execute("DELETE FROM predictions WHERE sid = ? AND time_ns < ?", (sid, before_ns)).rowcount
-            db.execute("DELETE FROM sketches WHERE model = ? AND version = ? AND start_ns < ?", (*key, before_ns))
-            # The bookkeeping of row windows that ended before the cut, but the newest (row windows count on from
-            # it; their key is their number). Time windows keep theirs, one a window: their number is their rank.
-            db.execute("DELETE FROM windows WHERE model = ? AND version = ? AND scheme = 'rows' AND last_ns < ? AND "
-                       "key < (SELECT max(key) FROM windows AS newest WHERE newest.model = windows.model AND "
-                       "newest.version = windows.version AND newest.scheme = 'rows')", (*key, before_ns))
+                                 "AND expired = 0", (sid, cut)).fetchone()[0]
+            deleted = db.execute("DELETE FROM predictions WHERE sid = ? AND time_ns < ?", (sid, cut)).rowcount
+            if cut == before_ns:
+                db.execute("DELETE FROM sketches WHERE model = ? AND version = ? AND start_ns < ?",
+                           (*key, before_ns))
+                # The bookkeeping of row windows that ended before the cut, but the newest (row windows count on
+                # from it; their key is their number). Time windows keep theirs, one a window: their number is
+                # their rank.
+                db.execute("DELETE FROM windows WHERE model = ? AND version = ? AND scheme = 'rows' AND last_ns < ? "
+                           "AND key < (SELECT max(key) FROM windows AS newest WHERE newest.model = windows.model AND "
+                           "newest.version = windows.version AND newest.scheme = 'rows')", (*key, before_ns))
             self._count("pruned_predictions", deleted)
             self._bump(self._pending_delta, key, -pending)
-        return deleted
+        return deleted, cut == before_ns
 
     def forget_windows(self, model: str, version: str, scheme: str, keys: Iterable[int]) -> None:
         with self.transaction() as db:

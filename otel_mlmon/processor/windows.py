@@ -197,7 +197,7 @@ def due_time_windows(store: Store, model: str, version: str, scheme: str, width_
         starts = store.sketch_starts(model, version, scan_from, limit)
         candidates.update(t // width_ns for t in starts)
         if scheme != SKETCHED:
-            candidates.update(store.time_buckets(model, version, width_ns, scan_from, limit))
+            candidates.update(store.time_bucket_keys(model, version, width_ns, scan_from, limit))
     handled = []
     for change in changes:
         kind, t, _ = change

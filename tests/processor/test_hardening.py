@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otel_mlmon import semconv
 from otel_mlmon.engine.columns import profile_from_columns
 from otel_mlmon.engine.windows import WindowSpec
-from otel_mlmon.processor.decode import Decoded, PredictionBatch
+from otel_mlmon.processor.decode import Decoded, LabelBatch, PredictionBatch
 from otel_mlmon.processor.server import build_app
 from otel_mlmon.processor.service import Processor
 from otel_mlmon.processor.store import Store
@@ -204,6 +204,58 @@ def test_state_is_pruned_once_no_window_can_change_and_windows_count_on(tmp_path
     assert processor.tick() == 1  # rank counting goes on from the windows kept: 4, not 0 again
     assert {r["window"] for r in store.results(model="m", period="analysis")} == {0, 1, 2, 3, 4}
     assert {r["rows"] for r in store.results(model="m", period="analysis", window=4)} == {100}
+
+
+def test_pruning_deletes_in_chunks_and_lets_writes_in_between(tmp_path: Path) -> None:
+    """``Store.prune`` with a limit deletes the oldest ~limit rows a transaction (the rows of one event time go
+    together), keeps the pending count right, and drops sketches and window bookkeeping with the last chunk; the
+    processor's sweep goes on until all of it is gone, and a request is stored between two of its chunks."""
+    store = Store(str(tmp_path / "p.db"), label_ttl_s=60, max_lateness_s=60, retention_s=0)
+    base = NOW - 3600 * SECOND
+    store.add_predictions([PredictionBatch("m", "1", base, [f"r{i}" for i in range(1000)], values=[0.0] * 1000,
+                                           times=[base + i for i in range(1000)])], NOW)
+    store.add_labels([LabelBatch("m", "1", base, [f"r{i}" for i in range(0, 1000, 2)], [1.0] * 500)], NOW)
+    store.add_predictions([PredictionBatch("m", "1", base + 5000, [f"s{i}" for i in range(300)],
+                                           values=[0.0] * 300)], NOW)  # 300 rows of one event time
+    assert store.counters()["pending_predictions"] == 800
+    chunks = []
+    while True:
+        deleted, finished = store.prune("m", "1", base + 6000, limit=128)
+        chunks.append(deleted)
+        if finished:
+            break
+    assert sum(chunks) == 1300 and 300 in chunks  # the rows of the shared time went whole
+    assert max(n for n in chunks if n != 300) <= 128 and len(chunks) > 8
+    assert store.counters()["pruned_predictions"] == 1300
+    assert store.counters()["pending_predictions"] == 0 and store.rows("m", "1") == []
+    reopened = Store(str(tmp_path / "p.db"))
+    assert reopened.counters()["pending_predictions"] == 0  # as counted from the rows themselves
+
+
+def test_the_processors_sweep_prunes_chunk_by_chunk(tmp_path: Path, monkeypatch) -> None:
+    from otel_mlmon.processor import service
+
+    monkeypatch.setattr(service, "PRUNE_CHUNK", 50)
+    store = Store(str(tmp_path / "p.db"), label_ttl_s=60, max_lateness_s=60, retention_s=0)
+    now = [NOW]
+    processor = Processor(store, clock=lambda: now[0], allowed_lateness_s=1, idle_timeout_s=5, sweep_s=1)
+    processor.register(_profile("m"))
+    calls = []
+    prune = store.prune
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("limit"))
+        if len(calls) == 2:  # a request between two chunks is stored
+            _rows(processor, "m", 10, start=3000 * SECOND)
+        return prune(*args, **kwargs)
+
+    monkeypatch.setattr(store, "prune", counted)
+    for n in range(8):  # 8 event times of 50 rows, an hour ago: windows 0-3
+        _rows(processor, "m", 50, start=n * SECOND)
+    _rows(processor, "m", 100, start=1800 * SECOND)  # half an hour later: window 4
+    assert processor.tick() == 5
+    assert store.counters()["pruned_predictions"] == 400 and len(calls) == 8 and set(calls) == {50}
+    assert len(store.rows("m", "1")) == 110
 
 
 def test_rows_of_a_record_too_far_in_the_future_are_dropped_alone_and_counted(tmp_path: Path) -> None:

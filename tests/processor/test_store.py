@@ -62,6 +62,27 @@ def test_labels_join_in_either_order_and_the_first_label_wins(tmp_path: Path) ->
     assert counters["pending_predictions"] == 1 and counters["orphan_labels"] == 0
 
 
+def test_time_bucket_keys_are_the_windows_time_buckets_counts(tmp_path: Path) -> None:
+    """The index-seeking ``time_bucket_keys`` finds exactly the windows ``time_buckets`` counts rows in: seeded
+    times with empty windows between, rows on window edges, ranges that start and end inside windows."""
+    import numpy as np
+
+    store = Store(str(tmp_path / "s.db"), max_lateness_s=10**9)
+    rng = np.random.default_rng(3)
+    width = 10 * SECOND
+    times = sorted({int(t) for t in rng.integers(SECOND, 400 * SECOND, 300)} | {50 * SECOND, 60 * SECOND - 1})
+    times = [t for t in times if not 200 * SECOND <= t < 260 * SECOND]  # six empty windows
+    store.add_predictions([PredictionBatch("m", "1", times[0], [f"r{i}" for i in range(len(times))],
+                                           values=[0.0] * len(times), times=times)], 0)
+    ranges = [(0, 10**12), (50 * SECOND, 60 * SECOND), (55 * SECOND, 215 * SECOND), (201 * SECOND, 259 * SECOND),
+              (60 * SECOND - 1, 60 * SECOND), (399 * SECOND, 10**12)]
+    for first, end in ranges:
+        counted = sorted(store.time_buckets("m", "1", width, first, end))
+        assert store.time_bucket_keys("m", "1", width, first, end) == counted
+        assert bool(counted) == (first != 201 * SECOND)  # that range is inside the empty windows
+    assert store.time_bucket_keys("unknown", "1", width, 0, 10**12) == []
+
+
 def test_ttls_count_in_event_time_and_expire_with_counts(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "s.db"), label_ttl_s=10, orphan_ttl_s=5)
     store.add_predictions([_predictions(["old"], time_ns=1), _predictions(["new"], time_ns=100 * SECOND)], 1)
