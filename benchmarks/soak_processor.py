@@ -278,6 +278,10 @@ def soak(args: argparse.Namespace, folder: str) -> int:
     first_window = int(load.first_ns / SECOND // width)
     closed_windows = int(watermark_s // width) - first_window
     evaluated_in_time = sum(1 for end in seen if end <= watermark_s)
+    # Those closed more than 5 s (the latency target) before the load stopped: each must have results by then (a
+    # window that closed in the last seconds may still be evaluated after the last poll: not a miss).
+    due_windows = max(0, int((watermark_s - 5) // width) - first_window)
+    due_evaluated = sum(1 for end in seen if end + 5 <= watermark_s)
     latencies = [first - (end + args.lateness_s) for end, first in seen.items() if end <= watermark_s]
     # A window's results appear (or are revised) when its labels are in; the load's rows by window.
     expected_windows = sorted({int(second // width) for second in load.windows})
@@ -321,7 +325,8 @@ def soak(args: argparse.Namespace, folder: str) -> int:
           f"expired predictions {health.get('expired_predictions', 0):,}; processor CPU "
           f"{100 * (cpu_after - cpu_before) / elapsed:.0f} % of one core")
     print(f"windows closed by the watermark during the load {closed_windows}, evaluated by then {evaluated_in_time} "
-          f"({len(seen)} windows with results in all); evaluations {health.get('windows_evaluated', 0)} (a window "
+          f"({len(seen)} windows with results in all); of those closed more than 5 s before the load stopped "
+          f"{due_evaluated} of {due_windows} have results; evaluations {health.get('windows_evaluated', 0)} (a window "
           f"revised by labels after its close counts again), evaluation failures "
           f"{health.get('evaluation_failures', 0)}")
     if latencies:
