@@ -234,3 +234,48 @@ def test_every_acknowledged_batch_survives_kill_9(tmp_path: Path) -> None:
     ids = {r.id for r in store.rows("m", "")}
     assert all(f"{n}-{i}" in ids for n in range(acknowledged + 1) for i in range(50))
     assert len(ids) % 50 == 0  # a batch is all in or all out
+
+
+def _wal_frames(path: str) -> tuple[int, int]:
+    """(frames in the WAL, frames of them copied into the database), from the WAL index (``-shm``: mxFrame at byte
+    16, nBackfill at byte 96)."""
+    import struct
+
+    with open(path + "-shm", "rb") as handle:
+        header = handle.read(136)
+    return struct.unpack_from("=I", header, 16)[0], struct.unpack_from("=I", header, 96)[0]
+
+
+def test_the_wal_is_checkpointed_off_the_write_path_and_stays_bounded(tmp_path: Path, monkeypatch) -> None:
+    """No commit checkpoints (``wal_autocheckpoint`` 0 on the writer): the store's checkpointer thread copies the
+    WAL, restarts it past ``WAL_RESTART_FRAMES`` (the file stays far smaller than what was written through it), and
+    stops when the store closes; every row is there after a reopen."""
+    import time
+
+    from otel_mlmon.processor import store as module
+
+    monkeypatch.setattr(module, "CHECKPOINT_S", 0.02)
+    monkeypatch.setattr(module, "WAL_RESTART_FRAMES", 200)
+    path = str(tmp_path / "s.db")
+    store = Store(path)
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    wal_peak = 0
+    for batch in range(80):
+        ids = [f"b{batch}-{i:05d}-{'x' * 40}" for i in range(2000)]
+        store.add_predictions([PredictionBatch("m", "1", (100 + batch) * SECOND, ids, values=[0.5] * 2000)], 0)
+        wal_peak = max(wal_peak, os.path.getsize(path + "-wal"))
+        time.sleep(0.01)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        frames, copied = _wal_frames(path)
+        if frames == copied:
+            break
+        time.sleep(0.05)
+    assert frames == copied  # everything committed was copied into the database by the checkpointer
+    database = os.path.getsize(path)
+    assert database > 10 * 2**20 and wal_peak < database / 3, (database, wal_peak)
+    assert store.counters()["checkpoint_failures"] == 0
+    thread = store._checkpointer
+    store.close()
+    assert not thread.is_alive()
+    assert len(Store(path).rows("m", "1")) == 160_000
