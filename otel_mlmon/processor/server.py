@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -46,6 +47,10 @@ async def serve(processor: Processor, host: str, port: int, tick_s: float = 1.0,
     site = web.TCPSite(runner, host, port, ssl_context=tls.http if tls is not None else None)
     await site.start()
     stop = stop or asyncio.Event()
+    # The tick has a thread of its own: it never takes one of the pool's threads that requests are decoded and
+    # recorded in, and a window's evaluation (its large arrays) allocates from one thread's malloc arena, not from
+    # whichever pool thread ran each tick.
+    ticker = ThreadPoolExecutor(1, thread_name_prefix="mlmon-tick")
     try:
         while not stop.is_set():
             try:
@@ -53,8 +58,9 @@ async def serve(processor: Processor, host: str, port: int, tick_s: float = 1.0,
             except asyncio.TimeoutError:
                 pass
             try:
-                await asyncio.get_running_loop().run_in_executor(None, processor.tick)
+                await asyncio.get_running_loop().run_in_executor(ticker, processor.tick)
             except Exception:  # a failing tick (the store's disk, say) is logged; the service keeps serving
                 _logger.exception("the periodic evaluation failed")
     finally:
+        ticker.shutdown(wait=False)  # no tick runs: each is awaited before the loop looks at ``stop``
         await runner.cleanup()
