@@ -244,7 +244,7 @@ def _serve(args: argparse.Namespace) -> int:
                   max_orphans=args.max_orphans)
     processor = Processor(store, allowed_lateness_s=args.allowed_lateness_s, idle_timeout_s=args.idle_timeout_s,
                           sketch_window_s=args.sketch_window_s, max_future_s=args.max_future_s, sweep_s=args.sweep_s,
-                          bootstrap_windows=0)
+                          bootstrap_windows=0, revision_interval_s=args.revision_interval_s)
     for path in args.reference:
         processor.register(ReferenceProfile.load(path))
 
@@ -304,6 +304,7 @@ def serve_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sketch-window-s", type=float, default=3600.0)
     group.add_argument("--max-future-s", type=float, default=300.0)
     group.add_argument("--sweep-s", type=float, default=60.0)
+    group.add_argument("--revision-interval-s", type=float, default=30.0)
     group.add_argument("--label-ttl-s", type=float, default=7 * 86400.0)
     group.add_argument("--orphan-ttl-s", type=float, default=86400.0)
     group.add_argument("--max-lateness-s", type=float, default=3600.0)

@@ -375,6 +375,7 @@ def _serve(args: argparse.Namespace) -> int:
                           allowed_lateness_s=config.allowed_lateness_s, idle_timeout_s=config.idle_timeout_s,
                           sketch_window_s=config.sketch_window_s, max_future_s=config.max_future_s,
                           sequential_detector=config.sequential_detector,
+                          revision_interval_s=config.revision_interval_s,
                           tensorboard=TensorBoardSink(config.tensorboard_dir) if config.tensorboard_dir else None)
     for profile in profiles:
         processor.register(profile)

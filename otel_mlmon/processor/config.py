@@ -50,6 +50,7 @@ class ProcessorConfig:
     sketch_window_s: float = 3600.0
     max_future_s: float = 300.0
     retention_s: float = 3600.0
+    revision_interval_s: float = 30.0  # service.DEFAULT_REVISION_INTERVAL_S
     max_models: int = 10_000
     max_features: int = 10_000
     auth_token: str | None = field(default=None, repr=False)
@@ -83,7 +84,7 @@ class ProcessorConfig:
             if not 0 < getattr(self, name) < 10 * 366 * 86400:
                 raise ValueError(f"setting {name}: must be positive seconds (under ten years), got "
                                  f"{getattr(self, name)}")
-        for name in ("allowed_lateness_s", "retention_s"):
+        for name in ("allowed_lateness_s", "retention_s", "revision_interval_s"):
             if not 0 <= getattr(self, name) < 10 * 366 * 86400:
                 raise ValueError(f"setting {name}: must be 0 or more seconds (under ten years), got "
                                  f"{getattr(self, name)}")

@@ -70,6 +70,9 @@ DEFAULT_ALLOWED_LATENESS_S = 30.0  # a sketch interval's export after its end, p
 DEFAULT_IDLE_TIMEOUT_S = 120.0  # two default sketch export intervals
 DEFAULT_SKETCH_WINDOW_S = 3600.0
 DEFAULT_MAX_FUTURE_S = 300.0
+# A window already evaluated is evaluated again for late data at most once per max(this, its width) (the service's
+# default; ``Processor`` itself revises at every tick unless told, as the tests of revisions expect).
+DEFAULT_REVISION_INTERVAL_S = 30.0
 # Pruning deletes about this many predictions a transaction, then pauses so that requests waiting for the store go
 # first (a request of 4096 rows waits one chunk, ~50 ms, not the whole sweep's 2-3 s).
 PRUNE_CHUNK = 16_384
@@ -116,7 +119,8 @@ class Processor:
                  allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, sketch_window_s: float = DEFAULT_SKETCH_WINDOW_S,
                  max_future_s: float = DEFAULT_MAX_FUTURE_S, sweep_s: float = 60.0,
-                 sequential_detector: str = "adwin", tensorboard: TensorBoardSink | None = None) -> None:
+                 sequential_detector: str = "adwin", tensorboard: TensorBoardSink | None = None,
+                 revision_interval_s: float = 0.0) -> None:
         self.store = store
         self.bootstrap_windows = bootstrap_windows
         self.bootstrap_window_rows = bootstrap_window_rows
@@ -126,6 +130,7 @@ class Processor:
         self.sketch_window_ns = int(sketch_window_s * SECOND)
         self.max_future_ns = int(max_future_s * SECOND)
         self.sweep_ns = int(sweep_s * SECOND)
+        self.revision_interval_ns = int(revision_interval_s * SECOND)
         self.monitored: dict[tuple[str, str], Monitored] = {}
         self.segmented: dict[tuple[str, str], SegmentedProfile] = {}  # models judged per segment too
         self.sequential = Sequential(sequential_detector, self.monitored)
@@ -349,8 +354,12 @@ class Processor:
             handled += [c for c in changes if c[0] == SKETCH]  # captured features win over sketches
         for scheme, width in schemes:
             assert width
-            windows, accounted = due_time_windows(self.store, *key, scheme, width, changes, close_ns)
+            revise_before = now - max(self.revision_interval_ns, width) if self.revision_interval_ns else None
+            windows, accounted, waiting = due_time_windows(self.store, *key, scheme, width, changes, close_ns,
+                                                           revise_before)
             handled += accounted
+            if waiting:
+                self._activate([key])  # a revision waits for its interval: looked at again at the next tick
             queue = list(windows)
             while queue:
                 if self.stopping.is_set():

@@ -787,6 +787,19 @@ class Store:
                                          ).fetchall()
         return {k: (first, last, state) for k, first, last, state in found}
 
+    def evaluated_at(self, model: str, version: str, scheme: str, keys: Iterable[int]) -> dict[int, int]:
+        """When each of these windows was last evaluated (processing time, ns): key -> evaluated_ns, for those
+        evaluated."""
+        wanted = list(keys)
+        found: dict[int, int] = {}
+        with self._lock:
+            for begin in range(0, len(wanted), _CHUNK):
+                chunk = wanted[begin: begin + _CHUNK]
+                found.update(self._db.execute(
+                    f"SELECT key, evaluated_ns FROM windows WHERE model = ? AND version = ? AND scheme = ? AND key IN "
+                    f"({','.join('?' * len(chunk))})", (model, version, scheme, *chunk)).fetchall())
+        return found
+
     def earliest_window(self, model: str, version: str, scheme: str) -> tuple[int, tuple[int, int, str]] | None:
         """(key, (first event time, last event time, state)) of the oldest window of a scheme the store keeps."""
         with self._lock:

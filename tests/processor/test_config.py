@@ -26,6 +26,7 @@ def test_flags_over_environment_over_file_over_defaults(tmp_path) -> None:
     ({}, {}, "tik_s: 1\n", "unknown setting(s) tik_s"),
     ({}, {}, "- a\n- b\n", "must be a mapping"),
     ({}, {ENV_PREFIX + "ALERTMANAGER": "alertmanager:9093"}, None, "setting alertmanager"),
+    ({}, {ENV_PREFIX + "REVISION_INTERVAL_S": "-1"}, None, "setting revision_interval_s: must be 0 or more"),
 ])
 def test_invalid_settings_refuse_to_start_naming_the_setting(tmp_path, flags, environ, text, message) -> None:
     path = None

@@ -258,6 +258,41 @@ def test_the_processors_sweep_prunes_chunk_by_chunk(tmp_path: Path, monkeypatch)
     assert len(store.rows("m", "1")) == 110
 
 
+def test_late_labels_revise_a_closed_window_at_most_once_per_revision_interval(tmp_path: Path) -> None:
+    """A time window evaluated when it closed is not evaluated anew at each tick that late labels arrive in: the
+    revision waits for ``revision_interval_s`` (or the window's width, if longer) after its last evaluation, then
+    takes every label that came meanwhile; the model stays active until then."""
+    store = Store(str(tmp_path / "p.db"))
+    now = [NOW]
+    processor = Processor(store, clock=lambda: now[0], allowed_lateness_s=1, idle_timeout_s=86400,
+                          revision_interval_s=300)
+    profile = _profile("t")
+    profile.window = WindowSpec(window="1min")
+    processor.register(profile)
+    _rows(processor, "t", 50)  # window w
+    _rows(processor, "t", 50, start=180 * SECOND)  # three windows later: w closes
+    assert processor.tick() == 1
+
+    def labeled() -> int:  # labelled rows of the window as last evaluated (its recorded state: rows, labeled, points)
+        (_, _, state), = store.windows("t", "1", "time").values()
+        return json.loads(state)[1]
+
+    def label(ids: list[str]) -> None:
+        processor.accept_logs(Decoded(labels=[LabelBatch("t", "1", NOW, ids, [0.0] * len(ids))], accepted=1), now[0])
+
+    for part in range(3):  # late labels at three ticks within the interval: no evaluation
+        label([f"t-{i}" for i in range(10 * part, 10 * part + 10)])
+        now[0] += 60 * SECOND
+        assert processor.tick() == 0 and labeled() == 0 and ("t", "1") in processor._active
+    now[0] += 150 * SECOND  # 5 min after the window's evaluation (the interval; the window is 1 min)
+    assert processor.tick() == 1 and labeled() == 30  # one revision, with all 30 late labels
+    assert processor.counters()["windows_evaluated"] == 2
+    label([f"t-{i}" for i in range(30, 40)])
+    assert processor.tick() == 0  # waits again, from the revision
+    now[0] += 300 * SECOND
+    assert processor.tick() == 1 and labeled() == 40
+
+
 def test_rows_of_a_record_too_far_in_the_future_are_dropped_alone_and_counted(tmp_path: Path) -> None:
     processor = Processor(Store(str(tmp_path / "p.db")), clock=lambda: NOW)
     times = [NOW - SECOND, NOW + 3600 * SECOND, NOW]  # one row of three from a clock an hour ahead
