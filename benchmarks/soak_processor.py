@@ -290,7 +290,8 @@ def soak(args: argparse.Namespace, folder: str) -> int:
     restart_started = time.time()
     server = ProcessorProcess(db, cpu=cpu, references=[profile], log=os.path.join(folder, "soak.log"), **options)
     client = Client(server.port)
-    deadline = time.time() + args.idle_timeout_s + 60
+    # A window's revision for late labels waits up to the revision interval (30 s) after its last evaluation.
+    deadline = time.time() + args.idle_timeout_s + 30 + 60
 
     def estimated_accuracy() -> list[dict]:
         # Every window with scored rows has an estimated accuracy (CBPE), labelled or not: the last window's labels
@@ -298,14 +299,19 @@ def soak(args: argparse.Namespace, folder: str) -> int:
         rows = client.get(f"/v1/results?model={MODEL}&period=analysis&kind=estimated_performance")["results"]
         return [r for r in rows if r["metric"] == "accuracy"]
 
-    while time.time() < deadline:
-        if len(estimated_accuracy()) >= len(expected_windows):
+    def realized_accuracy() -> list[dict]:
+        rows = client.get(f"/v1/results?model={MODEL}&period=analysis&kind=performance")["results"]
+        return [r for r in rows if r["metric"] == "accuracy"]
+
+    joined = client.get("/healthz").get("labels_joined", 0)
+    while time.time() < deadline:  # every window evaluated, and revised with every label joined
+        if len(estimated_accuracy()) >= len(expected_windows) and \
+                sum(int(r["labeled_rows"]) for r in realized_accuracy()) >= joined:
             break
         time.sleep(0.5)
     restart_s = time.time() - restart_started
     accuracy = estimated_accuracy()
-    realized = [r for r in client.get(f"/v1/results?model={MODEL}&period=analysis&kind=performance")["results"]
-                if r["metric"] == "accuracy"]
+    realized = realized_accuracy()
     starts = {r["window_start"] for r in accuracy}
     indices = {r["window"] for r in accuracy}
     health_after = client.get("/healthz")
@@ -346,7 +352,8 @@ def soak(args: argparse.Namespace, folder: str) -> int:
     labeled_counted = sum(int(r["labeled_rows"]) for r in realized)
     print(f"restart on the same store: {len(accuracy)} of {len(expected_windows)} windows of the load have results "
           f"({len(starts)} distinct window starts, {len(indices)} distinct window numbers) "
-          f"{restart_s:.0f} s after the restart (idle timeout {args.idle_timeout_s:g} s); rows counted in windows "
+          f"{restart_s:.0f} s after the restart (idle timeout {args.idle_timeout_s:g} s, revisions wait up to 30 s); "
+          f"rows counted in windows "
           f"{rows_counted:,} of {load.acked_predictions:,} acknowledged, labeled rows {labeled_counted:,} of "
           f"{health_after.get('labels_joined', 0):,} joined")
     return 0

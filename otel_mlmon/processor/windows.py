@@ -11,7 +11,8 @@ Three schemes, each a kind of typed window key:
 A window is evaluated once it is closed — the model's watermark (its latest event time less ``allowed_lateness``)
 is past its end, or the model has been idle for ``idle_timeout`` of processing time (then every window with data
 closes, a last partial one included) — and again whenever a change recorded in the store's ``touched`` table
-(rows, labels, sketch points, to the second of event time) alters its data signature (``state``).
+(rows, labels, sketch points, to the second of event time) alters its data signature (``state``); for a time window
+at most once per the processor's revision interval (``due_time_windows``' ``revise_before_ns``).
 """
 
 from __future__ import annotations

@@ -279,3 +279,18 @@ def test_the_wal_is_checkpointed_off_the_write_path_and_stays_bounded(tmp_path: 
     store.close()
     assert not thread.is_alive()
     assert len(Store(path).rows("m", "1")) == 160_000
+
+
+def test_no_connection_of_the_processor_checkpoints_in_its_commits(tmp_path: Path) -> None:
+    """The store's writer and the alert book (its own connection to the same file) leave checkpoints to the store's
+    checkpointer thread: an alert update's commit copied the WAL under the file's write lock, and every request
+    waited for it."""
+    from otel_mlmon.processor.alerts import AlertBook
+
+    path = str(tmp_path / "s.db")
+    store = Store(path)
+    book = AlertBook(path)
+    for connection in (store._db, book._db):
+        assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    book.close()
+    store.close()
