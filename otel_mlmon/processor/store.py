@@ -1,7 +1,8 @@
 """The processor's durable state in one SQLite file (WAL): predictions, late labels, sketch points, windows, results.
 
-Every ``add_*`` call is one transaction (``Store.transaction``: rolled back on any exception), committed before it
-returns, so a request can be acknowledged as soon as its call returned. Rules:
+Every ``add_*`` call is one transaction (``Store.transaction``: rolled back on any exception), committed and its WAL
+synced to disk before it returns (``Store._sync``, outside the write lock), so a request can be acknowledged as soon
+as its call returned. Rules:
 - a prediction is identified by (model, version, id); a replayed id changes nothing (counted ``duplicate``);
 - each model's stream has an event-time clock: the latest event time seen (``latest_ns``); a prediction row or a
   sketch point more than ``max_lateness`` older than it is counted ``late_dropped`` and not stored (its window can
