@@ -50,7 +50,9 @@ class ProcessorConfig:
     sketch_window_s: float = 3600.0
     max_future_s: float = 300.0
     retention_s: float = 3600.0
-    revision_interval_s: float = 30.0  # service.DEFAULT_REVISION_INTERVAL_S
+    # A time window already evaluated is evaluated again for late data at most once per max(this, its width);
+    # ``Processor`` itself revises at every tick unless told (revision_interval_s=0), as its tests of revisions expect.
+    revision_interval_s: float = 30.0
     max_models: int = 10_000
     max_features: int = 10_000
     auth_token: str | None = field(default=None, repr=False)

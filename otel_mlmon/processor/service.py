@@ -70,9 +70,6 @@ DEFAULT_ALLOWED_LATENESS_S = 30.0  # a sketch interval's export after its end, p
 DEFAULT_IDLE_TIMEOUT_S = 120.0  # two default sketch export intervals
 DEFAULT_SKETCH_WINDOW_S = 3600.0
 DEFAULT_MAX_FUTURE_S = 300.0
-# A window already evaluated is evaluated again for late data at most once per max(this, its width) (the service's
-# default; ``Processor`` itself revises at every tick unless told, as the tests of revisions expect).
-DEFAULT_REVISION_INTERVAL_S = 30.0
 # Pruning deletes about this many predictions a transaction, then pauses so that requests waiting for the store go
 # first (a request of 4096 rows waits one chunk, ~50 ms, not the whole sweep's 2-3 s).
 PRUNE_CHUNK = 16_384
