@@ -771,12 +771,7 @@ class Store:
         parameters: list[Any] = [model, version, scheme]
         with self._lock:
             if keys is not None:
-                found = []
-                wanted = list(keys)
-                for begin in range(0, len(wanted), _CHUNK):
-                    chunk = wanted[begin: begin + _CHUNK]
-                    found += self._db.execute(f"{base} AND key IN ({','.join('?' * len(chunk))})",
-                                              (*parameters, *chunk)).fetchall()
+                found = self._by_keys(base, parameters, keys)
             elif overlapping is not None:
                 found = self._db.execute(f"{base} AND last_ns >= ? AND first_ns < ?",
                                          (*parameters, *overlapping)).fetchall()
@@ -791,14 +786,18 @@ class Store:
     def evaluated_at(self, model: str, version: str, scheme: str, keys: Iterable[int]) -> dict[int, int]:
         """When each of these windows was last evaluated (processing time, ns): key -> evaluated_ns, for those
         evaluated."""
-        wanted = list(keys)
-        found: dict[int, int] = {}
         with self._lock:
-            for begin in range(0, len(wanted), _CHUNK):
-                chunk = wanted[begin: begin + _CHUNK]
-                found.update(self._db.execute(
-                    f"SELECT key, evaluated_ns FROM windows WHERE model = ? AND version = ? AND scheme = ? AND key IN "
-                    f"({','.join('?' * len(chunk))})", (model, version, scheme, *chunk)).fetchall())
+            return dict(self._by_keys("SELECT key, evaluated_ns FROM windows WHERE model = ? AND version = ? AND "
+                                      "scheme = ?", [model, version, scheme], keys))
+
+    def _by_keys(self, base: str, parameters: list[Any], keys: Iterable[int]) -> list[Any]:
+        """Rows of ``base`` (a query of the windows table) ``AND key IN (...)`` the keys, ``_CHUNK`` keys a query."""
+        found: list[Any] = []
+        wanted = list(keys)
+        for begin in range(0, len(wanted), _CHUNK):
+            chunk = wanted[begin: begin + _CHUNK]
+            found += self._db.execute(f"{base} AND key IN ({','.join('?' * len(chunk))})",
+                                      (*parameters, *chunk)).fetchall()
         return found
 
     def earliest_window(self, model: str, version: str, scheme: str) -> tuple[int, tuple[int, int, str]] | None:
