@@ -338,10 +338,15 @@ class Processor:
         watched = self.monitored[key]
         close_ns = self.timing.close_ns(stream, now)
         done = 0
-        handled = [c for c in changes if c[0] in (ROW, LABEL)] if watched.scheme == ROWS else []
+        handled: list[tuple[str, int, int]] = []
         if watched.scheme == ROWS:
             assert watched.window_rows is not None
-            for row_window in due_row_windows(self.store, *key, watched.window_rows, changes, close_ns):
+            revise_before = now - self.revision_interval_ns if self.revision_interval_ns else None
+            row_windows, handled, waiting = due_row_windows(self.store, *key, watched.window_rows, changes,
+                                                            close_ns, revise_before)
+            if waiting:
+                self._activate([key])  # a revision waits for its interval: looked at again at the next tick
+            for row_window in row_windows:
                 if self.stopping.is_set():
                     return done
                 done += self._evaluate_once(watched, row_window, stream, now)

@@ -11,8 +11,8 @@ Three schemes, each a kind of typed window key:
 A window is evaluated once it is closed — the model's watermark (its latest event time less ``allowed_lateness``)
 is past its end, or the model has been idle for ``idle_timeout`` of processing time (then every window with data
 closes, a last partial one included) — and again whenever a change recorded in the store's ``touched`` table
-(rows, labels, sketch points, to the second of event time) alters its data signature (``state``); for a time window
-at most once per the processor's revision interval (``due_time_windows``' ``revise_before_ns``).
+(rows, labels, sketch points, to the second of event time) alters its data signature (``state``); for late labels
+and sketch points at most once per the processor's revision interval (``revise_before_ns``).
 """
 
 from __future__ import annotations
@@ -121,8 +121,15 @@ def row_state(state: str) -> tuple[int, int, list, list]:
 
 
 def due_row_windows(store: Store, model: str, version: str, size: int, changes: list[tuple[str, int, int]],
-                    close_ns: int) -> list[RowWindow]:
-    """Closed row windows whose data changed since they were evaluated (or never were), in key order."""
+                    close_ns: int, revise_before_ns: int | None = None
+                    ) -> tuple[list[RowWindow], list[tuple[str, int, int]], bool]:
+    """Closed row windows whose data changed since they were evaluated (or never were), in key order, the changes
+    they account for, and whether a revision waits.
+
+    As for time windows (``due_time_windows``), a window evaluated after ``revise_before_ns`` is not revised yet
+    for labels that arrived since: the label changes that touch it stay recorded and it is revised once, later,
+    with all of them. Late rows are not held back: they move the rank of every row after them, so the windows
+    they shift are evaluated at once (a late row is also bounded by the store's lateness)."""
     inserted = [t for kind, t, _ in changes if kind == ROW]
     bound = min(inserted) * SECOND if inserted else MAX_NS
     base = _full_window_before(store, model, version, size, bound)
@@ -145,18 +152,29 @@ def due_row_windows(store: Store, model: str, version: str, size: int, changes: 
             break  # the open window: not complete, the model not idle
         found[key] = RowWindow(key, chunk[0][:2], chunk[-1][:2], len(chunk), sum(1 for *_, lab in chunk if lab))
         key += 1
-    for kind, t, _ in changes:  # labels of rows in windows evaluated before
-        if kind != LABEL:
-            continue
-        for k, (_, _, state) in store.windows(model, version, ROWS, overlapping=(t * SECOND, (t + 1) * SECOND)
-                                              ).items():
+    handled = [c for c in changes if c[0] == ROW]
+    labeled: dict[tuple[str, int, int], dict[int, tuple[int, int, str]]] = {}
+    for change in changes:  # labels of rows in windows evaluated before
+        kind, t, _ = change
+        if kind == LABEL:
+            labeled[change] = store.windows(model, version, ROWS, overlapping=(t * SECOND, (t + 1) * SECOND))
+    waiting: set[int] = set()
+    if revise_before_ns is not None and labeled:
+        touched = set().union(*labeled.values()) - set(found)
+        waiting = {k for k, at in store.evaluated_at(model, version, ROWS, touched).items() if at > revise_before_ns}
+    for change, overlapping in labeled.items():
+        if waiting & set(overlapping):
+            continue  # recorded until its window's revision is due
+        handled.append(change)
+        for k, (_, _, state) in overlapping.items():
             if k in found:
                 continue
             _, _, begins, ends = row_state(state)
             first_key, last_key = (int(begins[0]), str(begins[1])), (int(ends[0]), str(ends[1]))
             found[k] = RowWindow(k, first_key, last_key, *store.count_between(model, version, first_key, last_key))
     stored = store.windows(model, version, ROWS, keys=found)
-    return [w for k, w in sorted(found.items()) if k not in stored or stored[k][2] != w.state]
+    due = [w for k, w in sorted(found.items()) if k not in stored or stored[k][2] != w.state]
+    return due, handled, bool(waiting)
 
 
 def _full_window_before(store: Store, model: str, version: str, size: int,

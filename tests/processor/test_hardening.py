@@ -293,6 +293,37 @@ def test_late_labels_revise_a_closed_window_at_most_once_per_revision_interval(t
     assert processor.tick() == 1 and labeled() == 40
 
 
+def test_late_labels_revise_a_closed_row_window_at_most_once_per_revision_interval(tmp_path: Path) -> None:
+    """The same bound for row windows: late labels wait for the revision interval after the window's evaluation,
+    the model stays active meanwhile, and one revision then takes them all."""
+    store = Store(str(tmp_path / "p.db"))
+    now = [NOW]
+    processor = Processor(store, clock=lambda: now[0], allowed_lateness_s=1, idle_timeout_s=86400,
+                          revision_interval_s=300)
+    processor.register(_profile("r"))  # windows of 100 rows
+    _rows(processor, "r", 100)  # window 0
+    _rows(processor, "r", 50, start=180 * SECOND)  # the open window 1: window 0 closes
+    assert processor.tick() == 1
+
+    def labeled() -> int:  # labelled rows of window 0 as last evaluated (its state: rows, labeled, first, last)
+        return json.loads(store.windows("r", "1", "rows")[0][2])[1]
+
+    def label(ids: list[str]) -> None:
+        processor.accept_logs(Decoded(labels=[LabelBatch("r", "1", NOW, ids, [0.0] * len(ids))], accepted=1), now[0])
+
+    for part in range(3):
+        label([f"r-{i}" for i in range(10 * part, 10 * part + 10)])
+        now[0] += 60 * SECOND
+        assert processor.tick() == 0 and labeled() == 0 and ("r", "1") in processor._active
+    now[0] += 150 * SECOND
+    assert processor.tick() == 1 and labeled() == 30
+    label([f"r-{i}" for i in range(30, 40)])
+    assert processor.tick() == 0
+    now[0] += 300 * SECOND
+    assert processor.tick() == 1 and labeled() == 40
+    assert processor.counters()["windows_evaluated"] == 3
+
+
 def test_rows_of_a_record_too_far_in_the_future_are_dropped_alone_and_counted(tmp_path: Path) -> None:
     processor = Processor(Store(str(tmp_path / "p.db")), clock=lambda: NOW)
     times = [NOW - SECOND, NOW + 3600 * SECOND, NOW]  # one row of three from a clock an hour ahead
