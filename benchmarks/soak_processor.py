@@ -172,6 +172,14 @@ class Load:
                 time.sleep(BACKOFF_S)
 
 
+def host_speed_us() -> float:
+    """Microseconds of ``sum(range(100))``, best of 5 (the machine of the day varies: figures of different runs
+    compare through it)."""
+    import timeit
+
+    return min(timeit.repeat("sum(range(100))", number=200_000, repeat=5)) / 200_000 * 1e6
+
+
 def wal_pending(path: str) -> tuple[int, int]:
     """(WAL file bytes, bytes of WAL frames not yet checkpointed into the database): what the last connection to
     close has to copy and sync. Read from the WAL index (``-shm``: mxFrame at byte 16, nBackfill at byte 96)."""
@@ -224,7 +232,8 @@ def soak(args: argparse.Namespace, folder: str) -> int:
                "label_ttl_s": args.ttl_s, "max_lateness_s": args.ttl_s, "retention_s": args.ttl_s,
                "orphan_ttl_s": args.ttl_s, "sweep_s": 30.0, "tick_s": 1.0}
     print(f"processor pinned to CPU {cpu}, load on CPU(s) {sorted(load_cpus(cpu))}; "
-          f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.2f} at start")
+          f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.2f} at start; host speed: "
+          f"sum(range(100)) {host_speed_us():.2f} us (benchmarks/README.md compares hosts by it)")
     print(f"load: {args.rate:,.0f} predictions/s + their labels {args.label_delay_s:g} s later for "
           f"{args.minutes:g} min; window {args.window}, allowed lateness {args.lateness_s:g} s, label TTL / max "
           f"lateness / retention {args.ttl_s:g} s")
