@@ -38,9 +38,7 @@ from otel_mlmon.processor.export import AlertmanagerSink, OtlpExport, TensorBoar
 from otel_mlmon.processor.segmented import Reference, reference_from_dict, reference_rows, sensitive_rows, split, whole
 from otel_mlmon.processor.sequential import Sequential, change_result
 from otel_mlmon.processor.store import (
-    LABEL,
     MAX_NS,
-    ROW,
     SKETCH,
     Store,
     StoredPoint,
