@@ -233,8 +233,10 @@ class NativeStack:
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.url("results_grpc"),
             "OTEL_METRIC_EXPORT_INTERVAL": str(int(self.interval_s * 1000)), "OTEL_BLRP_SCHEDULE_DELAY": "500",
             # A demo streams for seconds, not hours: windows close 5 s behind the newest row (the Collector's
-            # batching and the sketch interval fit in that), and all of them 10 s after the last row.
-            "OTEL_PYTHON_MLMON_PROCESSOR_ALLOWED_LATENESS_S": "5", "OTEL_PYTHON_MLMON_PROCESSOR_IDLE_TIMEOUT_S": "10"})
+            # batching and the sketch interval fit in that), all of them 10 s after the last row, and a window
+            # takes its late labels within 2 s (a production processor keeps 30 s, 2 min and 30 s).
+            "OTEL_PYTHON_MLMON_PROCESSOR_ALLOWED_LATENESS_S": "5", "OTEL_PYTHON_MLMON_PROCESSOR_IDLE_TIMEOUT_S": "10",
+            "OTEL_PYTHON_MLMON_PROCESSOR_REVISION_INTERVAL_S": "2"})
         self._wait(name, lambda: self.processor_api("/healthz", http)["status"] == "ok")
 
     def _start_jaeger(self) -> None:
