@@ -379,9 +379,13 @@ def _serve(args: argparse.Namespace) -> int:
                           tensorboard=TensorBoardSink(config.tensorboard_dir) if config.tensorboard_dir else None)
     for profile in profiles:
         processor.register(profile)
-    grpc_server, _ = grpc_receiver.start(processor, config.grpc_endpoint, config.max_grpc_message_bytes,
-                                         credentials=security.tls.grpc if security.tls else None,
-                                         interceptors=security.grpc_interceptors())
+    try:
+        grpc_server, _ = grpc_receiver.start(processor, config.grpc_endpoint, config.max_grpc_message_bytes,
+                                             credentials=security.tls.grpc if security.tls else None,
+                                             interceptors=security.grpc_interceptors())
+    except ValueError:  # its port is taken: said, after the store is closed
+        processor.close()
+        raise
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -393,12 +397,21 @@ def _serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping)
         log = logging.getLogger("otel_mlmon.processor")
-        log.info("serving OTLP/HTTP and the API on %s://%s:%s, OTLP/gRPC on %s; %d model(s) monitored",
-                 "https" if security.tls else "http", host, port, config.grpc_endpoint, len(processor.monitored))
-        (log.info if config.authenticated else log.warning)("access: %s", security.describe(config))
-        await serve(processor, host, int(port), config.tick_s, stop, config.max_body_bytes, security=security)
 
-    asyncio.run(main())
+        def started() -> None:  # said once both listeners are bound
+            log.info("serving OTLP/HTTP and the API on %s://%s:%s, OTLP/gRPC on %s; %d model(s) monitored",
+                     "https" if security.tls else "http", host, port, config.grpc_endpoint, len(processor.monitored))
+            (log.info if config.authenticated else log.warning)("access: %s", security.describe(config))
+
+        await serve(processor, host, int(port), config.tick_s, stop, config.max_body_bytes, security=security,
+                    started=started)
+
+    try:
+        asyncio.run(main())
+    except ValueError:  # the HTTP listener's port: the gRPC one and the store close before the message
+        grpc_server.stop(grace=None)
+        processor.close()
+        raise
     grpc_server.stop(grace=5).wait()
     for sink in (processor.alertmanager, processor.webhook):
         if sink is not None:

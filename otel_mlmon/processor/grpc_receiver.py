@@ -96,12 +96,18 @@ def start(sink: Sink, endpoint: str, max_message: int = DEFAULT_MAX_MESSAGE, wor
     ``counters``: the dict outcomes are counted into; by default the sink's ``receiver_counters`` (the
     Processor's), shared with the HTTP receiver.
     """
+    # grpc.so_reuseport 0: gRPC sets SO_REUSEPORT by default, so a second processor on the same port started
+    # without an error and the kernel split the connections between the two (each store got part of the data).
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=list(interceptors),
-                         options=[("grpc.max_receive_message_length", max_message)])
+                         options=[("grpc.max_receive_message_length", max_message), ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers(tuple(Servicer(sink, clock, counters).handlers()))
-    port = server.add_secure_port(endpoint, credentials) if credentials is not None else \
-        server.add_insecure_port(endpoint)
+    try:
+        port = server.add_secure_port(endpoint, credentials) if credentials is not None else \
+            server.add_insecure_port(endpoint)
+    except RuntimeError:  # grpcio raises where older versions returned 0
+        port = 0
     if port == 0:
-        raise ValueError(f"cannot listen for OTLP/gRPC on {endpoint!r}")
+        raise ValueError(f"cannot listen for OTLP/gRPC on {endpoint!r}: the address is in use or not this "
+                         "machine's (set --grpc-endpoint)")
     server.start()
     return server, port

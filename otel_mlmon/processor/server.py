@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -38,14 +39,22 @@ def build_app(processor: Processor, max_body: int = DEFAULT_MAX_BODY, *,
 
 async def serve(processor: Processor, host: str, port: int, tick_s: float = 1.0,
                 stop: asyncio.Event | None = None, max_body: int = DEFAULT_MAX_BODY, *,
-                security: Security | None = None) -> None:
-    """Serve until ``stop`` is set; windows are ticked every ``tick_s``."""
+                security: Security | None = None, started: Callable[[], None] | None = None) -> None:
+    """Serve until ``stop`` is set; windows are ticked every ``tick_s``. ``started`` is called once the listener
+    is bound (a port in use raises ``ValueError`` before it)."""
     # auto_decompress=False: the receiver inflates bodies itself, under its cap (aiohttp would inflate first).
     runner = web.AppRunner(build_app(processor, max_body, security=security), auto_decompress=False)
     await runner.setup()
     tls = security.tls if security is not None else None
     site = web.TCPSite(runner, host, port, ssl_context=tls.http if tls is not None else None)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ValueError(f"cannot listen for OTLP/HTTP and the API on {host}:{port}: {exc.strerror or exc} (set "
+                         "--http-endpoint)") from None
+    if started is not None:
+        started()
     stop = stop or asyncio.Event()
     # The tick has a thread of its own: it never takes one of the pool's threads that requests are decoded and
     # recorded in, and a window's evaluation (its large arrays) allocates from one thread's malloc arena, not from

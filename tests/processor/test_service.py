@@ -243,6 +243,42 @@ def test_mlmon_processor_serve_starts_answers_and_stops_on_sigterm(tmp_path: Pat
     assert bad.returncode == 2 and "is not HOST:PORT" in bad.stderr
 
 
+def test_a_second_processor_on_a_port_in_use_refuses_to_start(tmp_path: Path) -> None:
+    """gRPC sets SO_REUSEPORT by default: a second processor on the same gRPC port used to start, and the kernel
+    split the Collector's connections between the two stores. Now either port in use stops the start (exit 2, the
+    setting named), before anything says it is serving."""
+    import signal
+    import subprocess
+    import sys
+
+    http, grpc_port = free_port(), free_port()
+    first = subprocess.Popen([sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", "--http-endpoint",
+                              f"127.0.0.1:{http}", "--grpc-endpoint", f"127.0.0.1:{grpc_port}", "--store",
+                              str(tmp_path / "a.db")], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, health = time.monotonic() + 20, None
+        while time.monotonic() < deadline and health is None:
+            try:
+                health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=1).read())
+            except OSError:
+                time.sleep(0.1)
+        assert health is not None
+        for taken, flag in ((f"--grpc-endpoint=127.0.0.1:{grpc_port}", "--grpc-endpoint"),
+                            (f"--http-endpoint=127.0.0.1:{http}", "--http-endpoint")):
+            other = f"--http-endpoint=127.0.0.1:{free_port()}" if flag == "--grpc-endpoint" else \
+                f"--grpc-endpoint=127.0.0.1:{free_port()}"
+            second = subprocess.run([sys.executable, "-m", "otel_mlmon.cli", "processor", "serve", taken, other,
+                                     "--store", str(tmp_path / f"b{flag}.db")], capture_output=True, text=True,
+                                    timeout=60)
+            assert second.returncode == 2, second.stderr
+            assert "cannot listen" in second.stderr and flag in second.stderr and "serving" not in second.stderr
+        assert json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=5).read())["status"] \
+            == "ok"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+
+
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 def test_mlmon_replay_feeds_the_processor_like_evaluate(server, tmp_path: Path, protocol) -> None:
     processor, url = server
