@@ -175,9 +175,9 @@ again (past the label TTL and the lateness bound of their model's event-time clo
 
 OTEL_PYTHON_MLMON_PROCESSOR_REVISION_INTERVAL_S: Final = "OTEL_PYTHON_MLMON_PROCESSOR_REVISION_INTERVAL_S"
 """float seconds >= 0, default 30. A window already evaluated is evaluated again for rows, labels or sketch points
-that arrived after it closed at most once per this interval (a time window: or its width, whichever is longer; one
-revision takes everything that came meanwhile); 0 revises at every tick. A window's first evaluation never waits,
-nor do row windows shifted by a late row."""
+that arrived after it closed at most once per this interval or ten times the CPU its model's last window evaluation
+took, whichever is longer (one revision takes everything that came meanwhile); 0 revises at every tick. A window's
+first evaluation never waits, nor do row windows shifted by a late row."""
 
 OTEL_PYTHON_MLMON_PROCESSOR_MAX_MODELS: Final = "OTEL_PYTHON_MLMON_PROCESSOR_MAX_MODELS"
 """int > 0, default 10000. Distinct (model, version) streams; records of more are refused per record (counted

@@ -50,7 +50,7 @@ class ProcessorConfig:
     sketch_window_s: float = 3600.0
     max_future_s: float = 300.0
     retention_s: float = 3600.0
-    # A window already evaluated is evaluated again for late data at most once per this (time windows: or width);
+    # A window already evaluated is evaluated again for late data at most once per this (or 10x its evaluation);
     # ``Processor`` itself revises at every tick unless told (revision_interval_s=0), as its tests of revisions expect.
     revision_interval_s: float = 30.0
     max_models: int = 10_000

@@ -72,6 +72,11 @@ DEFAULT_MAX_FUTURE_S = 300.0
 # first (a request of 4096 rows waits one chunk, ~50 ms, not the whole sweep's 2-3 s).
 PRUNE_CHUNK = 16_384
 PRUNE_PAUSE_S = 0.002
+# A closed window is revised for late data at most once per the revision interval, or per this many times the
+# CPU its model's last window evaluation took, whichever is longer: revisions of a model then take at most about a
+# tenth of a core, whatever its windows' size (a 250k-row window costs ~1 s), and small windows get their late
+# labels within the interval.
+REVISION_COST_RATIO = 10
 FUTURE_EVENT = "record with an event time more than max_future_s ahead of the processor's clock, or none"
 
 
@@ -126,6 +131,7 @@ class Processor:
         self.max_future_ns = int(max_future_s * SECOND)
         self.sweep_ns = int(sweep_s * SECOND)
         self.revision_interval_ns = int(revision_interval_s * SECOND)
+        self._evaluation_ns: dict[tuple[str, str], int] = {}  # CPU time of each model's last window evaluation
         self.monitored: dict[tuple[str, str], Monitored] = {}
         self.segmented: dict[tuple[str, str], SegmentedProfile] = {}  # models judged per segment too
         self.sequential = Sequential(sequential_detector, self.monitored)
@@ -337,9 +343,10 @@ class Processor:
         close_ns = self.timing.close_ns(stream, now)
         done = 0
         handled: list[tuple[str, int, int]] = []
+        revise_before = now - max(self.revision_interval_ns, REVISION_COST_RATIO * self._evaluation_ns.get(key, 0)) \
+            if self.revision_interval_ns else None
         if watched.scheme == ROWS:
             assert watched.window_rows is not None
-            revise_before = now - self.revision_interval_ns if self.revision_interval_ns else None
             row_windows, handled, waiting = due_row_windows(self.store, *key, watched.window_rows, changes,
                                                             close_ns, revise_before)
             if waiting:
@@ -354,7 +361,6 @@ class Processor:
             handled += [c for c in changes if c[0] == SKETCH]  # captured features win over sketches
         for scheme, width in schemes:
             assert width
-            revise_before = now - max(self.revision_interval_ns, width) if self.revision_interval_ns else None
             windows, accounted, waiting = due_time_windows(self.store, *key, scheme, width, changes, close_ns,
                                                            revise_before)
             handled += accounted
@@ -376,8 +382,10 @@ class Processor:
         failed = (watched.profile.model, watched.profile.version, window.scheme, window.key)
         if self._failed_windows.get(failed) == window.state:
             return 0
+        began = time.thread_time_ns()
         try:
             self.evaluate(watched, window, stream, now)
+            self._evaluation_ns[failed[:2]] = time.thread_time_ns() - began
         except StoreUnavailable:
             raise
         except Exception:

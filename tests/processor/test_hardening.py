@@ -260,8 +260,8 @@ def test_the_processors_sweep_prunes_chunk_by_chunk(tmp_path: Path, monkeypatch)
 
 def test_late_labels_revise_a_closed_window_at_most_once_per_revision_interval(tmp_path: Path) -> None:
     """A time window evaluated when it closed is not evaluated anew at each tick that late labels arrive in: the
-    revision waits for ``revision_interval_s`` (or the window's width, if longer) after its last evaluation, then
-    takes every label that came meanwhile; the model stays active until then."""
+    revision waits for ``revision_interval_s`` after its last evaluation, then takes every label that came
+    meanwhile; the model stays active until then."""
     store = Store(str(tmp_path / "p.db"))
     now = [NOW]
     processor = Processor(store, clock=lambda: now[0], allowed_lateness_s=1, idle_timeout_s=86400,
@@ -291,6 +291,35 @@ def test_late_labels_revise_a_closed_window_at_most_once_per_revision_interval(t
     assert processor.tick() == 0  # waits again, from the revision
     now[0] += 300 * SECOND
     assert processor.tick() == 1 and labeled() == 40
+
+
+def test_late_labels_revise_an_hour_window_after_the_interval_not_after_an_hour(tmp_path: Path) -> None:
+    """The bound is the revision interval, or ten times the CPU the model's last evaluation took: not the window's
+    width (an hour window's late labels waited up to an hour for it). A window whose evaluation is slow waits
+    longer (revisions then take at most about a tenth of a core)."""
+    store = Store(str(tmp_path / "p.db"))
+    now = [NOW]
+    processor = Processor(store, clock=lambda: now[0], allowed_lateness_s=1, idle_timeout_s=86400,
+                          revision_interval_s=30)
+    profile = _profile("h")
+    profile.window = WindowSpec(window="1h")
+    processor.register(profile)
+    _rows(processor, "h", 50)
+    _rows(processor, "h", 50, start=3800 * SECOND)  # an hour and 200 s later: the first window closes
+    assert processor.tick() == 1
+    processor.accept_logs(Decoded(labels=[LabelBatch("h", "1", NOW, ["h-0", "h-1"], [0.0, 0.0])], accepted=1), now[0])
+    now[0] += 10 * SECOND
+    assert processor.tick() == 0  # within the interval
+    now[0] += 25 * SECOND
+    assert processor.tick() == 1  # 35 s after the evaluation, not an hour
+    (_, _, state), = store.windows("h", "1", "time").values()
+    assert json.loads(state)[1] == 2
+    processor._evaluation_ns[("h", "1")] = 60 * SECOND  # as if the evaluation had taken a minute of CPU
+    processor.accept_logs(Decoded(labels=[LabelBatch("h", "1", NOW, ["h-2"], [0.0])], accepted=1), now[0])
+    now[0] += 300 * SECOND
+    assert processor.tick() == 0  # waits ten minutes
+    now[0] += 301 * SECOND
+    assert processor.tick() == 1
 
 
 def test_late_labels_revise_a_closed_row_window_at_most_once_per_revision_interval(tmp_path: Path) -> None:
