@@ -554,11 +554,14 @@ class Results:
         """The rows as ``.csv``, ``.json`` or ``.parquet`` (as ``mlmon evaluate --output``); returns how many."""
         return write_results(self.rows, os.fspath(path), self._segmented_output)
 
-    def to_html(self, path: PathLike) -> str:
-        """The self-contained HTML report (as ``mlmon evaluate --report``); returns its path."""
-        from otel_mlmon.batch.report import write_report
+    def to_html(self, path: PathLike | None = None) -> str:
+        """The self-contained HTML report (as ``mlmon evaluate --report``): written to ``path`` (its path returned),
+        or, without one, returned as text (as pandas' ``to_html``)."""
+        from otel_mlmon.batch.report import render, write_report
 
         rows = [r if segment_of(r) is None else SegmentResult(segment_of(r), with_segment(r, None)) for r in self.rows]
+        if path is None:
+            return render(rows, self.profile, self.report_data)
         try:
             write_report(rows, os.fspath(path), self.profile, self.report_data)
         except OSError as exc:

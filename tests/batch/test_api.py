@@ -185,6 +185,7 @@ def test_the_report_gets_the_windows_distributions_and_confusion_counts(data, tm
     path = results.to_html(tmp_path / "report.html")
     text = Path(path).read_text()
     assert text == (tmp_path / "evaluate.html").read_text()
+    assert results.to_html() == text  # without a path: the page itself, as pandas' to_html
     assert text.lstrip().lower().startswith("<!doctype html>") and "churn" in text
     assert "age years: reference vs window" in text  # the drifted feature's histogram, alerting windows
     assert "Confusion matrix per window" in text and "need the windows' joined labels" not in text
