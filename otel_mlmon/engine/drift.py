@@ -308,6 +308,82 @@ class Wasserstein(DriftMethod):
         return DriftValue((float(area.sum()) + float(gaps.sum())) / scale, None)
 
 
+CVM_SERIES_LIMIT = 3.0  # the limiting distribution's series is summed up to here; beyond, its tail's form
+
+
+def _cvm_limit_cdf(x: float) -> float:
+    """CDF at ``x`` of the limiting distribution of the Cramér–von Mises statistic: the series of Csörgő and
+    Faraway (1996), eq. 1.2–1.3, summed until a term is under 1e-7 (as scipy's ``cramervonmises_2samp``)."""
+    total, k = 0.0, 0
+    while True:
+        y = 4 * k + 1
+        q = y * y / (16 * x)
+        term = (math.exp(special.gammaln(k + 0.5) - special.gammaln(k + 1)) / (math.pi**1.5 * math.sqrt(x))
+                * math.sqrt(y) * math.exp(-q) * float(special.kv(0.25, q)))
+        total += term
+        if abs(term) < 1e-7:
+            return total
+        k += 1
+
+
+def cvm_p_value(statistic: float, n: float, m: float) -> float:
+    """Asymptotic p-value of the two-sample Cramér–von Mises statistic T of samples of n and m values: T
+    normalized by its exact mean and variance (Anderson 1962, eq. 11 and 14), then the limiting distribution, as
+    ``scipy.stats.cramervonmises_2samp(method="asymptotic")``."""
+    total, product = n + m, n * m
+    mean = (1 + 1 / total) / 6
+    variance = (total + 1) * (4 * product * total - 3 * (n * n + m * m) - 2 * product) / (45 * total**2 * 4 * product)
+    normalized = 1 / 6 + (statistic - mean) / math.sqrt(45 * variance)
+    if normalized < 0.003:  # the limiting cdf is under 1.3e-18 there
+        return 1.0
+    if normalized > CVM_SERIES_LIMIT:
+        # The series loses its accuracy to rounding past ~3 (scipy's gives p = 2e-7 at 737, more than at 10): the
+        # tail goes on as the limit's first term, p ~ C · x^(-1/2) · exp(-π² x / 2), continued from 3.
+        tail = 1.0 - _cvm_limit_cdf(CVM_SERIES_LIMIT)
+        return tail * math.sqrt(CVM_SERIES_LIMIT / normalized) * math.exp(-math.pi**2 * (normalized - CVM_SERIES_LIMIT)
+                                                                           / 2)
+    return min(max(1.0 - _cvm_limit_cdf(normalized), 0.0), 1.0)
+
+
+class CramerVonMises(DriftMethod):
+    """Cramér–von Mises criterion ω² = ∫ (F_reference - F_current)² dH, H the pooled distribution, from fine
+    sketch buckets (each bucket's mass spread uniformly over it), and the two-sample test's asymptotic p-value.
+
+    ω² is the mean squared CDF difference over the pooled values, free of the sample sizes (the test statistic is
+    T = ω² · n·m / (n + m)); where KS takes the largest gap between the CDFs, it weighs every gap, so it sees shifts
+    of scale and shape that move the CDFs a little everywhere. Within a few per cent of scipy's on continuous data
+    (``tests/engine/test_drift.py``).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> ref, cur = NumericSketch(), NumericSketch()
+        >>> ref.update(rng.normal(size=5000)); cur.update(rng.normal(0.5, 1, 5000))
+        >>> c = NumericComparison.build(ref, cur, np.array([0]), 1.0)
+        >>> round(CramerVonMises().compute(c).value, 4)
+        0.0253
+
+    References:
+        Anderson. "On the distribution of the two-sample Cramér–von Mises criterion." Ann. Math. Stat. 33, 1962.
+        Csörgő and Faraway. "The exact and asymptotic distributions of Cramér–von Mises statistics." JRSS B 58, 1996.
+    """
+
+    name = "cramer_von_mises"
+    floors = {NUMERIC: 0.0037}
+
+    def compute(self, comparison: Comparison) -> DriftValue:
+        assert isinstance(comparison, NumericComparison)
+        after = comparison.cdf_difference()
+        if after is None:
+            return DriftValue(math.nan, None)
+        before = np.concatenate([[0.0], after[:-1]])
+        n, m = float(comparison.fine_reference.sum()), float(comparison.fine_current.sum())
+        mass = comparison.fine_reference + comparison.fine_current
+        # The CDF difference is linear inside a bucket: the mean of its square over the bucket's values.
+        omega = float(np.sum(mass * (before * before + before * after + after * after) / 3.0)) / (n + m)
+        return DriftValue(omega, cvm_p_value(omega * n * m / (n + m), n, m))
+
+
 class LInfinity(DriftMethod):
     """L-infinity distance: the largest difference of a category's proportion.
 
@@ -361,7 +437,7 @@ class ChiSquared(DriftMethod):
 
 METHODS: dict[str, DriftMethod] = {m.name: m for m in (JensenShannon(), KolmogorovSmirnov(),
                                                         PopulationStabilityIndex(), Hellinger(), Wasserstein(),
-                                                        LInfinity(), ChiSquared())}
+                                                        CramerVonMises(), LInfinity(), ChiSquared())}
 DEFAULT_METHODS = {NUMERIC: ("jensen_shannon", "kolmogorov_smirnov"),
                    CATEGORICAL: ("jensen_shannon", "chi2")}
 

@@ -11,6 +11,7 @@ from otel_mlmon.engine.drift import (
     METHODS,
     CategoricalComparison,
     ChiSquared,
+    CramerVonMises,
     Hellinger,
     JensenShannon,
     KolmogorovSmirnov,
@@ -18,6 +19,7 @@ from otel_mlmon.engine.drift import (
     NumericComparison,
     PopulationStabilityIndex,
     Wasserstein,
+    cvm_p_value,
     resolve_methods,
 )
 from otel_mlmon.engine.profile import bin_keys, choose_bucketing
@@ -63,6 +65,38 @@ def test_ks_agrees_with_scipy_on_raw_data(case: str, seed: int) -> None:
     if ours.value == pytest.approx(exact.statistic, abs=1e-12):
         assert ours.p_value == pytest.approx(exact.pvalue, rel=1e-9)
     assert (ours.p_value < 0.01) == (exact.pvalue < 0.01)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cramer_von_mises_agrees_with_scipy_on_raw_data(case: str, seed: int) -> None:
+    """ω² · n·m / (n + m) is scipy's statistic T: within 1 % on continuous data (the sketch's buckets), and the
+    same p-value for the same T; on integers (ties everywhere, which scipy ranks by midranks and the buckets hold
+    as one value) the same verdict."""
+    rng = np.random.default_rng(seed)
+    reference = CASES["same"](rng, 4000) if case != "integers" else rng.integers(0, 6, 4000).astype(float)
+    current = CASES[case](rng, 3000)
+    ours = CramerVonMises().compute(_numeric(reference, current))
+    exact = stats.cramervonmises_2samp(reference, current, method="asymptotic")
+    statistic = ours.value * 4000 * 3000 / 7000
+    if exact.pvalue > 1e-6:  # where the limit's series holds (below, see the next test)
+        assert cvm_p_value(exact.statistic, 4000, 3000) == pytest.approx(exact.pvalue, rel=1e-9)
+    if case != "integers":
+        assert statistic == pytest.approx(exact.statistic, rel=0.01, abs=0.002)
+        if exact.pvalue > 1e-6:
+            assert ours.p_value == pytest.approx(exact.pvalue, rel=0.05, abs=1e-3)
+        else:
+            assert ours.p_value < 1e-6
+    assert (ours.p_value < 0.01) == (exact.pvalue < 0.01)
+
+
+def test_cramer_von_mises_p_value_falls_with_the_statistic_past_the_series() -> None:
+    """Past where the limit's series holds (scipy's gives 2e-7 at T = 737, more than at T = 10), the p-value
+    goes on falling: the tail's own form."""
+    values = [cvm_p_value(t, 200_000, 200_000) for t in (0.5, 1, 2, 2.9, 3.1, 5, 10, 50, 737)]
+    assert all(a > b for a, b in zip(values, values[1:-1])) and values[-1] <= values[-2]
+    n = 10**9  # the normalized statistic is T itself: no jump where the series stops (3)
+    assert cvm_p_value(3.0 + 1e-7, n, n) == pytest.approx(cvm_p_value(3.0 - 1e-7, n, n), rel=1e-5)
 
 
 @pytest.mark.parametrize("case", list(CASES))
