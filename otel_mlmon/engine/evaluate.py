@@ -54,6 +54,11 @@ from otel_mlmon.sketch import CategoricalSketch, NumericSketch
 MIN_ROWS = 30
 MIN_BAND_WINDOWS = 3
 QUALITY_FLOOR = 0.02
+# Metrics that cannot exceed 1. When the reference's own windows put a threshold at or above it (a column whose
+# every value is new, like an id or a zip code: its reference windows already score ~1), no window can cross it:
+# that is no verdict (``alert`` None), not "no drift".
+BOUNDED_BY_ONE = frozenset({"jensen_shannon", "hellinger", "kolmogorov_smirnov", "l_infinity", "chi2",
+                            "missing_rate", "out_of_range_rate", "unseen_category_rate"})
 DRIFT, PERFORMANCE, DATA_QUALITY = "drift", "performance", "data_quality"
 
 # Published defaults of other products, as (methods per kind, value thresholds, p-value thresholds).
@@ -335,7 +340,7 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
                 lowered = strong_evidence_threshold(m.floor or 0.0, values, p_value)
                 upper = upper if lowered is None else min(upper, lowered)
                 significant = p_value is None or p_value < policy.alpha
-                alert = (m.value > upper and significant) if enough else None
+                alert = (m.value > upper and significant) if enough and not _beyond_reach(m.metric, upper) else None
         elif m.kind == PERFORMANCE:  # engine.performance.judge: sampling error + the reference windows' spread
             reference = Reference.from_series(profile.reference_performance.get(m.metric),
                                               profile.reference_values.get(m.key, []), _labeled_rows(profile),
@@ -352,7 +357,8 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
             alert = True
         else:  # data quality rates
             upper = max((m.reference_rate or 0.0) + QUALITY_FLOOR, band[1] if band else -math.inf)
-            alert = (m.value > upper and (p_value is None or p_value < policy.alpha)) if enough else None
+            alert = (m.value > upper and (p_value is None or p_value < policy.alpha)) \
+                if enough and not _beyond_reach(m.metric, upper) else None
         out.append(WindowResult(
             model=profile.model, model_version=profile.version, period=window.period, window=window.index,
             window_start=window.start, window_end=window.end, rows=window.rows, labeled_rows=len(window.labeled),
@@ -360,6 +366,11 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
             upper_threshold=upper, alert=alert, p_value=p_value))
     out.extend(_too_few_labels(profile, window, measurements, policy))
     return out
+
+
+def _beyond_reach(metric: str, upper: float | None) -> bool:
+    """No value of the metric can exceed this threshold."""
+    return upper is not None and metric in BOUNDED_BY_ONE and upper >= 1.0
 
 
 LABELED_ROWS = "labeled_rows"

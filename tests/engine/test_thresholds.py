@@ -133,3 +133,21 @@ def test_performance_band_is_silent_when_stationary_and_catches_degradation() ->
     assert checks == 10 * 3 * 7
     assert false_alarms / checks <= 0.01
     assert caught == 10
+
+
+def test_a_column_whose_every_value_is_new_gets_no_verdict_not_no_drift() -> None:
+    """Zip codes (or ids) all different: the reference's own windows score ~1 on the bounded metrics, so their band
+    puts the thresholds past 1, where no window can alert. That is reported as no verdict (``alert`` None), while
+    an ordinary column of the same windows is judged as usual."""
+    rng = np.random.default_rng(7)
+    reference = {"zip": np.array([f"z{i}" for i in range(2000)], dtype=object),
+                 "plan": rng.choice(np.array(list("abc"), dtype=object), 2000, p=[0.5, 0.3, 0.2])}
+    profile, _ = profile_from(reference, 500)
+    window = analysis_window(profile, {"zip": np.array([f"q{i}" for i in range(500)], dtype=object),
+                                       "plan": rng.choice(np.array(list("abc"), dtype=object), 500,
+                                                          p=[0.2, 0.3, 0.5])})
+    results = {(r.column, r.metric): r for r in evaluate_window(profile, window, Policy())}
+    for metric in ("jensen_shannon", "chi2", "unseen_category_rate"):
+        assert results["zip", metric].value == pytest.approx(1.0) and results["zip", metric].upper_threshold >= 1
+        assert results["zip", metric].alert is None, metric
+    assert results["plan", "jensen_shannon"].alert is True and results["zip", "missing_rate"].alert is False
