@@ -150,11 +150,15 @@ def judge(metric: str, evidence: Evidence, labeled_rows: int, reference: Referen
     if evidence.standard_error is None or not math.isfinite(evidence.standard_error):
         return NO_VERDICT
     unit = evidence.standard_error**2 * n
-    variance = evidence.standard_error**2 + unit / max(reference.rows, n) + _between_windows(reference, unit)
+    # The reference value's own sampling error is per labelled row over the reference's labelled rows, however
+    # many the window has (it was divided by the larger of the two: a 300-row reference judged 2,000-row windows as
+    # if it had 2,000 rows, and a lucky reference made every window alert).
+    variance = evidence.standard_error**2 + unit / max(reference.rows, 1) + _between_windows(reference, unit)
     sigma = math.sqrt(variance)
     if metric in _LOG_SCALE and center > 0:
         relative = sigma / center
-        upper = center * math.exp(SIGMAS * relative)
+        upper = center * math.exp(min(SIGMAS * relative, 700.0))  # exp(700) ~ 1e304: past it, no finite bound
+        # (a regression target near 0 in a window: MAPE of 411 against 0.15 overflowed and stopped the whole run)
         if relative > 0:
             p_value = float(stats.norm.sf(math.log(value / center) / relative)) if value > 0 else 1.0
         else:

@@ -271,3 +271,23 @@ def test_the_beta_binomial_quantile_is_scipys_ppf() -> None:
         predictive = stats.betabinom(trials, mean * size, (1 - mean) * size)
         for q in (ALPHA, 0.05, 0.5):
             assert _quantile(predictive, trials, q) == int(predictive.ppf(q)), (trials, mean, size, q)
+
+
+def test_an_exploding_error_metric_gives_a_verdict_not_an_overflow() -> None:
+    """A window whose regression target is near 0 (MAPE 411 against a reference's 0.15) stopped `mlmon evaluate`
+    with OverflowError in the log-scale threshold: it gets a verdict (its own error is as large as its value, so
+    not an alert), and a precise one alerts."""
+    verdict = judge("mape", Evidence(411.0, standard_error=400.0), 500, Reference(0.154, rows=20_000))
+    assert verdict.alert is False and verdict.upper is not None and math.isfinite(verdict.upper)
+    assert judge("mape", Evidence(411.0, standard_error=0.01), 500, Reference(0.154, rows=20_000)).alert is True
+
+
+def test_a_reference_smaller_than_the_window_widens_the_threshold_by_its_own_sampling_error() -> None:
+    """The reference value's sampling error is per row over the reference's rows: with 300 reference rows a
+    2,000-row window's threshold is wider than with 20,000 (it was the same: the error was sized at the window's
+    rows whenever the reference had fewer)."""
+    evidence = Evidence(0.80, standard_error=0.01)
+    small = judge("roc_auc", evidence, 2000, Reference(0.84, rows=300))
+    large = judge("roc_auc", evidence, 2000, Reference(0.84, rows=20_000))
+    assert small.lower is not None and large.lower is not None and small.lower < large.lower
+    assert large.alert is True and small.alert is False  # 0.80 is within a 300-row reference's own error of 0.84
