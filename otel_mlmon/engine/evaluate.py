@@ -186,8 +186,12 @@ def _quality(column: ColumnProfile, sketch: NumericSketch | CategoricalSketch) -
         return out
     if isinstance(sketch, NumericSketch) and isinstance(reference, NumericSketch) and reference.count:
         keys, counts = sketch.buckets()
-        lower, upper = sketch.bounds(keys)
-        outside = int(counts[(upper <= reference.min) | (lower > reference.max)].sum())
+        if sketch.same_bucketing(reference):  # by bucket: the buckets below the reference minimum's, above its max's
+            low, high = reference.keys_of([reference.min, reference.max])
+            outside = int(counts[(keys < low) | (keys > high)].sum())
+        else:
+            lower, upper = sketch.bounds(keys)
+            outside = int(counts[(upper <= reference.min) | (lower > reference.max)].sum())
         # Chance that a new value from the reference distribution falls outside the range of N reference values.
         rate = 2 / (reference.count + 1)
         out.append(Measurement(column.name, DATA_QUALITY, "out_of_range_rate", outside / sketch.count,

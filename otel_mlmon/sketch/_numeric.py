@@ -181,6 +181,13 @@ class NumericSketch:
     def bounds(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return key_bounds(keys, self.center, self.scale, self.precision)
 
+    def keys_of(self, values: Any) -> np.ndarray:
+        """The signed keys (as ``buckets`` gives them) of the buckets these finite values fall in. Exact where
+        ``bounds`` is not: a bucket's bound is computed back from the standardised scale, so the bucket holding 0
+        can come out as ``[-4.8e-15, 0.0]``, and 0 looks past it."""
+        values = np.asarray(values, dtype=np.float64)
+        return index_to_key(bucket_keys(values, self.center, self.scale, self.precision))
+
     def same_bucketing(self, other: NumericSketch) -> bool:
         return (self.center, self.scale, self.precision) == (other.center, other.scale, other.precision)
 

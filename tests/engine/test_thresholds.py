@@ -151,3 +151,24 @@ def test_a_column_whose_every_value_is_new_gets_no_verdict_not_no_drift() -> Non
         assert results["zip", metric].value == pytest.approx(1.0) and results["zip", metric].upper_threshold >= 1
         assert results["zip", metric].alert is None, metric
     assert results["plan", "jensen_shannon"].alert is True and results["zip", "missing_rate"].alert is False
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_mostly_zero_column_has_nothing_out_of_range(seed: int) -> None:
+    """80 % exact zeros: the bucket holding 0 can have bounds computed as [-4.8e-15, 0.0], which the range check
+    read as below the reference minimum (0): out_of_range_rate 0.8 with nothing out of range. By bucket key now."""
+    rng = np.random.default_rng(seed)
+
+    def column(n: int) -> np.ndarray:
+        values = rng.exponential(2.0, n)
+        values[rng.random(n) < 0.8] = 0.0
+        return values
+
+    reference = column(20_000)
+    profile, _ = profile_from({"x": reference}, 2000)
+    inside = analysis_window(profile, {"x": np.minimum(column(500), reference.max())})
+    rates = {r.metric: r for r in evaluate_window(profile, inside, Policy()) if r.column == "x"}
+    assert rates["out_of_range_rate"].value == 0.0 and rates["out_of_range_rate"].alert is False
+    outside = analysis_window(profile, {"x": np.r_[np.minimum(column(490), reference.max()), np.full(10, -1.0)]})
+    rates = {r.metric: r for r in evaluate_window(profile, outside, Policy()) if r.column == "x"}
+    assert rates["out_of_range_rate"].value == pytest.approx(10 / 500)
