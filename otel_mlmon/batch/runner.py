@@ -32,7 +32,7 @@ from otel_mlmon.batch.reader import (
     is_numeric_type,
     is_time_type,
 )
-from otel_mlmon.engine.columns import profile_from_windows
+from otel_mlmon.engine.columns import profile_from_windows, sorted_classes
 from otel_mlmon.engine.drift import CATEGORICAL, NUMERIC
 from otel_mlmon.engine.estimate import ScoredRows
 from otel_mlmon.engine.evaluate import (
@@ -461,13 +461,13 @@ def _classes(data: DataFile, columns: Columns, task: str) -> list[str]:
     if task != "classification":
         return []
     if columns.score_columns:
-        return sorted(columns.score_columns)
+        return sorted_classes(columns.score_columns)
     seen: set[str] = set()
     for name in (columns.prediction_column, columns.target_column):
         if name and name in data.columns():
             for batch in data.batches([name]):
                 seen.update(k for k in (category_key(v) for v in batch[name].tolist()) if k is not None)
-    return sorted(seen)
+    return sorted_classes(seen)
 
 
 @dataclass

@@ -10,7 +10,8 @@ ones counted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -22,6 +23,20 @@ from otel_mlmon.engine.windows import WindowSpec
 from otel_mlmon.sketch import CategoricalSketch, NumericSketch, category_key, update_columns
 
 BUCKETING_SAMPLE = 16_384  # rows that choose a column's center and scale (median and IQR within ~1 %)
+
+
+def sorted_classes(keys: Iterable[str]) -> list[str]:
+    """Class keys in the order scikit-learn's ``classes_`` has them (``np.unique`` of the labels): numerically
+    when every key is a number (labels 2 and 10: 10 is the positive class, as ``predict_proba[:, 1]`` says; as
+    text, 2 came last and every binary metric was the other class's), else as text (``"no"`` < ``"yes"``)."""
+    found = list(keys)
+    try:
+        numbers = [float(k) for k in found]
+    except ValueError:
+        return sorted(found)
+    if not all(math.isfinite(n) for n in numbers):
+        return sorted(found)
+    return [k for _, k in sorted(zip(numbers, found))]
 
 
 def kind_of(values: np.ndarray) -> str:
@@ -147,7 +162,7 @@ def build_profile(columns: Mapping[str, np.ndarray], spec: WindowSpec, *, model:
         if task == "classification":
             seen = {category_key(v) for name in (prediction_column, target_column) if name and name in columns
                     for v in np.asarray(columns[name]).tolist()}
-            classes = sorted(c for c in seen if c is not None) or sorted(score_columns)
+            classes = sorted_classes(c for c in seen if c is not None) or sorted_classes(score_columns)
     bucketing = choose_all_bucketing({name: v for name, v in sketched.items() if kinds[name] == NUMERIC})
     rows = next(iter(lengths.values()))
     index = spec.row_windows(0, rows, rows)

@@ -13,7 +13,7 @@ from otel_mlmon.sketch import category_key
 def bootstrap_profile(model: str, version: str, rows: list[Joined], window_rows: int,
                       policy: Policy | None = None) -> ReferenceProfile | None:
     """A reference profile from a model's first rows: its outputs, and its features when captured."""
-    from otel_mlmon.engine.columns import build_profile
+    from otel_mlmon.engine.columns import build_profile, sorted_classes
     from otel_mlmon.engine.windows import WindowSpec
 
     if not rows:
@@ -39,7 +39,7 @@ def bootstrap_profile(model: str, version: str, rows: list[Joined], window_rows:
     if not columns:
         return None
     seen = {category_key(r.outputs.get("label")) for r in rows} if task == "classification" else set()
-    classes = sorted(c for c in seen if c is not None)
+    classes = sorted_classes(c for c in seen if c is not None)
     if "" in scores and len(classes) != 2:
         classes = ["0", "1"]
     score_columns = ({classes[-1]: "score"} if "score" in columns and classes else

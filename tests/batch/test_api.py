@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -249,3 +250,31 @@ def test_results_from_a_processor_equal_the_batch_results(data, processor, tmp_p
 
     with pytest.raises(ConnectionError, match="not reachable"):
         Results.from_processor(f"http://127.0.0.1:{free_port()}", token=TOKEN, timeout=5)
+
+
+def test_numeric_class_labels_are_ordered_as_numbers_like_sklearns_classes() -> None:
+    """Labels 2 and 10: scikit-learn's positive class is 10 (``classes_`` [2, 10], ``predict_proba[:, 1]``). As
+    text, "2" sorted last and ROC AUC, log-loss, precision and recall were the other class's (AUC 0.16 for 0.84)."""
+    from sklearn import metrics as sk
+    from sklearn.linear_model import LogisticRegression
+
+    from otel_mlmon.engine.columns import sorted_classes
+
+    assert sorted_classes(["10", "2", "1.5"]) == ["1.5", "2", "10"] and sorted_classes(["yes", "no"]) == ["no", "yes"]
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(4000, 2))
+    target = np.where(features[:, 0] + rng.normal(0, 1, 4000) > 0, 10, 2)
+    model = LogisticRegression().fit(features[:2000], target[:2000])
+
+    def frame(rows: slice) -> pd.DataFrame:
+        return pd.DataFrame({"x0": features[rows, 0], "y": target[rows], "pred": model.predict(features[rows]),
+                             "score": model.predict_proba(features[rows])[:, 1]})
+
+    analysis = frame(slice(2000, 4000))
+    results = batch.evaluate(reference=frame(slice(0, 2000)), analysis=analysis, target_column="y",
+                             prediction_column="pred", score_column="score", chunk_size=2000)
+    rows = results.frame
+    got = rows[(rows.period == "analysis") & (rows.kind == "performance")].set_index("metric")["value"]
+    assert got["roc_auc"] == pytest.approx(sk.roc_auc_score(analysis.y, analysis.score), abs=1e-12)
+    assert got["precision"] == pytest.approx(sk.precision_score(analysis.y, analysis.pred, pos_label=10), abs=1e-12)
+    assert got["recall"] == pytest.approx(sk.recall_score(analysis.y, analysis.pred, pos_label=10), abs=1e-12)
