@@ -82,6 +82,16 @@ class ReplayOptions:
             raise ValueError(f"--service must be an http(s) URL, got {self.service!r}")
         if self.max_segments is not None and self.max_segments < 2:
             raise ValueError(f"--max-segments must be at least 2, got {self.max_segments}")
+        if self.protocol == "http/protobuf" and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"--endpoint must be the OTLP/HTTP base URL, as http://127.0.0.1:4318, got "
+                             f"{self.endpoint!r} (or give --protocol grpc for host:port)")
+        if self.protocol == "grpc":
+            if self.endpoint.startswith("http://"):  # the OTel SDK's form of a plaintext gRPC endpoint
+                self.endpoint = self.endpoint.removeprefix("http://").rstrip("/")
+            host, _, port = self.endpoint.rpartition(":")
+            if not host or not port.isdigit() or "/" in self.endpoint:
+                raise ValueError(f"--endpoint with --protocol grpc must be host:port (or http://host:port), as "
+                                 f"127.0.0.1:4317, got {self.endpoint!r}")
 
 
 @dataclass

@@ -242,6 +242,20 @@ def test_replay_to_an_endpoint_that_stays_down_gives_up_after_retry_for(tmp_path
     assert "80 of 80 predictions and 80 of 80 labels were not delivered" in err and "not reachable" in err
 
 
+def test_replay_says_what_an_endpoint_should_look_like(tmp_path: Path, capsys) -> None:
+    """An endpoint without a scheme ("unknown url type: 127.0.0.1"), or a gRPC one in the SDK's http:// form
+    ("Misformatted domain name"): a one-line error naming the form, or the http:// form taken for gRPC."""
+    from otel_mlmon.replay import ReplayOptions
+
+    _binary(20, 7).to_parquet(tmp_path / "data.parquet")
+    assert cli.main(_replay_args(tmp_path / "data.parquet", "127.0.0.1:4318")) == 2
+    assert "--endpoint must be the OTLP/HTTP base URL, as http://127.0.0.1:4318" in capsys.readouterr().err
+    assert ReplayOptions("http://127.0.0.1:4317/", protocol="grpc").endpoint == "127.0.0.1:4317"
+    for bad in ("https://127.0.0.1:4317", "127.0.0.1", "127.0.0.1:43x7"):
+        with pytest.raises(ValueError, match="must be host:port"):
+            ReplayOptions(bad, protocol="grpc")
+
+
 class _Processor:
     """``mlmon processor serve`` as a subprocess on loopback, with its store in a temporary folder."""
 
