@@ -213,6 +213,17 @@ def test_status_codes_per_the_otlp_specification(server) -> None:
     assert health["status"] == "ok"
 
 
+def _wait_healthy(port: int, seconds: float = 20.0) -> dict | None:
+    """``/healthz`` of a processor started as a subprocess, once it answers (None: not within ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read())
+        except OSError:
+            time.sleep(0.1)
+    return None
+
+
 def test_mlmon_processor_serve_starts_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     import signal
     import subprocess
@@ -227,12 +238,7 @@ def test_mlmon_processor_serve_starts_answers_and_stops_on_sigterm(tmp_path: Pat
                                 f"127.0.0.1:{port}", "--grpc-endpoint", f"127.0.0.1:{free_port()}", "--store",
                                 str(tmp_path / "p.db"), "--reference", str(profile)], stderr=subprocess.PIPE, text=True)
     try:
-        deadline, health = time.monotonic() + 20, None
-        while time.monotonic() < deadline and health is None:
-            try:
-                health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read())
-            except OSError:
-                time.sleep(0.1)
+        health = _wait_healthy(port)
         assert health is not None and health["models"] == 1
         assert {r["period"] for r in _results(f"http://127.0.0.1:{port}", model="m")} == {"reference"}
     finally:
@@ -256,12 +262,7 @@ def test_a_second_processor_on_a_port_in_use_refuses_to_start(tmp_path: Path) ->
                               f"127.0.0.1:{http}", "--grpc-endpoint", f"127.0.0.1:{grpc_port}", "--store",
                               str(tmp_path / "a.db")], stderr=subprocess.PIPE, text=True)
     try:
-        deadline, health = time.monotonic() + 20, None
-        while time.monotonic() < deadline and health is None:
-            try:
-                health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=1).read())
-            except OSError:
-                time.sleep(0.1)
+        health = _wait_healthy(http)
         assert health is not None
         for taken, flag in ((f"--grpc-endpoint=127.0.0.1:{grpc_port}", "--grpc-endpoint"),
                             (f"--http-endpoint=127.0.0.1:{http}", "--http-endpoint")):
