@@ -75,6 +75,14 @@ class NumericComparison:
             return None
         return np.cumsum(self.fine_reference) / n - np.cumsum(self.fine_current) / m
 
+    def cdf_steps(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``cdf_difference`` at the lower (``before``) and upper (``after``) bound of every fine bucket; None when
+        a side is empty."""
+        after = self.cdf_difference()
+        if after is None:
+            return None
+        return np.concatenate([[0.0], after[:-1]]), after
+
 
 @dataclass(frozen=True)
 class CategoricalComparison:
@@ -292,10 +300,10 @@ class Wasserstein(DriftMethod):
 
     def compute(self, comparison: Comparison) -> DriftValue:
         assert isinstance(comparison, NumericComparison)
-        after = comparison.cdf_difference()
-        if after is None:
+        steps = comparison.cdf_steps()
+        if steps is None:
             return DriftValue(math.nan, None)
-        before = np.concatenate([[0.0], after[:-1]])
+        before, after = steps
         width = comparison.upper - comparison.lower
         # |d| is linear inside a bucket from |before| to |after|; integrate it exactly, sign change included.
         same_sign = before * after >= 0
@@ -326,6 +334,9 @@ def _cvm_limit_cdf(x: float) -> float:
         k += 1
 
 
+_CVM_TAIL = 1.0 - _cvm_limit_cdf(CVM_SERIES_LIMIT)  # the p-value where the series stops
+
+
 def cvm_p_value(statistic: float, n: float, m: float) -> float:
     """Asymptotic p-value of the two-sample Cramér–von Mises statistic T of samples of n and m values: T
     normalized by its exact mean and variance (Anderson 1962, eq. 11 and 14), then the limiting distribution, as
@@ -339,9 +350,8 @@ def cvm_p_value(statistic: float, n: float, m: float) -> float:
     if normalized > CVM_SERIES_LIMIT:
         # The series loses its accuracy to rounding past ~3 (scipy's gives p = 2e-7 at 737, more than at 10): the
         # tail goes on as the limit's first term, p ~ C · x^(-1/2) · exp(-π² x / 2), continued from 3.
-        tail = 1.0 - _cvm_limit_cdf(CVM_SERIES_LIMIT)
-        return tail * math.sqrt(CVM_SERIES_LIMIT / normalized) * math.exp(-math.pi**2 * (normalized - CVM_SERIES_LIMIT)
-                                                                           / 2)
+        excess = normalized - CVM_SERIES_LIMIT
+        return _CVM_TAIL * math.sqrt(CVM_SERIES_LIMIT / normalized) * math.exp(-math.pi**2 * excess / 2)
     return min(max(1.0 - _cvm_limit_cdf(normalized), 0.0), 1.0)
 
 
@@ -373,10 +383,10 @@ class CramerVonMises(DriftMethod):
 
     def compute(self, comparison: Comparison) -> DriftValue:
         assert isinstance(comparison, NumericComparison)
-        after = comparison.cdf_difference()
-        if after is None:
+        steps = comparison.cdf_steps()
+        if steps is None:
             return DriftValue(math.nan, None)
-        before = np.concatenate([[0.0], after[:-1]])
+        before, after = steps
         n, m = float(comparison.fine_reference.sum()), float(comparison.fine_current.sum())
         mass = comparison.fine_reference + comparison.fine_current
         # The CDF difference is linear inside a bucket: the mean of its square over the bucket's values.
