@@ -153,6 +153,7 @@ class DriftMethod(ABC):
 
     name: str = ""
     floors: dict[str, float] = {}  # column kind -> effect-size floor; the kinds the method applies to
+    maximum: float = math.inf  # the largest value the method can give (a threshold at or past it judges nothing)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -189,6 +190,7 @@ class JensenShannon(DriftMethod):
 
     name = "jensen_shannon"
     floors = {NUMERIC: 0.08, CATEGORICAL: 0.04}
+    maximum = 1.0
 
     def compute(self, comparison: Comparison) -> DriftValue:
         reference, current = (_proportions(c) for c in _binned(comparison))
@@ -220,6 +222,7 @@ class KolmogorovSmirnov(DriftMethod):
 
     name = "kolmogorov_smirnov"
     floors = {NUMERIC: 0.08}
+    maximum = 1.0
 
     def compute(self, comparison: Comparison) -> DriftValue:
         assert isinstance(comparison, NumericComparison)
@@ -270,6 +273,7 @@ class Hellinger(DriftMethod):
 
     name = "hellinger"
     floors = {NUMERIC: 0.07, CATEGORICAL: 0.035}
+    maximum = 1.0
 
     def compute(self, comparison: Comparison) -> DriftValue:
         reference, current = (_proportions(c) for c in _binned(comparison))
@@ -409,6 +413,7 @@ class LInfinity(DriftMethod):
 
     name = "l_infinity"
     floors = {CATEGORICAL: 0.03}
+    maximum = 1.0
 
     def compute(self, comparison: Comparison) -> DriftValue:
         reference, current = (_proportions(c) for c in _binned(comparison))
@@ -436,6 +441,7 @@ class ChiSquared(DriftMethod):
 
     name = "chi2"
     floors = {CATEGORICAL: 0.05}
+    maximum = 1.0
 
     def compute(self, comparison: Comparison) -> DriftValue:
         reference, current = (_proportions(c) for c in _binned(comparison))

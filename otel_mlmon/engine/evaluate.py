@@ -54,11 +54,6 @@ from otel_mlmon.sketch import CategoricalSketch, NumericSketch
 MIN_ROWS = 30
 MIN_BAND_WINDOWS = 3
 QUALITY_FLOOR = 0.02
-# Metrics that cannot exceed 1. When the reference's own windows put a threshold at or above it (a column whose
-# every value is new, like an id or a zip code: its reference windows already score ~1), no window can cross it:
-# that is no verdict (``alert`` None), not "no drift".
-BOUNDED_BY_ONE = frozenset({"jensen_shannon", "hellinger", "kolmogorov_smirnov", "l_infinity", "chi2",
-                            "missing_rate", "out_of_range_rate", "unseen_category_rate"})
 DRIFT, PERFORMANCE, DATA_QUALITY = "drift", "performance", "data_quality"
 
 # Published defaults of other products, as (methods per kind, value thresholds, p-value thresholds).
@@ -344,7 +339,7 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
                 lowered = strong_evidence_threshold(m.floor or 0.0, values, p_value)
                 upper = upper if lowered is None else min(upper, lowered)
                 significant = p_value is None or p_value < policy.alpha
-                alert = (m.value > upper and significant) if enough and not _beyond_reach(m.metric, upper) else None
+                alert = (m.value > upper and significant) if enough and not _beyond_reach(m, upper) else None
         elif m.kind == PERFORMANCE:  # engine.performance.judge: sampling error + the reference windows' spread
             reference = Reference.from_series(profile.reference_performance.get(m.metric),
                                               profile.reference_values.get(m.key, []), _labeled_rows(profile),
@@ -362,7 +357,7 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
         else:  # data quality rates
             upper = max((m.reference_rate or 0.0) + QUALITY_FLOOR, band[1] if band else -math.inf)
             alert = (m.value > upper and (p_value is None or p_value < policy.alpha)) \
-                if enough and not _beyond_reach(m.metric, upper) else None
+                if enough and not _beyond_reach(m, upper) else None
         out.append(WindowResult(
             model=profile.model, model_version=profile.version, period=window.period, window=window.index,
             window_start=window.start, window_end=window.end, rows=window.rows, labeled_rows=len(window.labeled),
@@ -372,9 +367,16 @@ def verdicts(profile: ReferenceProfile, window: WindowData, measurements: list[M
     return out
 
 
-def _beyond_reach(metric: str, upper: float | None) -> bool:
-    """No value of the metric can exceed this threshold."""
-    return upper is not None and metric in BOUNDED_BY_ONE and upper >= 1.0
+def _beyond_reach(m: Measurement, upper: float | None) -> bool:
+    """No value of the measurement's metric can exceed this threshold: a drift method's ``maximum``, 1 for a data
+    quality rate. When the reference's own windows put the threshold there (a column whose every value is new, like
+    an id or a zip code: its reference windows already score ~1), no window can cross it: that is no verdict
+    (``alert`` None), not "no drift"."""
+    if upper is None:
+        return False
+    maximum = METHODS[m.metric].maximum if m.kind == DRIFT and m.metric in METHODS else \
+        1.0 if m.kind == DATA_QUALITY else math.inf
+    return upper >= maximum
 
 
 LABELED_ROWS = "labeled_rows"
